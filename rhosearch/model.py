@@ -1,0 +1,234 @@
+"""ExMobileViT on timm's MobileViT, and the rho supernet that shares weights between configurations.
+
+    model = ExMobileViT(parse_rho("4/3,5/4,4"), num_classes=1000)
+    supernet = RhoSupernet(load_search_space("exmobilevit_s"), num_classes=10)
+    supernet.set_config(config); logits = supernet(x); standalone = supernet.extract(config)
+
+The backbone (stem + five stages) is timm's, unchanged. What timm calls `final_conv` (block 5's
+160 -> 640 1x1 conv + BN + SiLU) is exactly ExShortcut_5 at rho_5 = 4, so timm's weights load
+into `shortcuts.4` and the baseline configuration is MobileViT itself. Note timm's
+`feature_info[4]` is that 640-channel final conv, not block 5's 160-channel output: we tap
+`stages[k]` directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import ConvNormAct
+from timm.models import build_model_with_cfg, register_model
+from torch import nn
+
+from rhosearch.space import RhoConfig, SearchSpace, load_presets
+
+__all__ = ["ExMobileViT", "RhoSupernet", "create_model", "load_timm_weights"]
+
+
+class ExMobileViT(nn.Module):
+    """MobileViT whose classifier reads the pooled ExShortcuts of blocks with rho_k > 0.
+
+    Args:
+        config: the backbone and rho vector.
+        num_classes: classifier outputs (0 for no classifier: `forward` returns features).
+        drop_rate: dropout before the classifier (0.1 as in MobileViT's recipe).
+        in_chans: input image channels.
+    """
+
+    def __init__(
+        self, config: RhoConfig, *, num_classes: int = 1000, drop_rate: float = 0.1,
+        in_chans: int = 3, widths: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        backbone = timm.create_model(config.backbone, num_classes=0, in_chans=in_chans)
+        # `widths` lets the supernet build every shortcut at its widest; a plain model uses
+        # exactly the configuration's channels.
+        self.widths = tuple(widths or config.shortcut_channels)
+        # Blocks after the last one with a shortcut feed nothing: they are not built or run.
+        self.depth = max(k + 1 for k, c in enumerate(self.widths) if c)
+        self.stem = backbone.stem
+        self.stages = backbone.stages[: self.depth]
+        self.shortcuts = nn.ModuleList(
+            ConvNormAct(c_in, c_out, 1, act_layer="silu") if c_out else nn.Identity()
+            for c_in, c_out in zip(config.block_widths, self.widths)
+        )
+        self.num_features = sum(self.widths)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.feature_info = [
+            dict(num_chs=c, reduction=2 ** (k + 1), module=f"stages.{k}")
+            for k, c in enumerate(config.block_widths[: self.depth])
+        ]
+        self.pretrained_cfg = dict(backbone.pretrained_cfg, classifier="fc", num_classes=num_classes)
+
+    def forward_blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of blocks 1..depth (the feature maps F~_k of Algorithm 1)."""
+        x = self.stem(x)
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
+    def _shortcut(self, k: int, block_output: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.shortcuts[k](block_output), 1).flatten(1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier input: pooled ExShortcuts concatenated in block order (Eq. 2)."""
+        blocks = self.forward_blocks(x)
+        return torch.cat(
+            [self._shortcut(k, out) for k, out in enumerate(blocks) if self.widths[k]], dim=1
+        )
+
+    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        features = self.head_drop(features)
+        return features if pre_logits else self.fc(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def load_timm_weights(model: ExMobileViT, timm_state: dict[str, torch.Tensor]) -> None:
+    """Loads a timm MobileViT state dict into a baseline ExMobileViT (rho_5 = 4 only)."""
+    if not model.config.is_baseline:
+        raise ValueError("timm weights fit only the baseline configuration (rho = 0,0,0,0,4)")
+    renamed = {}
+    for key, value in timm_state.items():
+        key = key.replace("final_conv.", "shortcuts.4.").replace("head.fc.", "fc.")
+        renamed[key] = value
+    model.load_state_dict(renamed, strict=True)
+
+
+class RhoSupernet(ExMobileViT):
+    """Every shortcut of a search space at its widest, set to one configuration at a time.
+
+    A configuration uses the first c_k output channels of shortcut k (conv rows, BN parameters
+    and running statistics sliced as a prefix), and the classifier columns of exactly those
+    channels, gathered block by block: a prefix of the concatenated input would mix blocks.
+    """
+
+    def __init__(self, space: SearchSpace, *, num_classes: int = 1000, **kwargs: Any) -> None:
+        widest = RhoConfig(space.backbone, tuple(max(c) for c in space.choices))
+        super().__init__(widest, num_classes=num_classes, widths=space.max_shortcut_channels,
+                         **kwargs)
+        self.space = space
+        self.active = widest
+
+    def set_config(self, config: RhoConfig) -> None:
+        """Selects the configuration that `forward` computes."""
+        if config.backbone != self.space.backbone or any(
+            c > w for c, w in zip(config.shortcut_channels, self.widths)
+        ):
+            raise ValueError(f"{config.rho_text} on {config.backbone} is outside the supernet")
+        self.active = config
+
+    def classifier_index(self, config: RhoConfig) -> torch.Tensor:
+        """Positions, in the widest classifier input, of `config`'s classifier channels."""
+        index, offset = [], 0
+        for width, channels in zip(self.widths, config.shortcut_channels):
+            index.extend(range(offset, offset + channels))
+            offset += width
+        return torch.tensor(index, dtype=torch.long)
+
+    def _sliced_shortcut(self, k: int, block_output: torch.Tensor, channels: int) -> torch.Tensor:
+        # Hand-written because timm's ConvNormAct has no width slicing: conv rows [:c] and the
+        # BN's parameters and running statistics [:c] (views, so training updates the prefix).
+        shortcut = self.shortcuts[k]
+        bn = shortcut.bn
+        x = F.conv2d(block_output, shortcut.conv.weight[:channels])
+        x = F.batch_norm(
+            x, bn.running_mean[:channels], bn.running_var[:channels], bn.weight[:channels],
+            bn.bias[:channels], self.training, bn.momentum, bn.eps,
+        )
+        return F.adaptive_avg_pool2d(F.silu(x), 1).flatten(1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The widest classifier input's layout, with only the active channels filled in."""
+        return self.forward_widest_features(x, self.active)
+
+    def forward_widest_features(self, x: torch.Tensor, config: RhoConfig) -> torch.Tensor:
+        blocks = self.forward_blocks(x)
+        channels = config.shortcut_channels
+        parts = [
+            self._sliced_shortcut(k, out, channels[k]) for k, out in enumerate(blocks) if channels[k]
+        ]
+        return torch.cat(parts, dim=1)
+
+    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        features = self.head_drop(features)
+        if pre_logits:
+            return features
+        index = self.classifier_index(self.active).to(features.device)
+        return F.linear(features, self.fc.weight[:, index], self.fc.bias)
+
+    def extract(self, config: RhoConfig) -> ExMobileViT:
+        """A standalone ExMobileViT for `config` carrying the supernet's shared weights."""
+        self.set_config(config)
+        model = ExMobileViT(config, num_classes=self.num_classes, drop_rate=self.head_drop.p)
+        model.stem.load_state_dict(self.stem.state_dict())
+        model.stages.load_state_dict(self.stages[: model.depth].state_dict())
+        for k, channels in enumerate(config.shortcut_channels):
+            if not channels:
+                continue
+            sliced = {
+                name: value[:channels] if value.ndim else value
+                for name, value in self.shortcuts[k].state_dict().items()
+            }
+            model.shortcuts[k].load_state_dict(sliced)
+        index = self.classifier_index(config)
+        model.fc.weight.data.copy_(self.fc.weight.data[:, index])
+        model.fc.bias.data.copy_(self.fc.bias.data)
+        return model.train(self.training)
+
+
+def create_model(config: RhoConfig, **kwargs: Any) -> ExMobileViT:
+    """Builds a standalone ExMobileViT (the one way the rest of rhosearch makes a model)."""
+    return ExMobileViT(config, **kwargs)
+
+
+def _registry_name(config: RhoConfig) -> str:
+    return f"exmobilevit_s_{config.classifier_channels}"
+
+
+def _register_presets() -> None:
+    """Registers every paper preset in timm: `timm.create_model("exmobilevit_s_928")`.
+
+    Going through `build_model_with_cfg` gives the presets timm's usual loading path, so
+    `pretrained=True, pretrained_cfg_overlay=dict(file=...)` loads rhosearch's safetensors.
+    """
+    for preset in load_presets().values():
+        config = preset.config
+        if config.is_baseline:
+            continue  # timm already has `mobilevit_s`
+        model_name = _registry_name(config)
+        default_cfgs[model_name] = dict(
+            url="", num_classes=1000, input_size=(3, 256, 256), pool_size=(8, 8),
+            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), first_conv="stem.conv", classifier="fc",
+            license="apache-2.0",
+        )
+
+        def build(pretrained: bool = False, _config: RhoConfig = config,
+                  _name: str = model_name, **kwargs: Any) -> ExMobileViT:
+            return build_model_with_cfg(ExMobileViT, _name, pretrained, config=_config, **kwargs)
+
+        build.__name__ = model_name
+        build.__module__ = __name__
+        register_model(build)
+
+
+default_cfgs: dict[str, dict[str, Any]] = {}
+_register_presets()

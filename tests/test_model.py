@@ -1,0 +1,112 @@
+"""ExMobileViT against timm's MobileViT, and the supernet against standalone models."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import rhosearch  # noqa: F401  (registers the presets in timm)
+from rhosearch.model import ExMobileViT, RhoSupernet, load_timm_weights
+from rhosearch.space import BACKBONE_WIDTHS, RhoConfig, baseline_config, load_presets, parse_search_space
+
+torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_WIDTHS)
+def test_baseline_equals_timm_mobilevit(backbone):
+    reference = timm.create_model(backbone).eval()
+    model = ExMobileViT(baseline_config(backbone)).eval()
+    assert model.num_params() == sum(p.numel() for p in reference.parameters())
+    load_timm_weights(model, reference.state_dict())
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image), reference(image), rtol=0, atol=0)
+
+
+def test_mobilevit_s_has_5578632_parameters():
+    assert ExMobileViT(baseline_config()).num_params() == 5_578_632
+
+
+@pytest.mark.parametrize("preset", load_presets().values(), ids=lambda p: p.name)
+def test_classifier_input_width_is_eq_1(preset):
+    model = ExMobileViT(preset.config, num_classes=10).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(1, 3, 64, 64))
+    assert features.shape == (1, preset.config.classifier_channels)
+    assert model.fc.in_features == preset.config.classifier_channels
+
+
+def test_presets_are_in_timms_registry():
+    model = timm.create_model("exmobilevit_s_928", num_classes=7)
+    assert isinstance(model, ExMobileViT)
+    assert model.config.classifier_channels == 928 and model.fc.out_features == 7
+    assert "exmobilevit_s_576" in timm.list_models("exmobilevit_*")
+
+
+def test_model_stops_after_its_last_shortcut():
+    model = ExMobileViT(RhoConfig.parse("0,0,1,0,0"), num_classes=10)
+    assert len(model.stages) == 3
+
+
+SPACES = {
+    "mobilevit_s": {"rho_1": [0, 1/2], "rho_3": [0, 1/3, 4/3], "rho_4": [0, 1/4, 5/4], "rho_5": [0, 3, 4]},
+    "mobilevit_xs": {"rho_3": [0, 1/2, 5/4], "rho_4": [0, 1, 6/5], "rho_5": [2, 4]},
+    "mobilevit_xxs": {"rho_2": [0, 1], "rho_3": [0, 1/3, 1], "rho_5": [0, 3, 4]},
+}
+SUBSETS = {
+    "mobilevit_s": ["0,0,4/3,5/4,4", "0,0,1/3,1/4,3", "1/2,0,0,5/4,0", "0,0,1/3,0,0"],
+    "mobilevit_xs": ["0,0,1/2,1,2", "0,0,5/4,6/5,4", "0,0,0,1,2"],
+    "mobilevit_xxs": ["0,1,1/3,0,3", "0,0,1,0,4", "0,1,0,0,0"],
+}
+
+
+def _trained_like_supernet(backbone):
+    space = parse_search_space({"backbone": backbone, "rho": SPACES[backbone]})
+    supernet = RhoSupernet(space, num_classes=10)
+    # Move BN statistics and weights off their initial values so slicing errors would show.
+    with torch.no_grad():
+        for module in supernet.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return supernet.eval()
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_WIDTHS)
+def test_extracted_model_equals_supernet(backbone):
+    supernet = _trained_like_supernet(backbone)
+    image = torch.randn(2, 3, 64, 64)
+    for text in SUBSETS[backbone]:
+        config = RhoConfig.parse(text, backbone=backbone)
+        supernet.set_config(config)
+        standalone = supernet.extract(config).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(standalone(image), supernet(image), rtol=1e-5, atol=1e-5)
+        assert standalone.num_params() == ExMobileViT(config, num_classes=10).num_params()
+
+
+def test_supernet_gathers_classifier_segments_not_a_prefix():
+    supernet = _trained_like_supernet("mobilevit_s")
+    config = RhoConfig.parse("0,0,1/3,1/4,3")
+    index = supernet.classifier_index(config).tolist()
+    # Widest layout: block 1 (16), block 3 (128), block 4 (160), block 5 (640).
+    assert index == [*range(16, 48), *range(144, 176), *range(304, 784)]
+
+
+def test_supernet_training_updates_only_the_active_prefix_of_bn_statistics():
+    supernet = _trained_like_supernet("mobilevit_s").train()
+    bn = supernet.shortcuts[2].bn
+    before = bn.running_mean.clone()
+    supernet.set_config(RhoConfig.parse("0,0,1/3,0,4"))
+    supernet(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(bn.running_mean[:32], before[:32])
+    assert torch.equal(bn.running_mean[32:], before[32:])
+
+
+def test_config_outside_the_supernet_is_refused():
+    supernet = RhoSupernet(parse_search_space({"rho": {"rho_5": [3, 4]}}), num_classes=10)
+    with pytest.raises(ValueError, match="outside"):
+        supernet.set_config(RhoConfig.parse("0,0,5"))
