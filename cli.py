@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rhosearch.errors import RhoSearchError
 
@@ -61,8 +62,79 @@ def _count(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- search -----------------------------------------------------------------------------------
+
+
+def _search_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", help="resources, e.g. 6gpus, 2cpus, 4gpus,12h "
+                        "(default: all local CPUs)")
+    parser.add_argument("--trials", type=int, default=12, help="proxy trials to train (default: 12)")
+    parser.add_argument("--study", default="default", help="study name (default: %(default)s)")
+    parser.add_argument("--space", default="exmobilevit_s",
+                        help="search space name in search_spaces/ or a .yaml path (default: %(default)s)")
+    parser.add_argument("--data", default="digits",
+                        help="digits | cifar10 | cifar100 | PATH (ImageFolder with train/ and val/)")
+    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
+    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe field (repeatable)")
+    parser.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "gp", "random"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--resume", action="store_true", help="continue an existing study")
+    parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
+    parser.add_argument("--gpus-per-trial", type=float, help="fractional allowed, e.g. 0.5")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
+    parser.add_argument("--gmacs-objective", action="store_true",
+                        help="minimise GMACs as a third objective")
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict:
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RhoSearchError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=3")
+        overrides[key.strip()] = value.strip()
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return overrides
+
+
+def _search(args: argparse.Namespace) -> int:
+    from rhosearch.output import print_frame
+    from rhosearch.search import SearchSettings, parse_budget, resume_command, run_search
+    from rhosearch.space import load_search_space
+
+    if args.trials < 1:
+        raise RhoSearchError(f"--trials {args.trials}: give at least 1")
+    settings = SearchSettings(
+        study=args.study, space=load_search_space(args.space), trials=args.trials,
+        budget=parse_budget(args.budget), data=args.data, data_root=args.data_root,
+        download=args.download, recipe=args.recipe, recipe_overrides=_recipe_overrides(args),
+        sampler=args.sampler, seed=args.seed, storage=args.storage, reports_dir=args.reports_dir,
+        resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
+    )
+    print(f"search {settings.study!r}: {settings.trials} trials on {settings.budget.describe()}, "
+          f"space {settings.space.name} ({settings.space.size} rho vectors), data {settings.data}")
+    outcome = run_search(settings)
+    columns = ["name", "rho", "params", "overhead_params", "gmacs", "top1", "top5", "number"]
+    print_frame(outcome["front"][columns], title="Pareto front (proxy): top-1 vs overhead params")
+    folder = outcome["folder"]
+    print(f"trials: {folder / 'trials.csv'}   study: {settings.storage or folder / 'study.db'}")
+    if outcome["interrupted"]:
+        print(f"interrupted; resume with: {resume_command(settings)}", file=sys.stderr)
+        return 130
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("count", "params, overhead and GMACs of configurations", _count_args, _count),
+    ("search", "multi-objective rho search (Optuna + Ray Tune)", _search_args, _search),
 ]
 
 
