@@ -132,9 +132,38 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report -----------------------------------------------------------------------------------
+
+
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--format", choices=("html", "csv", "json"), default="html",
+                        help="html: write reports/STUDY/index.html; csv/json: print the front")
+    parser.add_argument("--x", choices=("overhead", "gmacs"), default="overhead",
+                        help="the cost objective of the front (default: %(default)s)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rhosearch.report import X_COLUMNS, front_table, write_report
+
+    x = X_COLUMNS[args.x]
+    if args.format == "html":
+        print(write_report(args.study, storage=args.storage, reports_dir=args.reports_dir, x=x))
+        return 0
+    from rhosearch.output import print_frame
+    from rhosearch.study import load_study, trials_frame
+
+    study = load_study(args.study, storage=args.storage, reports_dir=args.reports_dir)
+    print_frame(front_table(trials_frame(study), x=x), fmt=args.format)
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("count", "params, overhead and GMACs of configurations", _count_args, _count),
     ("search", "multi-objective rho search (Optuna + Ray Tune)", _search_args, _search),
+    ("report", "interactive Pareto report of a study (HTML, CSV, JSON)", _report_args, _report),
 ]
 
 

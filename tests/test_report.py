@@ -1,0 +1,237 @@
+"""The Pareto report: fronts, table, hypervolume, rank agreement, paper points, HTML, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from rhosearch.report import (
+    front_info,
+    front_table,
+    hypervolume_2d,
+    hypervolume_history,
+    mark_fronts,
+    paper_points,
+    rank_agreement,
+    render_html,
+)
+from rhosearch.study import TRIAL_COLUMNS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (number, stage, state, config, top1, overhead_params, gmacs)
+TRIALS = [
+    (0, "proxy", "COMPLETE", "A", 90.0, 100, 1.0),
+    (1, "proxy", "COMPLETE", "B", 92.0, 200, 1.2),
+    (2, "proxy", "COMPLETE", "C", 89.0, 150, 0.9),  # dominated by A (overhead), not by GMACs
+    (3, "proxy", "COMPLETE", "D", 92.0, 200, 1.2),  # exact tie with B: both stay on the front
+    (4, "proxy", "PRUNED", "E", 99.0, 50, 0.5),  # would dominate everything; must be ignored
+    (5, "proxy", "FAIL", "F", None, 60, 0.6),
+    (6, "proxy", "COMPLETE", "H", 90.0, 120, 1.1),  # same top-1 as A at a higher cost
+    (7, "oneshot", "COMPLETE", "A", 80.0, 100, 1.0),
+    (8, "oneshot", "COMPLETE", "C", 85.0, 150, 0.9),
+    (9, "oneshot", "COMPLETE", "B", 84.0, 200, 1.2),  # dominated by C in the one-shot stage
+    (10, "full", "COMPLETE", "A", 96.0, 100, 1.0),
+    (11, "full", "COMPLETE", "B", 97.0, 200, 1.2),
+    (12, "full", "COMPLETE", "D", 95.0, 200, 1.2),  # dominated by B
+    (13, "full", "RUNNING", "C", None, 150, 0.9),
+]
+RHO = {"A": "0,0,1/3,1/4,4", "B": "0,0,1,1,4", "C": "0,0,1/3,1/2,3", "D": "0,0,2,0,3",
+       "E": "0,0,0,1/4,2", "F": "0,0,0,0,2", "H": "0,0,2/3,0,4"}
+
+
+def make_trials(rows=TRIALS) -> pd.DataFrame:
+    records = []
+    for number, stage, state, config, top1, overhead, gmacs in rows:
+        records.append({
+            "number": number, "stage": stage, "state": state, "name": f"cfg-{config}",
+            "backbone": "mobilevit_s", "rho": RHO.get(config, config),
+            "classifier_channels": 600 + overhead // 10, "params": 1_000_000 + overhead,
+            "overhead_params": overhead, "overhead_pct": overhead / 1e4, "gmacs": gmacs,
+            "top1": top1, "top5": None if top1 is None else top1 + 2, "status": "ok",
+        })
+    return pd.DataFrame(records, columns=TRIAL_COLUMNS)
+
+
+def front_numbers(marked: pd.DataFrame, stage: str) -> set[int]:
+    rows = marked[(marked["stage"] == stage) & ~marked["dominated"]]
+    return set(rows["number"].astype(int))
+
+
+def test_fronts_per_stage_with_ties_and_failed_trials_excluded():
+    marked = mark_fronts(make_trials())
+    assert set(marked["number"]) == {0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12}  # no 4, 5, 13
+    assert front_numbers(marked, "proxy") == {0, 1, 3}
+    assert front_numbers(marked, "oneshot") == {7, 8}
+    assert front_numbers(marked, "full") == {10, 11}
+
+
+def test_front_depends_on_the_cost_axis():
+    assert front_numbers(mark_fronts(make_trials(), x="gmacs"), "proxy") == {0, 1, 2, 3}
+
+
+def test_front_table_rows_and_per_stage_columns():
+    table = front_table(make_trials()).set_index("name")
+    assert set(table.index) == {"cfg-A", "cfg-B", "cfg-C", "cfg-D"}  # H is dominated everywhere
+    assert table.loc["cfg-A", "front"] == "oneshot,proxy,full"
+    assert table.loc["cfg-C", "front"] == "oneshot"
+    assert table.loc["cfg-B", "top1_proxy"] == 92.0 and table.loc["cfg-B", "top1_full"] == 97.0
+    assert table.loc["cfg-B", "trial_oneshot"] == 9 and table.loc["cfg-B", "top5_full"] == 99.0
+    assert pd.isna(table.loc["cfg-C", "top1_full"])  # its full trial is still running
+    assert table.index[0] == "cfg-B"  # sorted by full top-1 first
+    for column in ("name", "rho", "params", "overhead_params", "gmacs", "top1_proxy",
+                   "top5_proxy", "trial_proxy"):
+        assert column in table.reset_index().columns
+
+
+def test_hypervolume_2d_hand_computed():
+    # (top1, x): area = (2 - 1) * 3 + (4 - 2) * 5 = 13; the dominated and outside points add 0.
+    points = [(3.0, 1.0), (5.0, 2.0), (2.0, 3.0), (6.0, 5.0)]
+    assert hypervolume_2d(points, (0.0, 4.0)) == pytest.approx(13.0)
+    assert hypervolume_2d([], (0.0, 4.0)) == 0.0
+
+
+def test_hypervolume_2d_matches_optuna():
+    from optuna._hypervolume import compute_hypervolume
+
+    rng = random.Random(0)
+    points = [(rng.uniform(50, 99), rng.uniform(-100, 300)) for _ in range(30)]
+    ours = hypervolume_2d(points, (0.0, 400.0))
+    losses = np.array([[-t, x] for t, x in points])
+    assert ours == pytest.approx(compute_hypervolume(losses, np.array([0.0, 400.0])))
+
+
+def test_hypervolume_history_of_the_proxy_stage():
+    history, reference = hypervolume_history(make_trials())
+    assert reference == (0.0, 210.0)  # max overhead 200 + 10% of the range 100..200
+    assert list(history["number"]) == [0, 1, 2, 3, 4, 5, 6]  # pruned/failed keep the value
+    assert history["hypervolume"].iloc[0] == pytest.approx(110 * 90)
+    assert history["hypervolume"].iloc[-1] == pytest.approx(110 * 90 + 10 * 2)
+    assert history["hypervolume"].is_monotonic_increasing
+
+
+def _rank_trials(proxy: list[float], full: list[float]) -> pd.DataFrame:
+    rows = [(i, "proxy", "COMPLETE", f"c{i}", t, 100 + i, 1.0) for i, t in enumerate(proxy)]
+    rows += [(100 + i, "full", "COMPLETE", f"c{i}", t, 100 + i, 1.0) for i, t in enumerate(full)]
+    return make_trials(rows)
+
+
+def test_rank_agreement_known_rankings_with_count():
+    # One swapped pair of six: (5 - 1) / 6.
+    agreement = rank_agreement(_rank_trials([70, 71, 72, 73], [90, 91, 93, 92]))
+    assert agreement.n == 4 and agreement.tau == pytest.approx(4 / 6)
+    assert "n = 4" in agreement.text()
+    assert rank_agreement(_rank_trials([70, 71, 72], [92, 91, 90])).tau == pytest.approx(-1.0)
+
+
+def test_rank_agreement_needs_finalists():
+    assert rank_agreement(_rank_trials([70, 71], [])) is None
+    single = rank_agreement(_rank_trials([70, 71], [90]))
+    assert single.n == 1 and math.isnan(single.tau) and "n = 1" in single.text()
+
+
+def test_paper_points_are_labelled_and_never_in_our_front():
+    paper = paper_points()
+    assert len(paper) == 14  # 4 configurations x 3 recipes (Table 1) + 704, 864 (Table 2)
+    assert "paper Table 2 (MSS)" in set(paper["source"])
+    assert "paper Table 1 (MSS+EMA)" in set(paper["source"])
+    row = paper[(paper["name"] == "ExMViT-928") & (paper["recipe"] == "MSS")].iloc[0]
+    assert row["rho"] == "0,0,4/3,5/4,4" and row["top1"] == 77.95
+    assert row["overhead_params"] > 0 and row["gmacs"] > 2.0
+    info = front_info(make_trials())
+    assert not set(info.front["name"]) & set(paper["name"])
+    assert set(info.trials["number"]) <= {t[0] for t in TRIALS}
+    assert info.excluded == 3 and info.rank_agreement.n == 3
+
+
+def test_html_is_self_contained(tmp_path):
+    path = render_html(front_info(make_trials()), tmp_path / "r" / "index.html", title="t")
+    text = path.read_text()
+    assert "<script src=" not in text and "<link" not in text
+    assert "Plotly.newPlot" in text and "plotly.js" in text.lower()
+    assert "paper Table 2 (MSS)" in text and "n = 3" in text
+    assert text.count('<table id="front">') == 1
+
+
+# --- end to end through cli.py, on a real Optuna SQLite study ---------------------------------
+
+
+def write_study(folder: Path, name: str = "hand") -> str:
+    storage = f"sqlite:///{folder / name / 'study.db'}"
+    (folder / name).mkdir(parents=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage,
+                                directions=["maximize", "minimize"])
+    distributions = {"rho": optuna.distributions.CategoricalDistribution(sorted(RHO.values()))}
+    states = {s.name: s for s in optuna.trial.TrialState}
+    for record in make_trials().to_dict("records"):
+        state = states[record["state"]]
+        values = [record["top1"], record["overhead_params"]] if state.name == "COMPLETE" else None
+        attrs = {k: v for k, v in record.items() if k not in ("number", "state") and v == v}
+        study.add_trial(optuna.trial.create_trial(
+            state=state, values=values, user_attrs=attrs, params={"rho": record["rho"]},
+            distributions=distributions,
+        ))
+    return storage
+
+
+def rhosearch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_report_html_end_to_end(tmp_path):
+    write_study(tmp_path)
+    result = rhosearch("report", "--study", "hand", "--reports-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == tmp_path / "hand" / "index.html"
+    assert "Plotly.newPlot" in (tmp_path / "hand" / "index.html").read_text()
+
+
+def test_cli_report_json_csv(tmp_path, capsys):
+    import cli  # in-process: a second interpreter start (torch import) costs ~10 s here
+
+    write_study(tmp_path)
+    base = ["report", "--study", "hand", "--reports-dir", str(tmp_path)]
+    assert cli.main([*base, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"cfg-A", "cfg-B", "cfg-C", "cfg-D"}
+
+    assert cli.main([*base, "--format", "csv", "--x", "gmacs"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("name,backbone,rho,")
+    assert "cfg-H" not in out and "cfg-C" in out
+
+
+def test_cli_report_missing_study_is_one_line(tmp_path, capsys):
+    import cli
+
+    assert cli.main(["report", "--study", "nope", "--reports-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nope" in err
+
+
+# --- a real browser, offline ------------------------------------------------------------------
+
+
+def test_report_draws_in_headless_chromium(tmp_path):
+    from render_report import chromium_binary, pixel_spread, render
+
+    if chromium_binary() is None:
+        pytest.skip("no chromium binary (.ci/run installs it)")
+    path = render_html(front_info(make_trials()), tmp_path / "index.html", title="browser check")
+    screenshot = tmp_path / "shot.png"
+    dom = render(path, screenshot=screenshot, size="1280,1600")
+    assert dom.count('class="main-svg"') >= 4  # two figures, each with its SVG layers
+    assert dom.count('<path class="point') >= 11 * 2 + 14 * 2  # our trials + paper, both axes
+    stddev, colours = pixel_spread(screenshot)
+    assert stddev > 5 and colours > 50, (stddev, colours)
