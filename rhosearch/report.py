@@ -474,7 +474,9 @@ def render_html(info: FrontInfo, path: Path | str, *, title: str) -> Path:
     tau = info.rank_agreement.text() if info.rank_agreement else (
         "Proxy-to-full rank agreement: no configuration has both a proxy and a full top-1 yet.")
     reference = "–" if info.hv_reference is None else (
-        f"top-1 = {info.hv_reference[0]:g}, {X_LABELS[info.x]} = {info.hv_reference[1]:,.4g}")
+        f"top-1 = {info.hv_reference[0]:g}, {X_LABELS[info.x]} = "
+        + (f"{info.hv_reference[1]:,.0f}" if info.x == "overhead_params"
+           else f"{info.hv_reference[1]:.4g}"))
     counts = info.trials["stage"].value_counts().to_dict()
     summary = ", ".join(f"{STAGE_LABELS[s]}: {counts.get(s, 0)}" for s in STAGES)
     page = f"""<!DOCTYPE html>
