@@ -1,0 +1,339 @@
+"""Data sets by name, the paper's transforms, and ml-cvnets' multi-scale batch sampler.
+
+    train_set, val_set = build_datasets("digits", resolution=32)
+    sampler = VariableBatchSampler(len(train_set), base_resolution=256, base_batch_size=128)
+    loader = DataLoader(train_set, batch_sampler=sampler)   # one resolution per batch
+
+A data set is named one way everywhere: `digits` (scikit-learn's 8x8 digits, embedded, no
+download), `cifar10` / `cifar100` (torchvision, under `root`), or a folder in ImageFolder layout
+(`PATH/train/<class>/*`, `PATH/val/<class>/*`). Images reach the model as [0, 1] RGB without
+mean/std normalisation: timm's MobileViT configs have mean 0 and std 1.
+
+Multi-scale training (MobileViT's MSS) needs the resolution to be chosen per batch, so the
+sampler yields batches of `(index, resolution)` pairs and `ScaledDataset` crops each sample to the
+resolution it is handed; a plain `int` index gets the base resolution (validation).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+from torchvision.transforms import v2
+
+from rhosearch.errors import RhoSearchError
+
+__all__ = [
+    "CIFAR_CLASSES",
+    "DIGITS_VAL_FRACTION",
+    "ScaledDataset",
+    "VariableBatchSampler",
+    "build_datasets",
+    "dataset_info",
+    "mss_resolutions",
+    "train_transform",
+    "val_transform",
+    "worker_count",
+]
+
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+DIGITS_VAL_FRACTION = 0.2
+_DIGITS_SPLIT_SEED = 0  # fixed: the validation set must not move with the training seed
+# MobileViT's multi-scale set for a 256 base (ml-cvnets: 160 ... 320), as fractions of the base.
+MSS_SCALES = (0.625, 0.75, 1.0, 1.125, 1.25)
+
+
+# --- naming data sets -------------------------------------------------------------------------
+
+
+def _folder_classes(root: Path, split: str) -> list[str]:
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise RhoSearchError(
+            f"{root} has no {split}/ folder; an image folder needs {split}/<class>/<image> files"
+        )
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise RhoSearchError(f"{split_dir} has no class folders; expected {split}/<class>/<image>")
+    for name in classes:
+        if not any(f.is_file() for f in (split_dir / name).iterdir()):
+            raise RhoSearchError(f"class folder {split_dir / name} has no images")
+    return classes
+
+
+def _as_folder(name: str) -> Path | None:
+    """`name` as an ImageFolder root, or None when it names a built-in data set."""
+    if name in ("digits", *CIFAR_CLASSES):
+        return None
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise RhoSearchError(
+            f"unknown data set {name!r}: not digits, cifar10, cifar100 or an existing folder"
+        )
+    if not path.is_dir():
+        raise RhoSearchError(f"data set {name!r} is a file; give a folder with train/ and val/")
+    return path
+
+
+def dataset_info(name: str, root: Path | str | None = None) -> int:
+    """Number of classes of a data set, without loading it (folders: counts train/ subfolders)."""
+    if name == "digits":
+        return 10
+    if name in CIFAR_CLASSES:
+        return CIFAR_CLASSES[name]
+    return len(_folder_classes(_as_folder(name), "train"))
+
+
+# --- transforms -------------------------------------------------------------------------------
+
+
+def train_transform(
+    resolution: int, *, crop_scale: Sequence[float] = (0.08, 1.0), hflip: float = 0.5
+) -> v2.Transform:
+    """The paper's augmentation: random resized crop and horizontal flip, nothing else."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(resolution, scale=tuple(crop_scale), antialias=True),
+        v2.RandomHorizontalFlip(hflip),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
+
+
+def val_transform(resolution: int, *, crop_pct: float = 0.9) -> v2.Transform:
+    """Resize the short side to resolution / crop_pct, then center-crop (timm's eval recipe)."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(math.floor(resolution / crop_pct), antialias=True),
+        v2.CenterCrop(resolution),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
+
+
+class ScaledDataset(Dataset):
+    """Applies a resolution-dependent transform to an untransformed (image, label) data set.
+
+    Indexed by `(index, resolution)` (what `VariableBatchSampler` yields) or by `index`, which
+    uses `resolution`. One transform per resolution is built on first use and kept.
+    """
+
+    def __init__(self, base: Dataset, *, resolution: int, train: bool,
+                 crop_scale: Sequence[float] = (0.08, 1.0), hflip: float = 0.5,
+                 crop_pct: float = 0.9) -> None:
+        self.base = base
+        self.resolution = resolution
+        self.train = train
+        self.options = (dict(crop_scale=crop_scale, hflip=hflip) if train
+                        else dict(crop_pct=crop_pct))
+        self._transforms: dict[int, v2.Transform] = {}
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def transform(self, resolution: int) -> v2.Transform:
+        if resolution not in self._transforms:
+            make = train_transform if self.train else val_transform
+            self._transforms[resolution] = make(resolution, **self.options)
+        return self._transforms[resolution]
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, resolution = item if isinstance(item, tuple) else (item, self.resolution)
+        image, label = self.base[index]
+        return self.transform(resolution)(image), int(label)
+
+
+# --- the data sets ----------------------------------------------------------------------------
+
+
+def _digits() -> tuple[Dataset, Dataset]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # 0..16 grey levels -> uint8 RGB images of shape (3, 8, 8); the transforms upscale them.
+    images = torch.tensor(digits.images * (255 / 16), dtype=torch.uint8)
+    images = images.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.tensor(digits.target)
+    train_idx, val_idx = train_test_split(
+        range(len(labels)), test_size=DIGITS_VAL_FRACTION, stratify=digits.target,
+        random_state=_DIGITS_SPLIT_SEED,
+    )
+    train_idx, val_idx = torch.tensor(train_idx), torch.tensor(val_idx)
+    return (TensorDataset(images[train_idx], labels[train_idx]),
+            TensorDataset(images[val_idx], labels[val_idx]))
+
+
+def _cifar(name: str, root: Path | None, download: bool) -> tuple[Dataset, Dataset]:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    root = Path(root or "data").expanduser()
+    folder = root / cls.base_folder
+    if not download and not folder.is_dir():
+        raise RhoSearchError(
+            f"{name} not found: expected {folder}/; pass --download to fetch it, or --data-root "
+            "to point at the folder holding it"
+        )
+    try:
+        return cls(root, train=True, download=download), cls(root, train=False)
+    except RuntimeError as exc:  # torchvision: missing file or md5 mismatch
+        raise RhoSearchError(
+            f"{name} under {folder} is incomplete or corrupted ({exc}); delete it and --download"
+        ) from None
+    except OSError as exc:
+        raise RhoSearchError(f"{name}: cannot read {root}: {exc.strerror or exc}") from None
+
+
+class _CheckedImageFolder(Dataset):
+    """torchvision's ImageFolder, whose unreadable images fail with the file's name."""
+
+    def __init__(self, root: Path, classes: list[str]) -> None:
+        from torchvision.datasets import ImageFolder
+
+        self.folder = ImageFolder(str(root), allow_empty=True)
+        if self.folder.classes != classes:
+            raise RhoSearchError(
+                f"{root} has classes {self.folder.classes}, but train/ has {classes}; "
+                "train/ and val/ need the same class folders"
+            )
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.folder.samples[index]
+        try:
+            return self.folder.loader(path), label
+        except (OSError, ValueError) as exc:
+            raise RhoSearchError(f"cannot read image {path}: {exc}") from None
+
+
+def _image_folder(root: Path) -> tuple[Dataset, Dataset]:
+    classes = _folder_classes(root, "train")
+    _folder_classes(root, "val")
+    try:
+        return tuple(_CheckedImageFolder(root / split, classes) for split in ("train", "val"))
+    except FileNotFoundError as exc:  # ImageFolder: a class folder without any image file
+        raise RhoSearchError(f"{root}: {exc}") from None
+
+
+def build_datasets(
+    name: str, *, resolution: int, root: Path | str | None = None, download: bool = False,
+    subset: int | None = None, seed: int = 0, crop_scale: Sequence[float] = (0.08, 1.0),
+    hflip: float = 0.5, crop_pct: float = 0.9,
+) -> tuple[ScaledDataset, ScaledDataset]:
+    """Training and validation sets, transformed for `resolution`.
+
+    Args:
+        name: `digits`, `cifar10`, `cifar100` or an ImageFolder root.
+        resolution: base training and validation image size.
+        root: where CIFAR lives (default `./data`); ignored for digits and folders.
+        download: fetch CIFAR when it is missing.
+        subset: keep this many random training images (validation stays whole), for proxies.
+        seed: picks the subset.
+    """
+    folder = _as_folder(name)
+    if folder is not None:
+        train_base, val_base = _image_folder(folder)
+    elif name == "digits":
+        train_base, val_base = _digits()
+    else:
+        train_base, val_base = _cifar(name, Path(root) if root else None, download)
+    if subset is not None and subset < len(train_base):
+        generator = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(train_base), generator=generator)[:subset]
+        train_base = Subset(train_base, keep.tolist())
+    train = ScaledDataset(train_base, resolution=resolution, train=True, crop_scale=crop_scale,
+                          hflip=hflip)
+    val = ScaledDataset(val_base, resolution=resolution, train=False, crop_pct=crop_pct)
+    return train, val
+
+
+# --- multi-scale sampler ----------------------------------------------------------------------
+
+
+def mss_resolutions(base: int, scales: Sequence[float] = MSS_SCALES) -> tuple[int, ...]:
+    """The multi-scale set for a base resolution, on multiples of 32 (16 below a 128 base).
+
+    256 gives (160, 192, 256, 288, 320) as in MobileViT; 32 gives (16, 32, 48).
+    """
+    step = 32 if base >= 128 else 16
+    sizes = {max(step, math.floor(base * s / step + 0.5) * step) for s in scales}
+    return tuple(sorted(sizes | {base}))
+
+
+class VariableBatchSampler:
+    """ml-cvnets' VariableBatchSampler: each batch has one resolution and a batch size that keeps
+    the pixels per batch those of `base_batch_size` images at `base_resolution`.
+
+    Yields lists of `(index, resolution)`. The order is reshuffled every epoch from `seed` and
+    the epoch (`set_epoch`), so a resumed run sees the same batches. With `world_size > 1` each
+    rank takes a disjoint shard of the shuffled indices (padded by wrapping to equal length), and
+    all ranks draw the same resolutions, so they run the same number of steps. Every sample is
+    seen once per epoch; the last batch is filled up from the start of the order.
+    """
+
+    def __init__(self, num_samples: int, *, base_resolution: int, base_batch_size: int,
+                 resolutions: Sequence[int] | None = None, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if num_samples < 1 or base_batch_size < 1:
+            raise RhoSearchError("the sampler needs at least one sample and a batch size >= 1")
+        if not 0 <= rank < world_size:
+            raise RhoSearchError(f"rank {rank} is outside world size {world_size}")
+        self.num_samples = num_samples
+        self.resolutions = tuple(resolutions or (base_resolution,))
+        pixels = base_batch_size * base_resolution**2
+        self.batch_sizes = {r: max(1, pixels // r**2) for r in self.resolutions}
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        self.shard_size = math.ceil(num_samples / world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def plan(self, epoch: int | None = None) -> list[tuple[int, int]]:
+        """(resolution, batch size) of every batch of an epoch; the same on every rank."""
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + 1)
+        picks = torch.randint(len(self.resolutions), (self.shard_size,), generator=generator)
+        batches, seen = [], 0
+        while seen < self.shard_size:
+            resolution = self.resolutions[int(picks[len(batches)])]
+            batches.append((resolution, self.batch_sizes[resolution]))
+            seen += self.batch_sizes[resolution]
+        return batches
+
+    def shard(self, epoch: int | None = None) -> list[int]:
+        """This rank's indices for an epoch, in order."""
+        epoch = self.epoch if epoch is None else epoch
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        padded = (order * math.ceil(self.shard_size * self.world_size / self.num_samples))
+        return padded[: self.shard_size * self.world_size][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        indices = self.shard()
+        start = 0
+        for resolution, batch_size in self.plan():
+            batch = [indices[(start + i) % len(indices)] for i in range(batch_size)]
+            start += batch_size
+            yield [(index, resolution) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.plan())
+
+    def mean_batches(self, epochs: int) -> float:
+        """Average batches per epoch over `epochs` epochs (the LR schedule's steps per epoch)."""
+        return sum(len(self.plan(e)) for e in range(epochs)) / epochs
+
+
+def worker_count(requested: int) -> int:
+    """Data-loader workers: the request, capped by the CPUs this process may use."""
+    return max(0, min(requested, len(os.sched_getaffinity(0)) - 1))
