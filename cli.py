@@ -160,8 +160,50 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train ------------------------------------------------------------------------------------
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser)
+    parser.add_argument("--data", default="digits",
+                        help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
+    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
+    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe field (repeatable)")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/CONFIG_KEY)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when present)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rhosearch.train import load_recipe, train_config
+
+    config = _configs_from_args(args)[0]
+    recipe = load_recipe(args.recipe, _recipe_overrides(args))
+    out = args.out or Path("runs") / config.key
+    result = train_config(
+        config, data=args.data, recipe=recipe, out_dir=out, seed=args.seed, resume=args.resume,
+        data_root=args.data_root, download=args.download, device=args.device,
+        progress=not args.no_progress,
+    )
+    ema = f" (EMA {result['ema_top1']:.2f}%)" if result["ema_top1"] is not None else ""
+    top1 = "n/a" if result["top1"] is None else f"{result['top1']:.2f}%"
+    top5 = "n/a" if result["top5"] is None else f"{result['top5']:.2f}%"
+    print(f"{result['name']} [{result['rho']}] {result['status']}: top-1 {top1}{ema}, "
+          f"top-5 {top5}, {result['params'] / 1e6:.3f}M params, {result['gmacs']:.3f} GMACs "
+          f"at {result['resolution']}px, {result['epochs_done']} epochs in {result['wall_s']:.0f}s"
+          f" -> {out / 'result.json'}")
+    return 0 if result["status"] == "ok" else 1
+
+
 COMMANDS: list[Command] = [
     ("count", "params, overhead and GMACs of configurations", _count_args, _count),
+    ("train", "train one configuration (paper recipe or a proxy)", _train_args, _train),
     ("search", "multi-objective rho search (Optuna + Ray Tune)", _search_args, _search),
     ("report", "interactive Pareto report of a study (HTML, CSV, JSON)", _report_args, _report),
 ]
