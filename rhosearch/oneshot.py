@@ -1,0 +1,479 @@
+"""The one-shot stage: train the rho supernet once, score the whole space, hand its front on.
+
+    supernet, result = train_supernet(space, data="digits", recipe=load_recipe("proxy"),
+                                      out_dir=Path("runs/supernet"))
+    scores = score_space(supernet, val_loader, list(space.configs()))    # one row per config
+    scores = run_oneshot_stage(study, space, data="digits", recipe=recipe, out_dir=..., seed=0)
+    front = oneshot_front(scores)                     # the configurations the proxy stage trains
+
+Training is the sandwich rule with in-place distillation (BigNAS / OFA): every step trains the
+largest configuration (label-smoothed CE), the smallest and two random ones (soft cross-entropy
+against the largest's detached soft labels), and sums the four losses before one optimizer step.
+
+Why one forward serves all four configurations, and why scoring needs no BN recalibration:
+
+* The backbone (stem + blocks) does not depend on rho; a configuration whose last shortcut is
+  earlier simply does not read the later blocks.
+* Output channel j of shortcut k is conv row j, then BatchNorm channel j, then SiLU and pooling.
+  BatchNorm is per channel: in training it normalises channel j by channel j's own batch mean
+  and variance, in evaluation by channel j's own running statistics. So channel j's value is the
+  same whichever other channels a configuration keeps (`test_bn_channel_is_width_independent`).
+* Hence a configuration's classifier input is a gather of the widest configuration's pooled
+  features, in training and in evaluation alike: a step computes the widest features once and
+  each configuration applies the classifier to its columns. Gradients equal those of four
+  separate forwards (`test_shared_forward_matches_separate_forwards`). The running statistics
+  are updated once per step by the widest configuration, which holds every channel: each
+  channel's statistics are the same EMA of its own batch statistics a standalone model keeps.
+  Nothing else in the supernet depends on rho, so nothing needs recalibrating.
+
+Scoring follows from the same argument: the widest pooled features of the validation set are
+computed once (N x sum of widths) and every configuration is a masked linear classifier on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader
+
+from rhosearch.cost import CostModel
+from rhosearch.model import RhoSupernet
+from rhosearch.space import RhoConfig, SearchSpace
+from rhosearch.train import (
+    Recipe,
+    build_optimizer,
+    build_scheduler,
+    load_checkpoint,
+    make_loaders,
+    save_checkpoint,
+)
+
+__all__ = [
+    "STAGE",
+    "config_logits",
+    "kendall_tau",
+    "largest_config",
+    "oneshot_fidelity",
+    "oneshot_front",
+    "run_oneshot_stage",
+    "sandwich_configs",
+    "sandwich_step",
+    "score_features",
+    "score_space",
+    "smallest_config",
+    "train_supernet",
+    "widest_features",
+]
+
+STAGE = "oneshot"
+CHECKPOINT = "checkpoint.pt"
+RANDOM_PER_STEP = 2
+
+
+# --- which configurations a step trains --------------------------------------------------------
+
+
+def largest_config(space: SearchSpace) -> RhoConfig:
+    """The widest choice of every block: the supernet itself."""
+    return RhoConfig(space.backbone, tuple(max(c) for c in space.choices))
+
+
+def smallest_config(space: SearchSpace, cost: CostModel) -> RhoConfig:
+    """The valid configuration with the fewest classifier channels (ties: fewest params)."""
+    return min(space.configs(), key=lambda c: (c.classifier_channels, cost.params(c)))
+
+
+def sandwich_configs(
+    largest: RhoConfig, smallest: RhoConfig, configs: Sequence[RhoConfig], rng: random.Random
+) -> list[RhoConfig]:
+    """One step's configurations: largest first (the teacher), smallest, then random ones."""
+    return [largest, smallest, *(rng.choice(configs) for _ in range(RANDOM_PER_STEP))]
+
+
+# --- one sandwich step ------------------------------------------------------------------------
+
+
+def _columns(supernet: RhoSupernet, config: RhoConfig, device: torch.device) -> torch.Tensor:
+    return supernet.classifier_index(config).to(device)
+
+
+def sandwich_step(
+    supernet: RhoSupernet, images: torch.Tensor, labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer, configs: Sequence[RhoConfig], *, label_smoothing: float,
+) -> tuple[float, float]:
+    """One optimizer step over `configs` (the first is the teacher); returns (loss, teacher's
+    correct predictions). The scheduler is the caller's to step."""
+    # One backbone + widest-shortcut forward serves every configuration (module docstring).
+    features = supernet.forward_widest_features(images, largest_config(supernet.space))
+    total = features.new_zeros(())
+    teacher = None
+    correct = 0.0
+    for config in configs:
+        columns = _columns(supernet, config, features.device)
+        logits = F.linear(supernet.head_drop(features[:, columns]),
+                          supernet.fc.weight[:, columns], supernet.fc.bias)
+        if teacher is None:
+            total = total + F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            teacher = logits.detach().softmax(dim=1)
+            correct = float((logits.argmax(1) == labels).sum())
+        else:
+            total = total - (teacher * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return float(total.detach()), correct
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def widest_features(
+    supernet: RhoSupernet, loader: DataLoader
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled shortcut features of the widest configuration (eval mode) and the labels."""
+    device = _device_of(supernet)
+    was_training = supernet.training
+    supernet.eval()
+    largest = largest_config(supernet.space)
+    features, labels = [], []
+    for images, targets in loader:
+        features.append(supernet.forward_widest_features(images.to(device), largest).float())
+        labels.append(targets.to(device))
+    supernet.train(was_training)
+    return torch.cat(features), torch.cat(labels)
+
+
+def _masked_weights(supernet: RhoSupernet, configs: Sequence[RhoConfig]) -> torch.Tensor:
+    """(in, configs * classes): each configuration's classifier, zero off its channels."""
+    weight = supernet.fc.weight.detach().float()  # (classes, in)
+    mask = torch.zeros(len(configs), weight.shape[1], device=weight.device)
+    for i, config in enumerate(configs):
+        mask[i, _columns(supernet, config, weight.device)] = 1.0
+    return (mask[:, :, None] * weight.t()[None]).permute(1, 0, 2).reshape(weight.shape[1], -1)
+
+
+@torch.no_grad()
+def config_logits(
+    supernet: RhoSupernet, features: torch.Tensor, configs: Sequence[RhoConfig]
+) -> torch.Tensor:
+    """Logits (configs, N, classes) of every configuration from the widest features.
+
+    Relies on the width independence argued in the module docstring: in eval mode a
+    configuration's classifier input is the widest features restricted to its channels, so its
+    logits are the classifier with every other column zeroed. One matrix product scores them all.
+    """
+    classes = supernet.fc.out_features
+    logits = features @ _masked_weights(supernet, configs) + supernet.fc.bias.detach().repeat(
+        len(configs))
+    return logits.reshape(len(features), len(configs), classes).transpose(0, 1)
+
+
+@torch.no_grad()
+def score_features(
+    supernet: RhoSupernet, features: torch.Tensor, labels: torch.Tensor,
+    configs: Sequence[RhoConfig], *, chunk: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 and top-5 accuracy (%) of each configuration, `chunk` configurations per product."""
+    top1, top5 = [], []
+    k = min(5, supernet.fc.out_features)
+    for start in range(0, len(configs), chunk):
+        logits = config_logits(supernet, features, configs[start:start + chunk])
+        hits = logits.topk(k, dim=2).indices == labels[None, :, None]
+        top1.append(hits[:, :, 0].float().mean(1))
+        top5.append(hits.any(dim=2).float().mean(1))
+    return (100.0 * torch.cat(top1).cpu().numpy().astype(float),
+            100.0 * torch.cat(top5).cpu().numpy().astype(float))
+
+
+def score_space(
+    supernet: RhoSupernet, val_loader: DataLoader, configs: Sequence[RhoConfig]
+) -> pd.DataFrame:
+    """One row per configuration: its identity and one-shot top-1 / top-5 (%) on `val_loader`."""
+    configs = list(configs)
+    features, labels = widest_features(supernet, val_loader)
+    top1, top5 = score_features(supernet, features, labels, configs)
+    rows = [{**config.as_dict(), "rho": config.rho_text} for config in configs]
+    frame = pd.DataFrame(rows)
+    frame["top1"], frame["top5"] = top1, top5
+    return frame
+
+
+# --- training the supernet --------------------------------------------------------------------
+
+
+def _rng_state(sampler_rng: random.Random) -> dict[str, Any]:
+    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
+                 python=random.getstate(), sampler=sampler_rng.getstate())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], sampler_rng: random.Random) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    sampler_rng.setstate(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _identity(space: SearchSpace, data: str, recipe: Recipe, seed: int) -> dict[str, Any]:
+    return {"stage": STAGE, "backbone": space.backbone,
+            "choices": [[str(r) for r in c] for c in space.choices],
+            "data": data, "recipe": dataclasses.asdict(recipe), "seed": seed}
+
+
+def _log(enabled: bool, text: str) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
+def train_supernet(
+    space: SearchSpace, *, data: str = "digits", recipe: Recipe, out_dir: Path | str,
+    seed: int = 0, resume: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True, data_root: Path | None = None, device: str | None = None,
+    validate: bool = True,
+) -> tuple[RhoSupernet, dict[str, Any]]:
+    """Trains the supernet of `space` with the sandwich rule and in-place distillation.
+
+    Args:
+        space: the search space; the supernet has each block's widest shortcut.
+        data: data set name (see `rhosearch.data`).
+        recipe: optimizer, schedule, epochs, resolution, EMA (as for one configuration).
+        out_dir: gets `checkpoint.pt` (every epoch, atomically), `metrics.jsonl`, `result.json`.
+        seed: weights, data order and the random configurations.
+        resume: continue from `out_dir/checkpoint.pt` if there is one (a finished run is loaded).
+        on_epoch: called with each epoch's metrics.
+        progress: one line per epoch on stderr.
+        data_root: where CIFAR lives.
+        device: default CUDA when available.
+        validate: score the largest and smallest configurations on the validation set after
+            each epoch (`top1_largest`, `top1_smallest` in the metrics).
+
+    Returns:
+        The trained supernet (its EMA copy when the recipe has EMA) and the run's result.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaders = make_loaders(data, recipe, root=data_root, seed=seed)
+    configs = list(space.configs())
+    largest = largest_config(space)
+    # Before seeding: the cost model's first use builds a model, which draws random numbers.
+    smallest = smallest_config(space, CostModel(space.backbone, resolution=recipe.resolution,
+                                                num_classes=loaders.num_classes))
+    torch.manual_seed(seed)
+    sampler_rng = random.Random(seed)
+    supernet = RhoSupernet(space, num_classes=loaders.num_classes, drop_rate=recipe.drop_rate)
+    supernet.to(device)
+    optimizer = build_optimizer(supernet, recipe)
+    scheduler = build_scheduler(optimizer, recipe, loaders.sampler.mean_batches(recipe.epochs))
+    ema = ModelEmaV3(supernet, decay=recipe.ema_decay) if recipe.ema else None
+    identity = _identity(space, data, recipe, seed)
+    checkpoint = out_dir / CHECKPOINT
+    epoch, step, history = 0, 0, []
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, identity)
+        supernet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        _set_rng_state(state["rng"], sampler_rng)
+        epoch, step, history = state["epoch"], state["step"], state["history"]
+    started = time.perf_counter()
+    status = "ok"
+    while epoch < recipe.epochs and status == "ok":
+        metrics = _train_epoch(supernet, loaders, optimizer, scheduler, recipe, device, ema,
+                               configs=configs, largest=largest, smallest=smallest,
+                               rng=sampler_rng, epoch=epoch)
+        step += metrics.pop("steps")
+        epoch += 1
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"])
+        if validate:
+            scored = ema.module if ema is not None else supernet
+            features, labels = widest_features(scored, loaders.val)
+            top1, _ = score_features(scored, features, labels, [largest, smallest])
+            metrics.update(top1_largest=float(top1[0]), top1_smallest=float(top1[1]))
+        if not math.isfinite(metrics["loss"]):
+            status = "diverged"
+        history.append(metrics)
+        save_checkpoint(checkpoint, {
+            "identity": identity, "epoch": epoch, "step": step, "history": history,
+            "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": _rng_state(sampler_rng),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
+        })
+        # Rewritten from the checkpointed history, so a resumed run never repeats an epoch.
+        (out_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
+        scores = (f"  top1 largest {metrics['top1_largest']:.1f}%  smallest "
+                  f"{metrics['top1_smallest']:.1f}%" if validate else "")
+        _log(progress, f"supernet epoch {epoch}/{recipe.epochs}: loss {metrics['loss']:.3f}"
+                       f"{scores}  {metrics['epoch_s']:.1f}s")
+        if on_epoch is not None:
+            on_epoch(metrics)
+    last = history[-1] if history else {}
+    result = {"status": status, "epochs_done": epoch, "steps": step,
+              "wall_s": time.perf_counter() - started, "largest": largest.rho_text,
+              "smallest": smallest.rho_text, "configs": len(configs),
+              **{k: last[k] for k in ("loss", "top1_largest", "top1_smallest") if k in last}}
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    model = ema.module if ema is not None else supernet
+    return model.eval(), result
+
+
+def _train_epoch(
+    supernet: RhoSupernet, loaders: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+    recipe: Recipe, device: torch.device, ema: ModelEmaV3 | None, *,
+    configs: list[RhoConfig], largest: RhoConfig, smallest: RhoConfig, rng: random.Random,
+    epoch: int,
+) -> dict[str, Any]:
+    supernet.train()
+    loaders.sampler.set_epoch(epoch)
+    loss_sum = correct = seen = steps = 0.0
+    start = time.perf_counter()
+    for images, labels in loaders.train:
+        images, labels = images.to(device), labels.to(device)
+        loss, hits = sandwich_step(
+            supernet, images, labels, optimizer,
+            sandwich_configs(largest, smallest, configs, rng),
+            label_smoothing=recipe.label_smoothing,
+        )
+        scheduler.step()
+        if ema is not None:
+            ema.update(supernet, step=scheduler.last_epoch)
+        steps += 1
+        seen += len(labels)
+        loss_sum += loss * len(labels)
+        correct += hits
+        if not math.isfinite(loss):
+            break
+    return dict(loss=loss_sum / max(1, seen), train_top1_largest=100.0 * correct / max(1, seen),
+                epoch_s=time.perf_counter() - start, steps=int(steps))
+
+
+# --- the stage: train, score, record ----------------------------------------------------------
+
+
+def _distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    # The same categoricals the proxy stage asks with (search.py), so both stages' trials share
+    # one parameter space; repeated here because search.py sits downstream of this module.
+    return {
+        f"rho_{k}": optuna.distributions.CategoricalDistribution([str(c) for c in choices])
+        for k, choices in enumerate(space.choices, start=1)
+        if len(choices) > 1
+    }
+
+
+def _price(scores: pd.DataFrame, configs: Sequence[RhoConfig], cost: CostModel) -> pd.DataFrame:
+    prices = [cost.price(config) for config in configs]
+    scores = scores.copy()
+    scores["params"] = [p.params for p in prices]
+    scores["overhead_params"] = [p.overhead_params for p in prices]
+    scores["overhead_pct"] = [round(p.overhead_pct, 3) for p in prices]
+    scores["gmacs"] = [round(p.gmacs, 4) for p in prices]
+    return scores
+
+
+def run_oneshot_stage(
+    study: optuna.Study, space: SearchSpace, *, data: str, recipe: Recipe, out_dir: Path | str,
+    seed: int, data_root: Path | None = None, progress: bool = True,
+) -> pd.DataFrame:
+    """Trains the supernet (or loads its finished checkpoint), scores every configuration of the
+    space and records each as a COMPLETE trial with `stage="oneshot"`.
+
+    Configurations the study already holds from this stage are not written again, so a rerun
+    after an interruption completes the record. Costs are priced like the proxy stage's (256 px,
+    1000 classes). Returns the scores with their costs, one row per configuration.
+    """
+    out_dir = Path(out_dir)
+    supernet, _ = train_supernet(space, data=data, recipe=recipe, out_dir=out_dir, seed=seed,
+                                 resume=True, progress=progress, data_root=data_root)
+    loaders = make_loaders(data, recipe, root=data_root, seed=seed)
+    configs = list(space.configs())
+    scores = _price(score_space(supernet, loaders.val, configs), configs,
+                    CostModel(space.backbone, resolution=256, num_classes=1000))
+    scores.to_csv(out_dir / "scores.csv", index=False)
+    recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("stage") == STAGE}
+    distributions = _distributions(space)
+    objectives = len(study.directions)
+    trials = []
+    for config, row in zip(configs, scores.itertuples(index=False), strict=True):
+        if config.rho_text in recorded:
+            continue
+        values = [float(row.top1), float(row.overhead_params), float(row.gmacs)][:objectives]
+        attrs = {"stage": STAGE, "name": config.name, "rho": config.rho_text,
+                 "backbone": config.backbone, "classifier_channels": config.classifier_channels,
+                 "params": int(row.params), "overhead_params": int(row.overhead_params),
+                 "overhead_pct": float(row.overhead_pct), "gmacs": float(row.gmacs),
+                 "top1": float(row.top1), "top5": float(row.top5), "status": "ok"}
+        trials.append(optuna.trial.create_trial(
+            values=values, distributions=distributions, user_attrs=attrs,
+            params={name: str(config.rho[int(name[4:]) - 1]) for name in distributions},
+        ))
+    study.add_trials(trials)
+    return scores
+
+
+def oneshot_front(scores: pd.DataFrame) -> list[RhoConfig]:
+    """Non-dominated configurations (max top1, min overhead_params), by increasing overhead."""
+    order = scores.sort_values(["overhead_params", "top1"], ascending=[True, False])
+    front, best = [], -math.inf
+    for _, group in order.groupby("overhead_params", sort=True):
+        group_best = group["top1"].max()
+        if group_best > best:
+            front += [RhoConfig.parse(rho, backbone=backbone) for rho, backbone in
+                      group.loc[group["top1"] == group_best, ["rho", "backbone"]].itertuples(
+                          index=False)]
+            best = group_best
+    return front
+
+
+# --- how well the one-shot ranking predicts the proxy's -----------------------------------------
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> tuple[float, int]:
+    """Kendall's tau-b between two score lists and the number of pairs it rests on (NaN if n<2)."""
+    if len(a) != len(b):
+        raise ValueError(f"kendall_tau needs equal lengths, got {len(a)} and {len(b)}")
+    n = len(a)
+    if n < 2:
+        return math.nan, n
+    return float(stats.kendalltau(a, b).statistic), n
+
+
+def oneshot_fidelity(frame: pd.DataFrame) -> tuple[float, int]:
+    """Kendall's tau between one-shot and proxy top-1 over configurations (`rho`) with both.
+
+    Args:
+        frame: a `trials_frame` table; COMPLETE trials of stages "oneshot" and "proxy" count.
+    """
+    done = frame[(frame["state"] == "COMPLETE") & frame["top1"].notna()]
+    by_stage = {
+        stage: done[done["stage"] == stage].drop_duplicates("rho").set_index("rho")["top1"]
+        for stage in (STAGE, "proxy")
+    }
+    both = pd.concat(by_stage, axis=1, join="inner").astype(float)
+    return kendall_tau(both[STAGE].tolist(), both["proxy"].tolist())

@@ -1,0 +1,249 @@
+"""The one-shot stage: width-independent BN, the sandwich step, batched scoring, tau, record."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from rhosearch.cost import CostModel
+from rhosearch.model import RhoSupernet
+from rhosearch.oneshot import (
+    config_logits,
+    kendall_tau,
+    largest_config,
+    oneshot_fidelity,
+    oneshot_front,
+    run_oneshot_stage,
+    sandwich_step,
+    score_features,
+    score_space,
+    smallest_config,
+    train_supernet,
+    widest_features,
+)
+from rhosearch.space import RhoConfig, parse_search_space
+from rhosearch.study import trials_frame
+from rhosearch.train import load_recipe
+
+SPACE = parse_search_space({
+    "backbone": "mobilevit_xxs",
+    "rho": {"rho_2": [0, 1], "rho_3": [0, "1/3", 1], "rho_4": [0, "1/2"], "rho_5": [0, 2, 4]},
+})
+CONFIGS = ["0,1,1/3,0,0", "0,0,1,1/2,4", "0,0,0,0,2", "0,1,0,1/2,0", "0,1,1,1/2,4"]
+
+
+def _supernet(*, drop_rate: float = 0.0) -> RhoSupernet:
+    torch.manual_seed(0)
+    supernet = RhoSupernet(SPACE, num_classes=10, drop_rate=drop_rate)
+    # Move BN statistics and affine parameters off their initial values so mistakes would show.
+    with torch.no_grad():
+        for module in supernet.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return supernet
+
+
+def _images(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, 32, 32, generator=generator)
+    return images, torch.randint(10, (n,), generator=generator)
+
+
+def _config(text: str) -> RhoConfig:
+    return RhoConfig.parse(text, backbone=SPACE.backbone)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_bn_channel_is_width_independent(training):
+    supernet = _supernet().train(training)
+    images, _ = _images()
+    with torch.no_grad():
+        blocks = supernet.forward_blocks(images)
+    for k, width in enumerate(supernet.widths):
+        if not width:
+            continue
+        bn = supernet.shortcuts[k].bn
+        before = bn.running_mean.clone(), bn.running_var.clone()
+        outputs, stats = [], []
+        for channels in sorted({1, max(1, width // 3), width}):
+            bn.running_mean.copy_(before[0])
+            bn.running_var.copy_(before[1])
+            with torch.no_grad():
+                outputs.append(supernet._sliced_shortcut(k, blocks[k], channels))
+            stats.append((bn.running_mean.clone(), bn.running_var.clone()))
+        for output, (mean, var) in zip(outputs, stats, strict=True):
+            m = output.shape[1]
+            torch.testing.assert_close(output, outputs[-1][:, :m], rtol=1e-5, atol=1e-6)
+            # A channel's running statistics move the same way whatever the width beside it.
+            torch.testing.assert_close(mean[:m], stats[-1][0][:m], rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(var[:m], stats[-1][1][:m], rtol=1e-6, atol=1e-7)
+
+
+def _soft_targets_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    teacher = logits[0].detach().softmax(1)
+    loss = torch.nn.functional.cross_entropy(logits[0], labels, label_smoothing=0.1)
+    for other in logits[1:]:
+        loss = loss - (teacher * other.log_softmax(1)).sum(1).mean()
+    return loss
+
+
+def test_shared_forward_matches_separate_forwards():
+    """The 4x saving: one widest forward gives the gradients of four separate forwards."""
+    images, labels = _images()
+    configs = [largest_config(SPACE), _config("0,0,0,0,2"), _config("0,1,1/3,0,0"),
+               _config("0,0,1,1/2,4")]
+    shared = _supernet().train()
+    sandwich_step(shared, images, labels, torch.optim.SGD(shared.parameters(), lr=0.0), configs,
+                  label_smoothing=0.1)
+    separate = _supernet().train()
+    logits = []
+    for config in configs:
+        separate.set_config(config)
+        logits.append(separate(images))
+    _soft_targets_loss(logits, labels).backward()
+    for (name, a), (_, b) in zip(shared.named_parameters(), separate.named_parameters(),
+                                 strict=True):
+        if b.grad is None:
+            assert a.grad is None or not a.grad.any(), name
+            continue
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_sandwich_step_trains_largest_and_smallest():
+    images, labels = _images()
+    largest, smallest = largest_config(SPACE), _config("0,0,0,0,2")
+    init = _supernet()
+    runs = {}
+    for name, configs in {"largest": [largest], "sandwich": [largest, smallest, smallest]}.items():
+        supernet = _supernet().train()
+        sandwich_step(supernet, images, labels, torch.optim.SGD(supernet.parameters(), lr=0.1),
+                      configs, label_smoothing=0.1)
+        runs[name] = supernet
+    sandwich = runs["sandwich"]
+    columns = {c: sandwich.classifier_index(c) for c in (largest, smallest)}
+    only_largest = sorted(set(columns[largest].tolist()) - set(columns[smallest].tolist()))
+    # Largest: its exclusive classifier columns and shortcut rows move ...
+    assert not torch.equal(sandwich.fc.weight[:, only_largest], init.fc.weight[:, only_largest])
+    block5 = sandwich.shortcuts[4].conv.weight
+    assert not torch.equal(block5[smallest.shortcut_channels[4]:],
+                           init.shortcuts[4].conv.weight[smallest.shortcut_channels[4]:])
+    # ... and only the largest teaches them (plain SGD: the smallest's loss cannot reach them).
+    torch.testing.assert_close(sandwich.fc.weight[:, only_largest],
+                               runs["largest"].fc.weight[:, only_largest])
+    # Smallest: its own loss moves its columns beyond what the largest alone does.
+    mine = columns[smallest]
+    assert (sandwich.fc.weight[:, mine] - runs["largest"].fc.weight[:, mine]).abs().max() > 1e-6
+
+
+def test_scores_equal_extracted_models():
+    supernet = _supernet().eval()
+    images, labels = _images(n=12)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=5)
+    features, seen = widest_features(supernet, loader)
+    assert features.shape == (12, sum(supernet.widths))
+    configs = [_config(text) for text in CONFIGS]
+    logits = config_logits(supernet, features, configs)
+    top1, top5 = score_features(supernet, features, seen, configs, chunk=2)
+    for config, mine, acc1, acc5 in zip(configs, logits, top1, top5, strict=True):
+        with torch.no_grad():
+            reference = supernet.extract(config).eval()(images)
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
+        top = reference.topk(5, dim=1).indices == labels[:, None]
+        assert acc1 == pytest.approx(100 * top[:, 0].float().mean().item())
+        assert acc5 == pytest.approx(100 * top.any(1).float().mean().item())
+    frame = score_space(supernet, loader, configs)
+    assert list(frame["rho"]) == [c.rho_text for c in configs]
+    assert frame["top1"].tolist() == pytest.approx(list(top1))
+
+
+def test_smallest_and_largest():
+    cost = CostModel(SPACE.backbone, resolution=64, num_classes=10)
+    smallest = smallest_config(SPACE, cost)
+    assert smallest.classifier_channels == min(c.classifier_channels for c in SPACE.configs())
+    assert smallest.rho_text == "0,0,1/3,0,0"
+    assert largest_config(SPACE).shortcut_channels == SPACE.max_shortcut_channels
+
+
+def test_kendall_tau_known_rankings():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == (pytest.approx(1.0), 4)
+    assert kendall_tau([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == (pytest.approx(-1.0), 5)
+    tau, n = kendall_tau([1, 2, 3], [1, 3, 2])
+    assert (tau, n) == (pytest.approx(1 / 3), 3)
+    tau, n = kendall_tau([1.0], [2.0])
+    assert math.isnan(tau) and n == 1
+
+
+def test_oneshot_fidelity_pairs_by_rho():
+    rows = [("oneshot", "COMPLETE", "a", 10.0), ("oneshot", "COMPLETE", "b", 20.0),
+            ("oneshot", "COMPLETE", "c", 30.0), ("oneshot", "COMPLETE", "d", 40.0),
+            ("proxy", "COMPLETE", "a", 1.0), ("proxy", "COMPLETE", "b", 3.0),
+            ("proxy", "COMPLETE", "c", 2.0), ("proxy", "PRUNED", "d", None)]
+    frame = pd.DataFrame(rows, columns=["stage", "state", "rho", "top1"])
+    assert oneshot_fidelity(frame) == (pytest.approx(1 / 3), 3)
+
+
+def test_oneshot_front_is_non_dominated():
+    scores = pd.DataFrame({
+        "rho": ["0,0,0,0,2", "0,0,0,0,4", "0,0,1,0,2", "0,0,1,1/2,4", "0,1,0,0,2"],
+        "backbone": SPACE.backbone,
+        "overhead_params": [100, 300, 200, 400, 200],
+        "top1": [50.0, 70.0, 60.0, 65.0, 60.0],
+    })
+    front = [c.rho_text for c in oneshot_front(scores)]
+    assert front == ["0,0,0,0,2", "0,0,1,0,2", "0,1,0,0,2", "0,0,0,0,4"]
+
+
+TINY = dict(epochs=2, batch_size=16, subset=32, warmup_fraction=0.5)
+SMALL_SPACE = parse_search_space({
+    "backbone": "mobilevit_xxs",
+    "rho": {"rho_3": [0, "1/3"], "rho_4": [0, "1/4"], "rho_5": [1, 2]},
+})
+
+
+def test_supernet_resumes_exactly(tmp_path):
+    recipe = load_recipe("proxy", TINY)
+    straight, result = train_supernet(SMALL_SPACE, recipe=recipe, out_dir=tmp_path / "a",
+                                      progress=False, validate=False)
+    assert result["epochs_done"] == 2 and result["status"] == "ok"
+
+    def stop(metrics):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(SMALL_SPACE, recipe=recipe, out_dir=tmp_path / "b", on_epoch=stop,
+                       progress=False, validate=False)
+    resumed, _ = train_supernet(SMALL_SPACE, recipe=recipe, out_dir=tmp_path / "b",
+                                resume=True, progress=False, validate=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_run_oneshot_stage_records_every_config(tmp_path):
+    recipe = load_recipe("proxy", {**TINY, "epochs": 1})
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    scores = run_oneshot_stage(study, SMALL_SPACE, data="digits", recipe=recipe,
+                               out_dir=tmp_path, seed=0, progress=False)
+    configs = list(SMALL_SPACE.configs())
+    assert len(scores) == len(configs) == len(study.trials)
+    frame = trials_frame(study)
+    assert set(frame["stage"]) == {"oneshot"} and set(frame["state"]) == {"COMPLETE"}
+    trial = study.trials[0]
+    assert trial.values == [trial.user_attrs["top1"], trial.user_attrs["overhead_params"]]
+    assert set(trial.params) == {"rho_3", "rho_4", "rho_5"}
+    assert trial.user_attrs["gmacs"] > 0 and trial.user_attrs["status"] == "ok"
+    front = oneshot_front(scores)
+    assert front and all(SMALL_SPACE.contains(c) for c in front)
+    # A rerun loads the finished supernet and adds no duplicate trials.
+    run_oneshot_stage(study, SMALL_SPACE, data="digits", recipe=recipe, out_dir=tmp_path, seed=0,
+                      progress=False)
+    assert len(study.trials) == len(configs)
