@@ -200,6 +200,11 @@ class _CheckedImageFolder(Dataset):
                 f"{root} has classes {self.folder.classes}, but train/ has {classes}; "
                 "train/ and val/ need the same class folders"
             )
+        counts = torch.bincount(torch.tensor(self.folder.targets, dtype=torch.long),
+                                minlength=len(classes))
+        for name, count in zip(classes, counts.tolist(), strict=True):
+            if count == 0:
+                raise RhoSearchError(f"class folder {root / name} has no images")
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -215,10 +220,7 @@ class _CheckedImageFolder(Dataset):
 def _image_folder(root: Path) -> tuple[Dataset, Dataset]:
     classes = _folder_classes(root, "train")
     _folder_classes(root, "val")
-    try:
-        return tuple(_CheckedImageFolder(root / split, classes) for split in ("train", "val"))
-    except FileNotFoundError as exc:  # ImageFolder: a class folder without any image file
-        raise RhoSearchError(f"{root}: {exc}") from None
+    return _CheckedImageFolder(root / "train", classes), _CheckedImageFolder(root / "val", classes)
 
 
 def build_datasets(

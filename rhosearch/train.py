@@ -262,6 +262,16 @@ def make_loaders(
     return Loaders(train, val, sampler, dataset_info(data, root))
 
 
+def _batches(loader: DataLoader):
+    """Iterates `loader`; a RhoSearchError from a worker process (which DataLoader re-raises
+    with the worker's traceback as its message) comes back as its one line."""
+    try:
+        yield from loader
+    except RhoSearchError as exc:
+        line = str(exc).strip().splitlines()[-1]
+        raise RhoSearchError(line.removeprefix("rhosearch.errors.RhoSearchError: ")) from None
+
+
 def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device):
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     images = images.to(device, non_blocking=True, memory_format=memory_format)
@@ -281,7 +291,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     correct1 = correct5 = seen = 0
-    for images, labels in loader:
+    for images, labels in _batches(loader):
         images, labels = _to_device(images, labels, device)
         with _autocast(device):
             logits = model(images)
@@ -348,7 +358,7 @@ def train_one_epoch(
     seen, diverged, start = 0, False, time.perf_counter()
     with _progress(progress) as bar:
         task = bar.add_task(description, total=len(loader), stats="")
-        for i, (images, labels) in enumerate(loader):
+        for i, (images, labels) in enumerate(_batches(loader)):
             images, labels = _to_device(images, labels, device)
             loss, hits = train_step(model, images, labels, optimizer, scheduler, recipe, ema, step)
             step, seen = step + 1, seen + len(labels)

@@ -1,0 +1,199 @@
+"""Data sets by name (on small files written here in the real on-disk formats) and the sampler."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from rhosearch.data import (
+    VariableBatchSampler,
+    build_datasets,
+    dataset_info,
+    mss_resolutions,
+)
+from rhosearch.errors import RhoSearchError
+
+
+def write_image_folder(root: Path, *, classes=("cat", "dog"), per_class: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def write_cifar(root: Path, *, kind: str = "cifar10", per_batch: int = 4) -> Path:
+    """CIFAR's python pickles: 5 train batches + test batch (CIFAR-10), or train + test (100)."""
+    rng = np.random.default_rng(0)
+
+    def batch(n: int, label_key: str, classes: int) -> dict:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        return {"data": data, label_key: [i % classes for i in range(n)]}
+
+    def dump(path: Path, obj: dict) -> None:
+        path.write_bytes(pickle.dumps(obj))
+
+    if kind == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for i in range(1, 6):
+            dump(folder / f"data_batch_{i}", batch(per_batch, "labels", 10))
+        dump(folder / "test_batch", batch(per_batch, "labels", 10))
+        dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+    else:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        dump(folder / "train", batch(5 * per_batch, "fine_labels", 100))
+        dump(folder / "test", batch(per_batch, "fine_labels", 100))
+        dump(folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)]})
+    return root
+
+
+@pytest.fixture
+def no_cifar_md5(monkeypatch):
+    # torchvision checks every CIFAR file against the md5 of the real download, which files
+    # written by a test cannot match; existence is what these tests need checked.
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+
+
+def test_digits_is_a_fixed_stratified_split_of_rgb_images_in_0_1():
+    train, val = build_datasets("digits", resolution=32)
+    assert (len(train), len(val)) == (1437, 360)
+    image, label = train[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0 and image.max() > 0.5
+    val_labels = Counter(int(val.base[i][1]) for i in range(len(val)))
+    assert set(val_labels) == set(range(10)) and min(val_labels.values()) >= 35
+    again, _ = build_datasets("digits", resolution=32, seed=7)
+    assert torch.equal(again.base.tensors[0], train.base.tensors[0])  # the seed moves no image
+    assert dataset_info("digits") == 10
+
+
+def test_subset_keeps_that_many_training_images():
+    train, val = build_datasets("digits", resolution=32, subset=50)
+    assert (len(train), len(val)) == (50, 360)
+
+
+def test_image_folder(tmp_path):
+    root = write_image_folder(tmp_path / "pets")
+    train, val = build_datasets(str(root), resolution=32)
+    assert (len(train), len(val)) == (6, 6) and dataset_info(str(root)) == 2
+    image, label = val[5]
+    assert image.shape == (3, 32, 32) and label == 1
+    assert train[(0, 48)][0].shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize("kind, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_from_its_pickled_batches(tmp_path, no_cifar_md5, kind, classes):
+    root = write_cifar(tmp_path, kind=kind)
+    train, val = build_datasets(kind, resolution=32, root=root)
+    assert (len(train), len(val)) == (20, 4) and dataset_info(kind) == classes
+    image, label = train[3]
+    assert image.shape == (3, 32, 32) and label == 3
+
+
+def test_cifar_missing_says_where_and_how(tmp_path):
+    with pytest.raises(RhoSearchError, match="cifar-10-batches-py.*--download"):
+        build_datasets("cifar10", resolution=32, root=tmp_path)
+
+
+def _empty_val_class(root: Path) -> None:
+    write_image_folder(root)
+    for image in (root / "val/dog").iterdir():
+        image.unlink()
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda root: None, "unknown data set"),
+        (lambda root: root.mkdir(), "no train/ folder"),
+        (_empty_val_class, "dog has no images"),
+    ],
+    ids=["missing", "no-train", "empty-class"],
+)
+def test_bad_image_folders(tmp_path, make, fragment):
+    root = tmp_path / "images"
+    make(root)
+    with pytest.raises(RhoSearchError, match=fragment):
+        build_datasets(str(root), resolution=32)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    root = write_image_folder(tmp_path / "pets")
+    (root / "train/cat/0.png").write_bytes(b"not a png")
+    train, _ = build_datasets(str(root), resolution=32)
+    with pytest.raises(RhoSearchError, match=r"cannot read image .*cat/0\.png"):
+        train[0]
+
+
+# --- sampler ----------------------------------------------------------------------------------
+
+
+def test_mss_resolutions_scale_with_the_base():
+    assert mss_resolutions(256) == (160, 192, 256, 288, 320)
+    assert mss_resolutions(32) == (16, 32, 48)
+    assert all(r % 16 == 0 for r in mss_resolutions(64))
+
+
+def test_batches_keep_pixels_constant_and_cover_every_sample_once():
+    sampler = VariableBatchSampler(1000, base_resolution=256, base_batch_size=128,
+                                   resolutions=mss_resolutions(256), seed=3)
+    assert sampler.batch_sizes == {160: 327, 192: 227, 256: 128, 288: 101, 320: 81}
+    for r, b in sampler.batch_sizes.items():
+        assert b * r * r <= 128 * 256 * 256 < (b + 1) * r * r
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert {len({res for _, res in batch}) for batch in batches} == {1}
+    assert len({res for batch in batches for _, res in batch}) > 1
+    indices = [i for batch in batches for i, _ in batch]
+    assert set(indices) == set(range(1000)) and len(indices) - 1000 < 327  # tail fills up
+    assert indices[:1000] == sampler.shard()
+
+
+def test_epochs_reshuffle_reproducibly():
+    sampler = VariableBatchSampler(100, base_resolution=32, base_batch_size=10, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_get_disjoint_shards_and_the_same_steps(world_size):
+    samplers = [
+        VariableBatchSampler(101, base_resolution=64, base_batch_size=8, seed=1, rank=rank,
+                             world_size=world_size, resolutions=mss_resolutions(64))
+        for rank in range(world_size)
+    ]
+    shards = [s.shard() for s in samplers]
+    assert len({len(s) for s in shards}) == 1
+    assert set().union(*map(set, shards)) == set(range(101))
+    unpadded = [set(s) for s in shards]
+    assert sum(map(len, unpadded)) - 101 < world_size  # only the wrap-around padding repeats
+    assert len({tuple(s.plan()) for s in samplers}) == 1
+
+
+def test_loader_batches_come_at_their_resolution():
+    train, _ = build_datasets("digits", resolution=32, subset=64)
+    sampler = VariableBatchSampler(len(train), base_resolution=32, base_batch_size=16,
+                                   resolutions=mss_resolutions(32))
+    for (images, labels), (resolution, batch_size) in zip(DataLoader(train, batch_sampler=sampler),
+                                                          sampler.plan(), strict=True):
+        assert images.shape == (batch_size, 3, resolution, resolution)
+        assert labels.shape == (batch_size,)
