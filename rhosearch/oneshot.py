@@ -27,7 +27,8 @@ Why one forward serves all four configurations, and why scoring needs no BN reca
   Nothing else in the supernet depends on rho, so nothing needs recalibrating.
 
 Scoring follows from the same argument: the widest pooled features of the validation set are
-computed once (N x sum of widths) and every configuration is a masked linear classifier on them.
+computed once (N x sum of widths) and every configuration is the classifier restricted to its
+channels, evaluated for many configurations at once from per-block prefix sums (`score_features`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from rhosearch.train import (
     build_scheduler,
     load_checkpoint,
     make_loaders,
+    pick_device,
     save_checkpoint,
 )
 
@@ -115,26 +117,32 @@ def _columns(supernet: RhoSupernet, config: RhoConfig, device: torch.device) -> 
 def sandwich_step(
     supernet: RhoSupernet, images: torch.Tensor, labels: torch.Tensor,
     optimizer: torch.optim.Optimizer, configs: Sequence[RhoConfig], *, label_smoothing: float,
+    grad_clip: float | None = None,
 ) -> tuple[float, float]:
-    """One optimizer step over `configs` (the first is the teacher); returns (loss, teacher's
-    correct predictions). The scheduler is the caller's to step."""
-    # One backbone + widest-shortcut forward serves every configuration (module docstring).
-    features = supernet.forward_widest_features(images, largest_config(supernet.space))
-    total = features.new_zeros(())
-    teacher = None
-    correct = 0.0
-    for config in configs:
-        columns = _columns(supernet, config, features.device)
-        logits = F.linear(supernet.head_drop(features[:, columns]),
-                          supernet.fc.weight[:, columns], supernet.fc.bias)
-        if teacher is None:
-            total = total + F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-            teacher = logits.detach().softmax(dim=1)
-            correct = float((logits.argmax(1) == labels).sum())
-        else:
-            total = total - (teacher * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    """One optimizer step over `configs` (the first is the teacher); returns (the summed loss,
+    the teacher's correct predictions). The scheduler is the caller's to step."""
+    # bfloat16 autocast on CUDA, as `train.train_step` does for one configuration.
+    with torch.autocast(images.device.type, dtype=torch.bfloat16,
+                        enabled=images.device.type == "cuda"):
+        # One backbone + widest-shortcut forward serves every configuration (module docstring).
+        features = supernet.forward_widest_features(images, largest_config(supernet.space))
+        total = features.new_zeros((), dtype=torch.float32)
+        teacher = None
+        correct = 0.0
+        for config in configs:
+            columns = _columns(supernet, config, features.device)
+            logits = F.linear(supernet.head_drop(features[:, columns]),
+                              supernet.fc.weight[:, columns], supernet.fc.bias).float()
+            if teacher is None:
+                total = total + F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+                teacher = logits.detach().softmax(dim=1)
+                correct = float((logits.argmax(1) == labels).sum())
+            else:
+                total = total - (teacher * logits.log_softmax(dim=1)).sum(dim=1).mean()
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
     optimizer.step()
     return float(total.detach()), correct
 
@@ -163,46 +171,76 @@ def widest_features(
     return torch.cat(features), torch.cat(labels)
 
 
-def _masked_weights(supernet: RhoSupernet, configs: Sequence[RhoConfig]) -> torch.Tensor:
-    """(in, configs * classes): each configuration's classifier, zero off its channels."""
-    weight = supernet.fc.weight.detach().float()  # (classes, in)
-    mask = torch.zeros(len(configs), weight.shape[1], device=weight.device)
-    for i, config in enumerate(configs):
-        mask[i, _columns(supernet, config, weight.device)] = 1.0
-    return (mask[:, :, None] * weight.t()[None]).permute(1, 0, 2).reshape(weight.shape[1], -1)
+# Scoring relies on the width independence argued in the module docstring: in eval mode a
+# configuration's classifier input is the widest pooled features restricted to its channels,
+# which are a prefix of each shortcut's channels. Its logits are therefore
+#     bias + sum over blocks k of  sum_{j < c_k} feature[k, j] * fc.weight[:, k, j],
+# and a table of per-block prefix sums of feature x weight (N x sum(widths + 1) x classes) turns
+# every configuration into the sum of one table row per block: a batched gather-add over many
+# configurations at once, N x blocks x classes operations per configuration instead of the
+# N x channels x classes of a classifier product. Images are taken in chunks so the table stays
+# small on large validation sets with many classes.
+
+_CHUNK_ELEMENTS = 1 << 24  # floats per intermediate tensor (64 MiB)
+
+
+def _prefix_index(supernet: RhoSupernet, configs: Sequence[RhoConfig]) -> torch.Tensor:
+    """(configs, blocks): each configuration's row of the prefix table in every block."""
+    offsets, row = [], 0
+    for width in supernet.widths:
+        offsets.append(row)
+        row += width + 1  # row `offset + c` holds the sum over the block's first c channels
+    return torch.tensor([[o + c for o, c in zip(offsets, config.shortcut_channels, strict=True)]
+                         for config in configs], dtype=torch.long)
+
+
+def _prefix_table(supernet: RhoSupernet, features: torch.Tensor) -> torch.Tensor:
+    """(N, sum(widths + 1), classes): per block, cumulative feature x classifier-column sums."""
+    weight = supernet.fc.weight.detach().float().t()  # (in, classes)
+    parts, start = [], 0
+    for width in supernet.widths:
+        block = features[:, start:start + width, None] * weight[None, start:start + width]
+        parts.append(F.pad(block.cumsum(dim=1), (0, 0, 1, 0)))  # a zero row for 0 channels
+        start += width
+    return torch.cat(parts, dim=1)
 
 
 @torch.no_grad()
 def config_logits(
     supernet: RhoSupernet, features: torch.Tensor, configs: Sequence[RhoConfig]
 ) -> torch.Tensor:
-    """Logits (configs, N, classes) of every configuration from the widest features.
-
-    Relies on the width independence argued in the module docstring: in eval mode a
-    configuration's classifier input is the widest features restricted to its channels, so its
-    logits are the classifier with every other column zeroed. One matrix product scores them all.
-    """
-    classes = supernet.fc.out_features
-    logits = features @ _masked_weights(supernet, configs) + supernet.fc.bias.detach().repeat(
-        len(configs))
-    return logits.reshape(len(features), len(configs), classes).transpose(0, 1)
+    """Logits (configs, N, classes) of every configuration from the widest features."""
+    index = _prefix_index(supernet, configs).to(features.device)
+    logits = _prefix_table(supernet, features.float())[:, index].sum(dim=2)
+    return (logits + supernet.fc.bias.detach().float()).transpose(0, 1)
 
 
 @torch.no_grad()
 def score_features(
     supernet: RhoSupernet, features: torch.Tensor, labels: torch.Tensor,
-    configs: Sequence[RhoConfig], *, chunk: int = 512,
+    configs: Sequence[RhoConfig],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 and top-5 accuracy (%) of each configuration, `chunk` configurations per product."""
-    top1, top5 = [], []
-    k = min(5, supernet.fc.out_features)
-    for start in range(0, len(configs), chunk):
-        logits = config_logits(supernet, features, configs[start:start + chunk])
-        hits = logits.topk(k, dim=2).indices == labels[None, :, None]
-        top1.append(hits[:, :, 0].float().mean(1))
-        top5.append(hits.any(dim=2).float().mean(1))
-    return (100.0 * torch.cat(top1).cpu().numpy().astype(float),
-            100.0 * torch.cat(top5).cpu().numpy().astype(float))
+    """Top-1 and top-5 accuracy (%) of each configuration (top-k when k < 5 classes)."""
+    device = features.device
+    index = _prefix_index(supernet, configs).to(device)
+    bias = supernet.fc.bias.detach().float()
+    classes, blocks = supernet.fc.out_features, index.shape[1]
+    k = min(5, classes)
+    correct1 = torch.zeros(len(configs), device=device)
+    correct5 = torch.zeros(len(configs), device=device)
+    images = max(1, _CHUNK_ELEMENTS // (int(index.max()) + 1) // classes)
+    for first in range(0, len(features), images):
+        table = _prefix_table(supernet, features[first:first + images].float())
+        targets = labels[first:first + images, None, None]
+        step = max(1, _CHUNK_ELEMENTS // (len(table) * blocks * classes))
+        for start in range(0, len(configs), step):
+            logits = table[:, index[start:start + step]].sum(dim=2) + bias  # (n, configs, K)
+            hits = logits.topk(k, dim=2).indices == targets
+            correct1[start:start + step] += hits[:, :, 0].sum(dim=0)
+            correct5[start:start + step] += hits.any(dim=2).sum(dim=0)
+    scale = 100.0 / max(1, len(features))
+    return ((scale * correct1).cpu().numpy().astype(float),
+            (scale * correct5).cpu().numpy().astype(float))
 
 
 def score_space(
@@ -276,13 +314,15 @@ def train_supernet(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     loaders = make_loaders(data, recipe, root=data_root, seed=seed)
     configs = list(space.configs())
     largest = largest_config(space)
     # Before seeding: the cost model's first use builds a model, which draws random numbers.
     smallest = smallest_config(space, CostModel(space.backbone, resolution=recipe.resolution,
                                                 num_classes=loaders.num_classes))
+    random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
     sampler_rng = random.Random(seed)
     supernet = RhoSupernet(space, num_classes=loaders.num_classes, drop_rate=recipe.drop_rate)
@@ -358,7 +398,7 @@ def _train_epoch(
         loss, hits = sandwich_step(
             supernet, images, labels, optimizer,
             sandwich_configs(largest, smallest, configs, rng),
-            label_smoothing=recipe.label_smoothing,
+            label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
         )
         scheduler.step()
         if ema is not None:

@@ -143,7 +143,7 @@ def test_sandwich_step_trains_largest_and_smallest():
     assert (sandwich.fc.weight[:, mine] - runs["largest"].fc.weight[:, mine]).abs().max() > 1e-6
 
 
-def test_scores_equal_extracted_models():
+def test_scores_equal_extracted_models(monkeypatch):
     supernet = _supernet().eval()
     images, labels = _images(n=12)
     loader = DataLoader(TensorDataset(images, labels), batch_size=5)
@@ -151,7 +151,7 @@ def test_scores_equal_extracted_models():
     assert features.shape == (12, sum(supernet.widths))
     configs = [_config(text) for text in CONFIGS]
     logits = config_logits(supernet, features, configs)
-    top1, top5 = score_features(supernet, features, seen, configs, chunk=2)
+    top1, top5 = score_features(supernet, features, seen, configs)
     for config, mine, acc1, acc5 in zip(configs, logits, top1, top5, strict=True):
         with torch.no_grad():
             reference = supernet.extract(config).eval()(images)
@@ -159,6 +159,10 @@ def test_scores_equal_extracted_models():
         top = reference.topk(5, dim=1).indices == labels[:, None]
         assert acc1 == pytest.approx(100 * top[:, 0].float().mean().item())
         assert acc5 == pytest.approx(100 * top.any(1).float().mean().item())
+    # Chunked over images and configurations, the counts are the same.
+    monkeypatch.setattr("rhosearch.oneshot._CHUNK_ELEMENTS", 500)
+    chunked = score_features(supernet, features, seen, configs)
+    assert chunked[0].tolist() == list(top1) and chunked[1].tolist() == list(top5)
     frame = score_space(supernet, loader, configs)
     assert list(frame["rho"]) == [c.rho_text for c in configs]
     assert frame["top1"].tolist() == pytest.approx(list(top1))
