@@ -19,11 +19,13 @@ by a killed driver as FAIL ("interrupted"), and asks only for the trials still m
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,9 @@ from typing import Any
 import optuna
 import pandas as pd
 import ray
+from optuna.trial import TrialState
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
@@ -65,7 +69,8 @@ class Budget:
     wall_s: float | None = None
 
     def describe(self) -> str:
-        parts = [f"{self.gpus:g} GPU" if self.gpus else "", f"{self.cpus:g} CPU" if self.cpus else ""]
+        parts = [f"{self.gpus:g} GPU" if self.gpus else "",
+                 f"{self.cpus:g} CPU" if self.cpus else ""]
         if self.wall_s:
             parts.append(f"{self.wall_s / 3600:g} h")
         return ", ".join(p for p in parts if p)
@@ -133,7 +138,8 @@ def _make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSamp
     if name == "nsga2":
         # A population near a third of the budget lets a small search reach its second
         # generation; Optuna's default of 50 would make any search under 50 trials random.
-        return optuna.samplers.NSGAIISampler(population_size=max(4, min(50, trials // 3)), seed=seed)
+        population = max(4, min(50, trials // 3))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, trials // 4))
     if name == "gp":
@@ -179,7 +185,9 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
         sampler=_make_sampler(settings.sampler, settings.seed, settings.trials),
     )
     if not exists:
-        study.set_metric_names(settings.objectives)
+        with warnings.catch_warnings():  # experimental in Optuna, stable in use since 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(settings.objectives)
         study.set_user_attr("space", settings.space.source)
         study.set_user_attr("data", settings.data)
         study.set_user_attr("recipe", settings.recipe)
@@ -192,11 +200,11 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
 
 def _fail_interrupted(study: optuna.Study) -> int:
     """Marks trials a killed or interrupted driver left RUNNING as FAIL; returns how many."""
-    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         record_attrs(study, trial._trial_id, {"status": "interrupted",
                                               "reason": "the search stopped while it ran"})
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     return len(stale)
 
 
@@ -234,10 +242,16 @@ class StudySearcher(Searcher):
         self.live: dict[str, optuna.trial.Trial] = {}
         self.events: list[str] = []
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study in its storage is the searcher's whole state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: `--resume` reopens the study."""
+
     def _measured(self) -> dict[str, list[float]]:
         return {
             t.user_attrs["rho"]: t.values
-            for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("stage") == STAGE and "rho" in t.user_attrs and t.values
         }
 
@@ -263,13 +277,14 @@ class StudySearcher(Searcher):
             if reason:
                 record_attrs(self.study, trial._trial_id, {**base, "status": "infeasible",
                                                             "reason": reason})
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.study.tell(trial, state=TrialState.FAIL)
                 continue
             if config.rho_text in measured:
                 record_attrs(self.study, trial._trial_id, {**base, "status": "cached"})
                 self.study.tell(trial, measured[config.rho_text])
                 continue
-            record_attrs(self.study, trial._trial_id, base)
+            cost = self.cost.price(config).as_dict()
+            record_attrs(self.study, trial._trial_id, {**base, **cost})
             self.live[trial_id] = trial
             self.remaining -= 1
             return {"rho": config.rho_text, "backbone": config.backbone, "number": trial.number}
@@ -282,7 +297,13 @@ class StudySearcher(Searcher):
         if trial is None:
             return
         result = result or {}
-        attrs = {k: result[k] for k in _RESULT_KEYS if result.get(k) is not None}
+        # Cost figures stay the ones priced at suggestion time (256 px, 1000 classes: the
+        # paper's setting), whatever data set the proxy trains on.
+        attrs = {k: v for k, v in result.items()
+                 if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
+        priced = trial.study._storage.get_trial(trial._trial_id).user_attrs
+        attrs.update({k: priced[k] for k in ("params", "overhead_params", "overhead_pct",
+                                             "gmacs")})
         attrs["trained"] = True
         status = result.get("status", "error" if error else "ok")
         epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
@@ -290,24 +311,27 @@ class StudySearcher(Searcher):
         if error or status in ("failed", "diverged", "error"):
             attrs["status"] = status
             attrs.setdefault("reason", "the trial's worker died (see the Ray logs)")
-            state, values = optuna.trial.TrialState.FAIL, None
+            state, values = TrialState.FAIL, None
+        elif attrs.get("top1") is None:
+            attrs.update(status="error", reason="the trial reported no top1")
+            state, values = TrialState.FAIL, None
         elif epochs_done < self.epochs:
             attrs["status"] = "stopped"
             attrs["reason"] = f"ASHA stopped it after {epochs_done} of {self.epochs} epochs"
-            state, values = optuna.trial.TrialState.PRUNED, None
+            state, values = TrialState.PRUNED, None
         else:
             attrs["status"] = "ok"
-            state = optuna.trial.TrialState.COMPLETE
-            values = [float(result[name]) for name in self.settings.objectives]
+            state = TrialState.COMPLETE
+            values = [float(attrs[name]) for name in self.settings.objectives]
         record_attrs(self.study, trial._trial_id, attrs)
         self.study.tell(trial, values, state=state)
-        self.events.append(f"#{trial.number} {attrs.get('name')} rho={attrs.get('rho')}: "
+        self.events.append(f"#{trial.number} {priced.get('name')} rho={priced.get('rho')}: "
                            f"{attrs['status']}" + (f" top1={values[0]:.2f}" if values else ""))
 
 
-_RESULT_KEYS = ("name", "rho", "backbone", "classifier_channels", "params", "overhead_params",
-                "overhead_pct", "gmacs", "top1", "top5", "ema_top1", "ema_top5", "wall_s",
-                "status", "reason")
+# What Tune adds to every result; everything else a trial reports is recorded in the study.
+_TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
+                                      "epoch"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,10 +344,12 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
 
     from rhosearch.train import load_recipe, train_config
 
-    cpus = settings.cpus_per_trial or 1
-    torch.set_num_threads(max(1, int(cpus)))
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    given = {"cpus": assigned.get("CPU", 0.0), "gpus": assigned.get("GPU", 0.0),
+             "started_at": time.time()}
+    torch.set_num_threads(max(1, int(given["cpus"])))
     rho = RhoConfig.parse(config["rho"], backbone=config["backbone"])
-    out_dir = study_dir(settings.study, settings.reports_dir).resolve() / "trials" / (
+    out_dir = study_dir(settings.study, settings.reports_dir) / "trials" / (
         f"{config['number']:04d}_{rho.key}")
     try:
         recipe = load_recipe(settings.recipe, settings.recipe_overrides)
@@ -333,9 +359,9 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
             on_epoch=lambda metrics: tune.report({**metrics, "epochs_done": metrics["epoch"]}),
         )
     except Exception as exc:  # recorded as the trial's failure reason; the search goes on
-        tune.report({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+        tune.report({**given, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
         return
-    tune.report({**result, "epoch": result["epochs_done"]})
+    tune.report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,6 +438,8 @@ def run_search(
     from rhosearch.data import dataset_info
     from rhosearch.train import load_recipe
 
+    # Trials run in Ray workers with their own working directories: paths must be absolute.
+    settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     dataset_info(settings.data, root=settings.data_root)
     resources = _trial_resources(settings)
@@ -420,6 +448,10 @@ def run_search(
     interrupted_before = _fail_interrupted(study) if settings.resume else 0
     if interrupted_before:
         log(f"resume: {interrupted_before} interrupted trial(s) will be run again")
+    # Quiet Tune's own console tables (our _Progress prints the search's state), and let Ctrl-C
+    # reach us as KeyboardInterrupt so interrupted trials are marked and a resume is printed.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     started_ray = _start_ray(settings)
     searcher = StudySearcher(study, settings, epochs=recipe.epochs)
     started = time.time()
@@ -433,7 +465,8 @@ def run_search(
                 tune_config=tune.TuneConfig(
                     search_alg=searcher, num_samples=searcher.remaining,
                     scheduler=ASHAScheduler(time_attr="epoch", metric="top1", mode="max",
-                                            max_t=max(1, recipe.epochs), grace_period=1,
+                                            max_t=max(1, recipe.epochs),
+                                            grace_period=max(1, recipe.epochs // 4),
                                             reduction_factor=2),
                     time_budget_s=settings.budget.wall_s,
                 ),
@@ -479,7 +512,7 @@ class _Progress(tune.Callback):
             proxy = frame[(frame["stage"] == STAGE) & frame["status"].notna()]
             trained = proxy[proxy["status"].isin(["ok", "stopped", "failed", "diverged", "error"])]
             failed = int(trained["status"].isin(["failed", "diverged", "error"]).sum())
-            running = sum(1 for t in trials if t.status in ("RUNNING", "PENDING"))
+            running = sum(1 for t in trials if t.status == "RUNNING")
             front = pareto_front(frame)
             front_text = ", ".join(f"{r.name}({r.top1:.1f}%)" for r in front.itertuples())
             self.log(f"[{len(trained)}/{self.settings.trials} done, {running} running, "

@@ -1,0 +1,204 @@
+"""The search: budgets, a real small search on digits with real Ray and SQLite, GPU packing,
+failures, and kill -9 + --resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import ray.cloudpickle
+
+from rhosearch.errors import RhoSearchError
+from rhosearch.search import Budget, SearchSettings, parse_budget, run_search
+from rhosearch.space import parse_search_space
+
+ROOT = Path(__file__).resolve().parent.parent
+# Ray workers cannot import this test module by name: ship its trial functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+TINY = {"epochs": 1, "subset": 128, "batch_size": 32, "resolution": 32}
+
+
+@pytest.mark.parametrize(
+    "text, budget",
+    [
+        ("6gpus", Budget(gpus=6)),
+        ("2cpus", Budget(cpus=2)),
+        ("4gpus,12h", Budget(gpus=4, wall_s=12 * 3600)),
+        ("8cpus, 1gpu, 30m", Budget(cpus=8, gpus=1, wall_s=1800)),
+        ("0.5gpus", Budget(gpus=0.5)),
+    ],
+)
+def test_budget_parses(text, budget):
+    assert parse_budget(text) == budget
+
+
+@pytest.mark.parametrize("text", ["6", "gpus", "2cpus,2cpus", "12h", "4tpus", "-1cpus", ""])
+def test_bad_budget_is_a_clear_error(text):
+    with pytest.raises(RhoSearchError, match="budget"):
+        parse_budget(text)
+
+
+def _space(**rho):
+    return parse_search_space({"backbone": "mobilevit_xxs", "rho": rho or {
+        "rho_3": [0, 1/3, 1], "rho_4": [0, 1/4, 1], "rho_5": [3, 4]}})
+
+
+def _settings(tmp_path, **kwargs):
+    defaults = dict(study="t", space=_space(), trials=4, budget=Budget(cpus=2),
+                    recipe_overrides=dict(TINY), reports_dir=tmp_path, progress=False)
+    return SearchSettings(**{**defaults, **kwargs})
+
+
+def test_small_real_search_records_every_trial(tmp_path):
+    outcome = run_search(_settings(tmp_path), log=lambda line: None)
+    assert not ray.is_initialized()  # the search shut down the Ray it started
+    trials = outcome["trials"]
+    trained = trials[trials["status"].isin(["ok", "stopped"])]
+    assert len(trained) == 4
+    # The paper's presets are not in an XXS space; every trained trial carries its record.
+    assert trained[["name", "rho", "params", "gmacs", "top1", "epochs_done"]].notna().all().all()
+    assert (tmp_path / "t" / "trials.csv").is_file()
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't' / 'study.db'}")
+    assert len(study.get_trials()) == len(trials)
+    assert not outcome["front"].empty
+
+
+def test_existing_study_without_resume_is_refused(tmp_path):
+    settings = _settings(tmp_path, trials=1)
+    run_search(settings, trial_fn=_instant, log=lambda line: None)
+    with pytest.raises(RhoSearchError, match="--resume"):
+        run_search(settings, log=lambda line: None)
+
+
+def _instant(config, *, settings, sleep=0.0):
+    from ray import tune
+
+    start = time.time()
+    time.sleep(sleep)
+    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0)
+    tune.report({"epoch": 1, "epochs_done": 1, "top1": float(config["number"]), "top5": 0.0,
+                 "rho": config["rho"], "name": "probe", "gpus": gpus, "started_at": start,
+                 "ended_at": time.time(), "status": "ok"})
+
+
+def _raise_for_big_block_3(config, *, settings):
+
+    if config["rho"].split(",")[2] == "1":
+        raise RuntimeError("boom")
+    _instant(config, settings=settings)
+
+
+def test_a_trial_that_raises_is_failed_and_the_search_completes(tmp_path):
+    space = _space(rho_3=[1], rho_5=[3, 4])  # rho_3 = 1 always: every trial raises
+    outcome = run_search(_settings(tmp_path, space=space, trials=2), trial_fn=_raise_for_big_block_3,
+                         log=lambda line: None)
+    trials = outcome["trials"]
+    assert (trials["state"] == "FAIL").sum() == 2
+    assert not outcome["interrupted"]
+
+
+def _share_probe(config, *, settings):
+    """Waits (up to 120 s) until 8 trials have started: they can only all start if Ray packs
+    them at once; records how many it saw running beside itself."""
+    from ray import tune
+
+    started = Path(settings.reports_dir) / "started"
+    started.mkdir(exist_ok=True)
+    (started / str(config["number"])).touch()
+    deadline = time.time() + 120
+    while len(list(started.iterdir())) < 8 and time.time() < deadline:
+        time.sleep(0.2)
+    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0)
+    tune.report({"epoch": 1, "epochs_done": 1, "top1": 1.0, "rho": config["rho"],
+                 "name": "probe", "gpus": gpus, "peers": len(list(started.iterdir())),
+                 "status": "ok"})
+
+
+def test_half_gpu_trials_pack_eight_on_four_logical_gpus(tmp_path):
+    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        space = parse_search_space({"backbone": "mobilevit_xxs", "rho": {
+            "rho_3": [0, 1/3, 2/3, 1], "rho_4": [0, 1/4, 1/2, 1], "rho_5": [3, 4]}})
+        settings = _settings(tmp_path, space=space, trials=8, budget=Budget(gpus=4, cpus=8),
+                             gpus_per_trial=0.5, cpus_per_trial=1)
+        outcome = run_search(settings, trial_fn=_share_probe, log=lambda line: None)
+    finally:
+        ray.shutdown()
+    study = outcome["study"]
+    runs = [t.user_attrs for t in study.get_trials() if t.user_attrs.get("trained")]
+    assert len(runs) == 8
+    assert all(r["gpus"] == 0.5 for r in runs)
+    assert all(r["peers"] == 8 for r in runs)  # all 8 were running at once
+
+
+def test_more_gpus_than_exist_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(RhoSearchError, match="GPUs"):
+        run_search(_settings(tmp_path, budget=Budget(gpus=64)), log=lambda line: None)
+    assert not (tmp_path / "t" / "study.db").exists()
+
+
+SPACE_YAML = """backbone: mobilevit_xxs
+rho:
+  rho_3: [0, 1/3, 1]
+  rho_4: [0, 1/4, 1]
+  rho_5: [3, 4]
+"""
+
+
+def _cli_search(tmp_path, *extra):
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    return [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2cpus", "--trials", "4",
+            "--study", "k", "--space", str(tmp_path / "space.yaml"), "--epochs", "1",
+            "--set", "subset=96", "--set", "batch_size=32", "--reports-dir", str(tmp_path),
+            *extra]
+
+
+def _trained(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'k' / 'study.db'}"
+    study = optuna.load_study(study_name="k", storage=storage)
+    return {t.number: (t.user_attrs["rho"], t.values) for t in study.get_trials()
+            if t.user_attrs.get("trained") and t.state.name == "COMPLETE"}
+
+
+def test_kill_9_then_resume_keeps_every_completed_trial_once(tmp_path):
+    driver = subprocess.Popen(_cli_search(tmp_path), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    before = {}
+    while time.time() < deadline and driver.poll() is None:
+        time.sleep(1)
+        if (tmp_path / "k" / "study.db").exists():
+            before = _trained(tmp_path)
+            if before:
+                break
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver, its Ray and its workers: no cleanup
+    driver.wait()
+    assert 1 <= len(before) < 4
+    resumed = subprocess.run(_cli_search(tmp_path, "--resume"), cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    after = _trained(tmp_path)
+    assert all(after[number] == record for number, record in before.items())
+    assert len(after) == 4  # exactly the target: nothing lost, nothing trained twice
+    assert len({rho for rho, _ in after.values()}) == 4
+
+
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
+    driver = subprocess.Popen(_cli_search(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "k").glob("trials/*")):
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    study = optuna.load_study(study_name="k", storage=f"sqlite:///{tmp_path / 'k' / 'study.db'}")
+    assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
