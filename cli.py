@@ -106,9 +106,13 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
 
 def _search(args: argparse.Namespace) -> int:
     from rhosearch.output import print_frame
+    from rhosearch.report import write_report
     from rhosearch.search import SearchSettings, parse_budget, resume_command, run_search
     from rhosearch.space import load_search_space
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say it all
     if args.trials < 1:
         raise RhoSearchError(f"--trials {args.trials}: give at least 1")
     settings = SearchSettings(
@@ -123,9 +127,12 @@ def _search(args: argparse.Namespace) -> int:
           f"space {settings.space.name} ({settings.space.size} rho vectors), data {settings.data}")
     outcome = run_search(settings)
     columns = ["name", "rho", "params", "overhead_params", "gmacs", "top1", "top5", "number"]
-    print_frame(outcome["front"][columns], title="Pareto front (proxy): top-1 vs overhead params")
+    front = outcome["front"][columns].round({"top1": 2, "top5": 2})
+    print_frame(front, title="Pareto front (proxy): top-1 vs overhead params (1000-class head)")
     folder = outcome["folder"]
-    print(f"trials: {folder / 'trials.csv'}   study: {settings.storage or folder / 'study.db'}")
+    report = write_report(settings.study, storage=settings.storage, reports_dir=args.reports_dir)
+    print(f"trials: {folder / 'trials.csv'}\nstudy:  {settings.storage or folder / 'study.db'}"
+          f"\nreport: {report}")
     if outcome["interrupted"]:
         print(f"interrupted; resume with: {resume_command(settings)}", file=sys.stderr)
         return 130

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.study import dominated
 
 __all__ = [
     "STAGES",
@@ -105,22 +106,13 @@ def _usable(trials: pd.DataFrame, x: str) -> pd.DataFrame:
     return frame[keep].reset_index(drop=True)
 
 
-def _dominated(top1: pd.Series, cost: pd.Series) -> pd.Series:
-    """True where another point has top1 >= and cost <=, one of them strictly."""
-    values = list(zip(top1, cost, strict=True))
-    flags = [
-        any(t >= t0 and c <= c0 and (t > t0 or c < c0) for t, c in values) for t0, c0 in values
-    ]
-    return pd.Series(flags, index=top1.index, dtype=bool)
-
-
 def mark_fronts(trials: pd.DataFrame, *, x: str = "overhead_params") -> pd.DataFrame:
     """Usable trials with a `dominated` column: dominance within each stage on (top1, x)."""
     _check_x(x)
     frame = _usable(trials, x)
     frame["dominated"] = False
     for _, group in frame.groupby("stage"):
-        frame.loc[group.index, "dominated"] = _dominated(group["top1"], group[x])
+        frame.loc[group.index, "dominated"] = dominated(group["top1"], group[x])
     return frame
 
 

@@ -45,6 +45,7 @@ from rhosearch.errors import RhoSearchError
 from rhosearch.space import RhoConfig, SearchSpace, load_presets
 from rhosearch.study import (
     default_storage_url,
+    dominated,
     open_storage,
     record_attrs,
     study_dir,
@@ -372,15 +373,8 @@ def pareto_front(frame: pd.DataFrame, *, stage: str = STAGE) -> pd.DataFrame:
     """Non-dominated COMPLETE trials of one stage (max top1, min overhead_params)."""
     done = frame[(frame["stage"] == stage) & (frame["state"] == "COMPLETE")]
     done = done.dropna(subset=["top1", "overhead_params"]).drop_duplicates("rho")
-    keep = []
-    for i, row in done.iterrows():
-        dominated = (
-            (done["top1"] >= row["top1"]) & (done["overhead_params"] <= row["overhead_params"])
-            & ((done["top1"] > row["top1"]) | (done["overhead_params"] < row["overhead_params"]))
-        ).any()
-        if not dominated:
-            keep.append(i)
-    return done.loc[keep].sort_values("overhead_params")
+    done = done.astype({"top1": float, "overhead_params": float})
+    return done[~dominated(done["top1"], done["overhead_params"])].sort_values("overhead_params")
 
 
 def _start_ray(settings: SearchSettings) -> bool:

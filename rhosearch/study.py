@@ -29,6 +29,7 @@ __all__ = [
     "study_dir",
     "trials_frame",
     "record_attrs",
+    "dominated",
 ]
 
 OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize"}
@@ -108,3 +109,16 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["state"] = trial.state.name
         rows.append(row)
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def dominated(top1: pd.Series, cost: pd.Series) -> pd.Series:
+    """True where another point has top1 >= and cost <=, one of them strictly.
+
+    The one dominance rule of rhosearch (maximise top-1, minimise a cost): the search's
+    printed front, finalist picking and the report all use it.
+    """
+    values = list(zip(top1, cost, strict=True))
+    flags = [
+        any(t >= t0 and c <= c0 and (t > t0 or c < c0) for t, c in values) for t0, c0 in values
+    ]
+    return pd.Series(flags, index=top1.index, dtype=bool)
