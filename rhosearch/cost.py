@@ -33,9 +33,9 @@ with warnings.catch_warnings():
     from fvcore.nn import FlopCountAnalysis
     from fvcore.nn.jit_handles import get_shape
 
-from rhosearch.model import ExMobileViT
 import pandas as pd
 
+from rhosearch.model import ExMobileViT
 from rhosearch.space import RhoConfig, baseline_config, load_presets
 
 __all__ = ["CostModel", "Cost", "count_cost", "cost_table", "fvcore_macs", "COUNTED_OPS"]
@@ -186,7 +186,7 @@ def _depth(config: RhoConfig) -> int:
     return max(k + 1 for k, c in enumerate(config.shortcut_channels) if c)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fixed_part(backbone: str, resolution: int) -> dict[str, Any]:
     """Cumulative params and fvcore MACs of stem + blocks 1..d, and each block's pixel count."""
     model = ExMobileViT(baseline_config(backbone), num_classes=0).eval()

@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from rhosearch.cost import CostModel, count_cost, cost_table, fvcore_macs
+from rhosearch.cost import CostModel, cost_table, count_cost, fvcore_macs
 from rhosearch.space import BACKBONE_WIDTHS, RhoConfig, baseline_config, load_presets
 
 

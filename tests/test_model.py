@@ -8,7 +8,13 @@ import torch
 
 import rhosearch  # noqa: F401  (registers the presets in timm)
 from rhosearch.model import ExMobileViT, RhoSupernet, load_timm_weights
-from rhosearch.space import BACKBONE_WIDTHS, RhoConfig, baseline_config, load_presets, parse_search_space
+from rhosearch.space import (
+    BACKBONE_WIDTHS,
+    RhoConfig,
+    baseline_config,
+    load_presets,
+    parse_search_space,
+)
 
 torch.manual_seed(0)
 
