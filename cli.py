@@ -208,11 +208,91 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "ok" else 1
 
 
+# --- train-best -------------------------------------------------------------------------------
+
+
+def _train_best_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="the searched study")
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--pick", default="knee,best",
+                        help="knee | best | under=PARAMS (e.g. under=5.7M), comma-separated "
+                        "(default: %(default)s; the baseline is always added)")
+    parser.add_argument("--top", type=int, default=1, help="take the K first of each pick")
+    parser.add_argument("--budget", help="resources, e.g. 2cpus, 8gpus (default: all local CPUs)")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per worker (default: 1 on a "
+                        "GPU budget)")
+    parser.add_argument("--workers-per-finalist", type=int, default=1,
+                        help="N > 1: train each finalist on N workers with DDP (Ray Train)")
+    parser.add_argument("--recipe", default="full", help="full | proxy | a recipe .yaml")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe field (repeatable)")
+    parser.add_argument("--data", help="data set (default: the one the study searched on)")
+    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
+    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each finalist from its checkpoint")
+    parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
+
+
+def _train_best(args: argparse.Namespace) -> int:
+    from rhosearch.finalists import FinalistSettings, train_finalists
+    from rhosearch.output import print_frame
+    from rhosearch.search import parse_budget
+
+    settings = FinalistSettings(
+        study=args.study, storage=args.storage, reports_dir=args.reports_dir, pick=args.pick,
+        top=args.top, budget=parse_budget(args.budget), gpus_per_trial=args.gpus_per_trial,
+        workers_per_finalist=args.workers_per_finalist, recipe=args.recipe,
+        recipe_overrides=_recipe_overrides(args), data=args.data, data_root=args.data_root,
+        download=args.download, seed=args.seed, resume=args.resume, address=args.address,
+    )
+    outcome = train_finalists(settings)
+    frame = outcome["finalists"]
+    columns = ["pick", "name", "rho", "params", "overhead_params", "top1", "ema_top1",
+               "epochs_done", "wall_s", "status", "trial"]
+    print_frame(frame[columns], title="Finalists (full stage)")
+    print(f"finalists: {outcome['csv']}   weights: {outcome['folder']}/<key>/model.safetensors"
+          f"   report: {outcome['report']}   ({outcome['wall_s']:.0f}s)")
+    return 0 if (frame["status"] == "ok").all() else 1
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="a model.safetensors written by rhosearch")
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
+    parser.add_argument("--dynamo", action="store_true",
+                        help="use the torch.export-based exporter (slower)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rhosearch.export import ONNX_ATOL, export_onnx, load_model
+
+    if args.resolution < 16:
+        raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")
+    model = load_model(args.weights)
+    exported = export_onnx(model, args.out, resolution=args.resolution, dynamo=args.dynamo)
+    print(f"{model.config.name} [{model.config.rho_text}] -> {exported.path} "
+          f"({exported.exporter} exporter); onnxruntime vs PyTorch on a random "
+          f"{'x'.join(map(str, exported.input_shape))} batch: max abs diff "
+          f"{exported.max_abs_diff:.2e} (<= {ONNX_ATOL:g})")
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("count", "params, overhead and GMACs of configurations", _count_args, _count),
     ("train", "train one configuration (paper recipe or a proxy)", _train_args, _train),
     ("search", "multi-objective rho search (Optuna + Ray Tune)", _search_args, _search),
     ("report", "interactive Pareto report of a study (HTML, CSV, JSON)", _report_args, _report),
+    ("train-best", "train the search's finalists in full (Ray; DDP with Ray Train)",
+     _train_best_args, _train_best),
+    ("export", "export trained weights to ONNX, checked against PyTorch", _export_args, _export),
 ]
 
 

@@ -1,0 +1,561 @@
+"""The full stage: pick finalists from the proxy front and train them with the paper's recipe.
+
+    rhosearch train-best --study demo --epochs 2 --budget 2cpus
+    rhosearch train-best --study in1k --budget 8gpus --pick under=5.7M --top 2
+    rhosearch train-best --study in1k --budget 8gpus --workers-per-finalist 4     # DDP
+
+Picking (`pick_finalists`) reads the proxy stage's Pareto front (max top-1, min overhead params)
+and always adds plain MobileViT as a control trained under the same recipe. Training runs on
+Ray with the budget's resources, one of two ways:
+
+* one finalist per worker (default): each finalist is a Ray task holding its own CPUs/GPU and
+  calling `train.train_config`, so finalists train side by side;
+* one finalist across N workers (`--workers-per-finalist N`): Ray Train's `TorchTrainer`
+  runs `_ddp_worker` on N processes with DDP (gloo on CPU, NCCL on GPU); each rank trains on
+  its shard of the multi-scale sampler, rank 0 validates and checkpoints. Finalists then train
+  one after another.
+
+Each finalist's folder `reports/<study>/finalists/<key>/` holds train.py's `checkpoint.pt`,
+`metrics.jsonl` and `result.json` (so `--resume` continues it; the files must be on storage all
+workers see, as on one machine), and `model.safetensors` (EMA weights when the recipe has EMA;
+load with `export.load_model`). Results go into the study as trials of stage "full" and into
+`reports/<study>/finalists.csv`; the study's HTML report is rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import ray
+from optuna.trial import TrialState
+
+from rhosearch.cost import CostModel
+from rhosearch.errors import RhoSearchError
+from rhosearch.search import Budget, _distributions, _params_of, pareto_front
+from rhosearch.space import RhoConfig, baseline_config, load_search_space
+from rhosearch.study import load_study, study_dir, trials_frame
+
+__all__ = [
+    "DEFAULT_PICK",
+    "FinalistSettings",
+    "knee_order",
+    "parse_param_count",
+    "pick_finalists",
+    "picks_with_reasons",
+    "train_finalists",
+]
+
+STAGE = "full"
+DEFAULT_PICK = "knee,best"
+WEIGHTS = "model.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------
+# Picking.
+
+
+_COUNT = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)$")
+_SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def parse_param_count(text: str) -> int:
+    """Reads a parameter count: `5.7M`, `5700000`, `300k` (case-insensitive, `_` allowed)."""
+    match = _COUNT.match(text.strip().lower().replace("_", ""))
+    if not match:
+        raise RhoSearchError(f"cannot read {text!r} as a parameter count; write e.g. 5.7M, "
+                             "300k or 5700000")
+    return round(float(match.group(1)) * _SCALE[match.group(2)])
+
+
+def knee_order(front: pd.DataFrame) -> pd.DataFrame:
+    """The front sorted knee first, with its `knee_distance`.
+
+    The knee is the front point farthest above the straight line joining the front's two
+    extremes (cheapest and most accurate) once both axes are scaled to [0, 1] by the front's
+    own ranges: with x = scaled overhead params and y = scaled top-1 the line is y = x and the
+    distance is (y - x) / sqrt(2). It is the point where extra parameters stop buying accuracy
+    at the front's average rate. Ties (e.g. a front of one or two points, where every distance
+    is 0) go to fewer overhead params.
+    """
+    def scaled(column: pd.Series) -> pd.Series:
+        values = column.astype(float)
+        span = values.max() - values.min()
+        return (values - values.min()) / span if span > 0 else values * 0.0
+
+    ordered = front.assign(
+        knee_distance=(scaled(front["top1"]) - scaled(front["overhead_params"])) / math.sqrt(2))
+    return ordered.sort_values(["knee_distance", "overhead_params"], ascending=[False, True],
+                               kind="stable")
+
+
+def _best_order(front: pd.DataFrame) -> pd.DataFrame:
+    return front.sort_values(["top1", "overhead_params"], ascending=[False, True], kind="stable")
+
+
+def _ordered_for(part: str, front: pd.DataFrame) -> pd.DataFrame:
+    if part == "knee":
+        return knee_order(front)
+    if part == "best":
+        return _best_order(front)
+    if part.startswith("under="):
+        limit = parse_param_count(part.removeprefix("under="))
+        under = front[front["params"].astype(float) <= limit]
+        if under.empty:
+            smallest = int(front["params"].min())
+            raise RhoSearchError(f"no configuration on the front has <= {limit:,} params (the "
+                                 f"smallest has {smallest:,}); raise the under= limit")
+        return _best_order(under)
+    raise RhoSearchError(f"unknown --pick {part!r}; use knee, best, under=PARAMS (e.g. "
+                         "under=5.7M) or several comma-separated, e.g. knee,best")
+
+
+def picks_with_reasons(
+    frame: pd.DataFrame, *, pick: str = DEFAULT_PICK, top: int = 1, stage: str = "proxy"
+) -> list[tuple[RhoConfig, str]]:
+    """`pick_finalists` with why each was picked (`knee`, `best#2`, `under=5.7M`, `baseline`)."""
+    if top < 1:
+        raise RhoSearchError(f"--top {top}: give at least 1")
+    parts = [p.strip().lower() for p in pick.split(",") if p.strip()]
+    if not parts:
+        raise RhoSearchError("--pick is empty; use knee, best or under=PARAMS")
+    front = pareto_front(frame, stage=stage)
+    if front.empty:
+        raise RhoSearchError(f"the study has no completed {stage} trials, so no front to pick "
+                             "from; run `rhosearch search` first")
+    picked: dict[str, tuple[RhoConfig, str]] = {}
+    for part in parts:
+        for rank, row in enumerate(_ordered_for(part, front).head(top).itertuples(), start=1):
+            config = RhoConfig.parse(row.rho, backbone=row.backbone)
+            picked.setdefault(config.key, (config, part if rank == 1 else f"{part}#{rank}"))
+    for backbone in dict.fromkeys(config.backbone for config, _ in picked.values()):
+        baseline = baseline_config(backbone)
+        if baseline.key in picked:
+            config, reason = picked[baseline.key]
+            picked[baseline.key] = (config, f"{reason}+baseline")
+        else:
+            picked[baseline.key] = (baseline, "baseline")
+    return list(picked.values())
+
+
+def pick_finalists(
+    frame: pd.DataFrame, *, pick: str = DEFAULT_PICK, top: int = 1, stage: str = "proxy"
+) -> list[RhoConfig]:
+    """Configurations to train in full, picked from one stage's Pareto front of `frame`.
+
+    Args:
+        frame: a `study.trials_frame`.
+        pick: comma-separated picks, each an order over the front: `knee` (see `knee_order`),
+            `best` (highest top-1) or `under=PARAMS` (highest top-1 with params <= PARAMS,
+            e.g. `under=5.7M`). Default: the knee and the best, deduplicated.
+        top: how many to take from the head of each pick's order.
+        stage: whose front to pick from.
+
+    The baseline MobileViT (rho = 0,0,0,0,4) of each picked backbone is always added last
+    (unless picked already), as a control trained under the same recipe.
+    """
+    return [config for config, _ in picks_with_reasons(frame, pick=pick, top=top, stage=stage)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and resources.
+
+
+@dataclass
+class FinalistSettings:
+    """Everything `train_finalists` needs (the CLI fills it; tests build it directly)."""
+
+    study: str
+    storage: str | None = None
+    reports_dir: Path = Path("reports")
+    pick: str = DEFAULT_PICK
+    top: int = 1
+    budget: Budget = field(default_factory=Budget)
+    gpus_per_trial: float | None = None
+    workers_per_finalist: int = 1
+    recipe: str = "full"
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None  # None: the data set the study searched on
+    data_root: Path | None = None
+    download: bool = False
+    seed: int = 0
+    resume: bool = False
+    address: str | None = None
+
+
+def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, float]:
+    """CPUs and GPUs of one worker: GPUs as asked (1 each on a GPU budget), CPUs shared out
+    evenly between the workers that can run at once."""
+    budget, workers = settings.budget, settings.workers_per_finalist
+    gpus = settings.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if budget.gpus else 0.0
+    if gpus and gpus > budget.gpus:
+        raise RhoSearchError(f"--gpus-per-trial {gpus:g} exceeds the budget's {budget.gpus:g} "
+                             "GPUs; lower it or raise --budget")
+    cpus = budget.cpus or float(os.cpu_count() or 1)
+    slots = int(budget.gpus // gpus) if gpus else int(cpus)
+    if workers > slots:
+        raise RhoSearchError(f"--workers-per-finalist {workers} needs {workers} workers at once "
+                             f"but the budget ({budget.describe()}) fits {slots}")
+    concurrent = min(slots, finalists * workers) if workers == 1 else workers
+    return {"cpu": max(1.0, float(int(cpus // max(1, concurrent)))), "gpu": gpus}
+
+
+def _start_ray(settings: FinalistSettings) -> bool:
+    """Starts a local Ray holding exactly the budget (or joins --address); True if we did."""
+    if ray.is_initialized():  # a caller (e.g. a test) owns Ray
+        return False
+    if settings.address:
+        ray.init(address=settings.address, include_dashboard=False)
+        return True
+    import torch
+
+    if settings.budget.gpus > torch.cuda.device_count():
+        raise RhoSearchError(f"budget asks for {settings.budget.gpus:g} GPUs but this machine "
+                             f"has {torch.cuda.device_count()}; lower --budget (e.g. 2cpus)")
+    ray.init(num_cpus=settings.budget.cpus or os.cpu_count(), num_gpus=settings.budget.gpus,
+             include_dashboard=False, configure_logging=False)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# One finalist on one worker.
+
+
+def _save_finalist_weights(out_dir: Path, config: RhoConfig, result: dict[str, Any],
+                           num_classes: int, drop_rate: float) -> str | None:
+    """Writes `model.safetensors` from the run's checkpoint (EMA weights when it has them)."""
+    import torch
+
+    from rhosearch.export import save_weights
+    from rhosearch.model import create_model
+    from rhosearch.train import CHECKPOINT
+
+    checkpoint = out_dir / CHECKPOINT
+    if not checkpoint.is_file() or not result.get("epochs_done"):
+        return None
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    use_ema = state.get("ema") is not None
+    weights = state["ema"] if use_ema else state["model"]
+    if use_ema:  # ModelEmaV3 keeps the averaged model as its `module`
+        weights = {k.removeprefix("module."): v for k, v in weights.items()}
+    model = create_model(config, num_classes=num_classes, drop_rate=drop_rate)
+    model.load_state_dict(weights)
+    top1 = result.get("ema_top1") if use_ema else result.get("top1")
+    path = save_weights(model, out_dir / WEIGHTS, extra={
+        "weights": "ema" if use_ema else "raw", "top1": top1, "data": result.get("data"),
+        "resolution": result.get("resolution"), "epochs": result.get("epochs_done"),
+        "recipe": result.get("recipe")})
+    return str(path)
+
+
+def _train_one(config: RhoConfig, out_dir: Path, settings: FinalistSettings,
+               data: str) -> dict[str, Any]:
+    """A Ray task: trains one finalist with train.py's `train_config` and saves its weights."""
+    import torch
+
+    from rhosearch.data import dataset_info
+    from rhosearch.train import load_recipe, train_config
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
+    recipe = load_recipe(settings.recipe, settings.recipe_overrides)
+
+    def log_epoch(metrics: dict[str, Any]) -> None:
+        print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/{recipe.epochs}: "
+              f"loss {metrics['loss']:.3f}, top-1 {metrics['top1']:.2f}%", flush=True)
+
+    result = train_config(
+        config, data=data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
+        resume=settings.resume, data_root=settings.data_root, download=settings.download,
+        progress=False, on_epoch=log_epoch,
+    )
+    num_classes = dataset_info(data, settings.data_root)
+    result["weights"] = _save_finalist_weights(out_dir, config, result, num_classes,
+                                               recipe.drop_rate)
+    return {**result, "workers": 1, "cpus": assigned.get("CPU", 0), "gpus": assigned.get("GPU", 0)}
+
+
+# ---------------------------------------------------------------------------------------------
+# One finalist across several workers (Ray Train, DDP).
+
+
+def _ddp_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: train.py's steps with a DDP model and a sharded sampler.
+
+    Every rank trains on its own shard (`make_loaders(rank=, world_size=)`) and the gradients
+    are averaged by DDP; rank 0 validates, writes the checkpoint (with the world size in its
+    identity: a resume must use the same number of workers) and the result. Each rank writes
+    `shards/rank<k>.json`, the dataset indices it trained on in its first epoch of this run.
+    """
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+    from timm.utils import ModelEmaV3
+
+    from rhosearch import train
+    from rhosearch.model import create_model
+
+    settings: FinalistSettings = loop_config["settings"]
+    config = RhoConfig.parse(loop_config["rho"], backbone=loop_config["backbone"])
+    out_dir, data = Path(loop_config["out_dir"]), loop_config["data"]
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(loop_config["threads"])
+    recipe = train.load_recipe(settings.recipe, settings.recipe_overrides)
+    device = ray.train.torch.get_device()
+    train._seed_everything(settings.seed)  # the same initial weights on every rank
+    loaders = train.make_loaders(data, recipe, root=settings.data_root, seed=settings.seed,
+                                 rank=rank, world_size=world_size,
+                                 pin_memory=device.type == "cuda")
+    model = ray.train.torch.prepare_model(
+        create_model(config, num_classes=loaders.num_classes, drop_rate=recipe.drop_rate))
+    plain = getattr(model, "module", model)  # DDP's wrapped model: what EMA and files hold
+    optimizer = train.build_optimizer(model, recipe)
+    scheduler = train.build_scheduler(optimizer, recipe,
+                                      loaders.sampler.mean_batches(recipe.epochs))
+    ema = ModelEmaV3(plain, decay=recipe.ema_decay) if recipe.ema else None
+    identity = dict(config=config.key, data=str(data), seed=settings.seed,
+                    recipe=dataclasses.asdict(recipe), world_size=world_size)
+    checkpoint_path, metrics_path = out_dir / train.CHECKPOINT, out_dir / "metrics.jsonl"
+    start_epoch, step, wall_before, last = 0, 0, 0.0, {}
+    if settings.resume and checkpoint_path.is_file():
+        state = train.load_checkpoint(checkpoint_path, identity)
+        plain.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start_epoch, step = state["epoch"], state["step"]
+        wall_before, last = state["wall_s"], state["last"]
+    elif rank == 0:
+        metrics_path.unlink(missing_ok=True)
+    train._seed_everything(settings.seed * 1_000 + rank + 7919 * start_epoch)  # augmentations
+
+    status, started = "ok", time.perf_counter()
+    for epoch in range(start_epoch, recipe.epochs):
+        loaders.sampler.set_epoch(epoch)
+        if epoch == start_epoch:
+            shard = [index for batch in loaders.sampler for index, _ in batch]
+            (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+            (out_dir / "shards" / f"rank{rank}.json").write_text(json.dumps(dict(
+                rank=rank, world_size=world_size, epoch=epoch, pid=os.getpid(), indices=shard)))
+        stats = train.train_one_epoch(model, loaders.train, optimizer, scheduler, recipe, device,
+                                      ema=ema, step=step, progress=False)
+        diverged = torch.tensor(float(stats.pop("diverged")), device=device)
+        dist.all_reduce(diverged, op=dist.ReduceOp.MAX)  # stop together, never half the ranks
+        if diverged.item():
+            status = "diverged"
+            break
+        step = stats.pop("steps")
+        if rank == 0:
+            last = dict(epoch=epoch + 1, **stats, lr=scheduler.get_last_lr()[0],
+                        **train._validate(plain, ema, loaders.val, device))
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(last) + "\n")
+            train.save_checkpoint(checkpoint_path, dict(
+                identity=identity, epoch=epoch + 1, step=step, rng=train._rng_state(),
+                wall_s=wall_before + time.perf_counter() - started, last=last,
+                model=plain.state_dict(), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                ema=ema.state_dict() if ema is not None else None))
+            print(f"{config.name} [{config.rho_text}] epoch {epoch + 1}/{recipe.epochs} on "
+                  f"{world_size} workers: top-1 {last['top1']:.2f}%", flush=True)
+        ray.train.report({"epoch": epoch + 1, **({"top1": last["top1"]} if last else {})})
+    if rank == 0:
+        result = train._result(config, recipe, loaders.num_classes, last,
+                               epochs_done=last.get("epoch", 0),
+                               wall_s=wall_before + time.perf_counter() - started,
+                               status=status, data=str(data), seed=settings.seed)
+        result["weights"] = _save_finalist_weights(out_dir, config, result,
+                                                   loaders.num_classes, recipe.drop_rate)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    dist.barrier()
+
+
+def _train_ddp(config: RhoConfig, out_dir: Path, settings: FinalistSettings, data: str,
+               resources: dict[str, float]) -> dict[str, Any]:
+    """Trains one finalist on `workers_per_finalist` Ray Train workers; returns its result."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workers = settings.workers_per_finalist
+    result_path = out_dir / "result.json"
+    result_path.unlink(missing_ok=True)
+    trainer = TorchTrainer(
+        _ddp_worker,
+        train_loop_config=dict(settings=settings, rho=config.rho_text, backbone=config.backbone,
+                               out_dir=str(out_dir), data=data,
+                               threads=max(1, int(resources["cpu"]))),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=bool(resources["gpu"]),
+            resources_per_worker={"CPU": resources["cpu"], "GPU": resources["gpu"]}
+            if resources["gpu"] else {"CPU": resources["cpu"]}),
+        run_config=RunConfig(name=config.key, storage_path=str(out_dir.parent / "ray")),
+    )
+    trainer.fit()  # a worker's exception comes back as ray.train's TrainingFailedError
+    result = json.loads(result_path.read_text())
+    return {**result, "workers": workers, "cpus": resources["cpu"] * workers,
+            "gpus": resources["gpu"] * workers}
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording results.
+
+
+def _record(study: optuna.Study, config: RhoConfig, reason: str, result: dict[str, Any],
+            out_dir: Path) -> int:
+    """Adds one finished finalist to the study as a stage "full" trial; returns its number.
+
+    Its params follow the search space's distributions (a configuration outside the space gets
+    none).
+    """
+    try:
+        space = load_search_space(study.user_attrs["space"])
+    except (KeyError, RhoSearchError):
+        space = None
+    in_space = space is not None and space.contains(config)
+    attrs = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+    attrs.update(stage=STAGE, **config.as_dict(), trained=True, pick=reason,
+                 run_dir=str(out_dir))
+    attrs.update(rho=config.rho_text)
+    ok = result.get("status") == "ok" and result.get("top1") is not None
+    names = study.metric_names or ["top1", "overhead_params", "gmacs"][: len(study.directions)]
+    trial = optuna.trial.create_trial(
+        state=TrialState.COMPLETE if ok else TrialState.FAIL,
+        values=[float(attrs[name]) for name in names] if ok else None,
+        params=_params_of(space, config) if in_space else {},
+        distributions=_distributions(space) if in_space else {},
+        user_attrs=attrs,
+    )
+    study.add_trial(trial)
+    return study.get_trials(deepcopy=False)[-1].number
+
+
+def _already_recorded(study: optuna.Study, out_dir: Path, epochs_done: int) -> int | None:
+    """The number of a full trial already recording this run at this epoch (a resume)."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        if (attrs.get("stage") == STAGE and attrs.get("run_dir") == str(out_dir)
+                and attrs.get("epochs_done") == epochs_done):
+            return trial.number
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole stage.
+
+
+FINALIST_COLUMNS = ["pick", "name", "rho", "backbone", "params", "overhead_params", "gmacs",
+                    "top1", "top5", "ema_top1", "ema_top5", "epochs_done", "wall_s", "status",
+                    "workers", "trial", "weights", "reason"]
+
+
+def train_finalists(settings: FinalistSettings, *,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Picks the finalists of a study, trains them on Ray and records them as stage "full".
+
+    Returns a dict with `finalists` (a frame with `FINALIST_COLUMNS`), `csv`, `report` (the
+    HTML report's path), `folder` and `wall_s`.
+    """
+    from rhosearch.data import dataset_info
+    from rhosearch.report import write_report
+    from rhosearch.train import load_recipe
+
+    # Ray workers have their own working directories: every path they get is absolute.
+    settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())
+    if settings.workers_per_finalist < 1:
+        raise RhoSearchError(f"--workers-per-finalist {settings.workers_per_finalist}: give "
+                             "at least 1")
+    study = load_study(settings.study, storage=settings.storage,
+                       reports_dir=settings.reports_dir)
+    picks = picks_with_reasons(trials_frame(study), pick=settings.pick, top=settings.top)
+    recipe = load_recipe(settings.recipe, settings.recipe_overrides)
+    data = settings.data or study.user_attrs.get("data", "digits")
+    dataset_info(data, settings.data_root)
+    resources = _worker_resources(settings, len(picks))
+    folder = study_dir(settings.study, settings.reports_dir)
+    log(f"train-best {settings.study!r}: {len(picks)} finalists ("
+        + ", ".join(f"{c.name} [{c.rho_text}] ({why})" for c, why in picks)
+        + f"), recipe {recipe.name}, {recipe.epochs} epochs at {recipe.resolution}px on {data}, "
+        f"{settings.workers_per_finalist} worker(s) of {resources['cpu']:g} CPU"
+        + (f" + {resources['gpu']:g} GPU" if resources["gpu"] else "") + " each")
+
+    started, rows = time.time(), []
+    started_ray = _start_ray(settings)
+    try:
+        for config, reason, result in _run_all(picks, settings, data, resources, folder):
+            out_dir = folder / "finalists" / config.key
+            # Cost figures as the proxy stage prices them (256 px, 1000 classes), whatever the
+            # data set and resolution trained on, so the stages' fronts share an axis.
+            result.update(CostModel(config.backbone).price(config).as_dict())
+            number = None
+            if settings.resume:
+                number = _already_recorded(study, out_dir, result.get("epochs_done"))
+            if number is None:
+                number = _record(study, config, reason, result, out_dir)
+            rows.append({**result, "pick": reason, "name": config.name,
+                         "rho": config.rho_text, "trial": number})
+            top1 = result.get("top1")
+            log(f"{config.name} [{config.rho_text}] ({reason}): {result.get('status')}, top-1 "
+                + ("n/a" if top1 is None else f"{top1:.2f}%")
+                + f", {result.get('epochs_done', 0)} epochs in {result.get('wall_s', 0):.0f}s"
+                + f" -> trial #{number}")
+    finally:
+        if started_ray:
+            ray.shutdown()
+    order = {config.rho_text: i for i, (config, _) in enumerate(picks)}
+    rows.sort(key=lambda row: order[row["rho"]])  # the pick order, not the finishing order
+    frame = pd.DataFrame(rows).reindex(columns=FINALIST_COLUMNS)
+    csv = folder / "finalists.csv"
+    frame.to_csv(csv, index=False)
+    report = write_report(settings.study, storage=settings.storage,
+                          reports_dir=settings.reports_dir)
+    return {"finalists": frame, "csv": csv, "report": report, "folder": folder / "finalists",
+            "wall_s": time.time() - started}
+
+
+def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data: str,
+             resources: dict[str, float], folder: Path):
+    """Yields `(config, reason, result)` as each finalist ends (failures as status "failed")."""
+    def failed(exc: BaseException) -> dict[str, Any]:
+        cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
+        return {"status": "failed", "reason": f"{type(cause).__name__}: {cause}"[:500],
+                "epochs_done": 0}
+
+    if settings.workers_per_finalist > 1:
+        for config, reason in picks:
+            out_dir = folder / "finalists" / config.key
+            out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                result = _train_ddp(config, out_dir, settings, data, resources)
+            except Exception as exc:  # recorded as the finalist's failure; the others go on
+                result = failed(exc)
+            yield config, reason, result
+        return
+    remote = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
+                        max_retries=0)(_train_one)
+    pending = {}
+    for config, reason in picks:
+        out_dir = folder / "finalists" / config.key
+        pending[remote.remote(config, out_dir, settings, data)] = (config, reason)
+    while pending:
+        [done], _ = ray.wait(list(pending), num_returns=1)
+        config, reason = pending.pop(done)
+        try:
+            result = ray.get(done)
+        except Exception as exc:
+            result = failed(exc)
+        yield config, reason, result

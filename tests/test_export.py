@@ -1,0 +1,93 @@
+"""Shipping weights: safetensors round trips through both loaders, ONNX parity, CLI errors."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from rhosearch.errors import RhoSearchError
+from rhosearch.export import export_onnx, load_model, read_metadata, save_weights, timm_name
+from rhosearch.model import create_model
+from rhosearch.space import RhoConfig, get_preset, parse_rho
+
+
+def _trained_like(config: RhoConfig, num_classes: int = 10) -> torch.nn.Module:
+    """A model whose BN statistics are not the defaults, so a lost buffer would show."""
+    torch.manual_seed(0)
+    model = create_model(config, num_classes=num_classes)
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, 32, 32))
+    return model.eval()
+
+
+def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, resolution: int = 32) -> float:
+    images = torch.rand(2, 3, resolution, resolution)
+    with torch.no_grad():
+        return float((a.eval()(images) - b.eval()(images)).abs().max())
+
+
+def test_project_loader_round_trip_from_metadata_alone(tmp_path):
+    config = parse_rho("1/3,1/4,3", backbone="mobilevit_xxs")
+    model = _trained_like(config)
+    path = save_weights(model, tmp_path / "m.safetensors", extra={"top1": 91.5})
+    metadata = read_metadata(path)
+    assert metadata["backbone"] == "mobilevit_xxs" and metadata["rho"] == "0,0,1/3,1/4,3"
+    assert metadata["num_classes"] == "10" and metadata["top1"] == "91.5"
+    assert "timm_name" not in metadata  # not a registered preset
+    loaded = load_model(path)
+    assert loaded.config == config and not loaded.training
+    assert _same_outputs(model, loaded) == 0.0
+
+
+def test_timm_loader_round_trip_for_a_registered_preset(tmp_path):
+    config = get_preset("exmvit-928").config
+    model = _trained_like(config)
+    path = save_weights(model, tmp_path / "m.safetensors")
+    name = read_metadata(path)["timm_name"]
+    assert name == timm_name(config) == "exmobilevit_s_928"
+    loaded = timm.create_model(name, pretrained=True, num_classes=10,
+                               pretrained_cfg_overlay=dict(file=str(path), num_classes=10))
+    assert _same_outputs(model, loaded) == 0.0
+    assert _same_outputs(model, load_model(path)) == 0.0
+
+
+def test_foreign_or_missing_weights_are_one_line_errors(tmp_path):
+    with pytest.raises(RhoSearchError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(RhoSearchError, match="not a safetensors"):
+        load_model(tmp_path / "junk.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, tmp_path / "bare.safetensors")
+    with pytest.raises(RhoSearchError, match="metadata"):
+        load_model(tmp_path / "bare.safetensors")
+
+
+@pytest.mark.parametrize("backbone", ["mobilevit_xxs", "mobilevit_s"])
+def test_onnx_export_matches_pytorch(tmp_path, backbone):
+    model = _trained_like(parse_rho("1/3,1/4,3", backbone=backbone))
+    exported = export_onnx(model, tmp_path / "m.onnx", resolution=32, batch_size=3)
+    assert exported.path.is_file() and exported.input_shape == (3, 3, 32, 32)
+    assert exported.max_abs_diff <= 1e-4
+
+
+def test_onnx_mismatch_is_an_error_and_removes_the_file(tmp_path):
+    model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
+    with pytest.raises(RhoSearchError, match="differs from PyTorch"):
+        export_onnx(model, tmp_path / "m.onnx", resolution=32, atol=-1.0)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_export_prints_the_difference(tmp_path, capsys):
+    from cli import main
+
+    model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
+    weights = save_weights(model, tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(out),
+                 "--resolution", "32"]) == 0
+    assert "max abs diff" in capsys.readouterr().out and out.is_file()
+    assert main(["export", "--weights", str(tmp_path / "x"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0  # one line
