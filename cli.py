@@ -253,7 +253,7 @@ def _train_best(args: argparse.Namespace) -> int:
     frame = outcome["finalists"]
     columns = ["pick", "name", "rho", "params", "overhead_params", "top1", "ema_top1",
                "epochs_done", "wall_s", "status", "trial"]
-    print_frame(frame[columns], title="Finalists (full stage)")
+    print_frame(frame[columns].round(2), title="Finalists (full stage)")
     print(f"finalists: {outcome['csv']}   weights: {outcome['folder']}/<key>/model.safetensors"
           f"   report: {outcome['report']}   ({outcome['wall_s']:.0f}s)")
     return 0 if (frame["status"] == "ok").all() else 1

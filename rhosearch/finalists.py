@@ -470,7 +470,7 @@ def train_finalists(settings: FinalistSettings, *,
     Returns a dict with `finalists` (a frame with `FINALIST_COLUMNS`), `csv`, `report` (the
     HTML report's path), `folder` and `wall_s`.
     """
-    from rhosearch.data import dataset_info
+    from rhosearch.data import build_datasets, dataset_info
     from rhosearch.report import write_report
     from rhosearch.train import load_recipe
 
@@ -485,6 +485,13 @@ def train_finalists(settings: FinalistSettings, *,
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     data = settings.data or study.user_attrs.get("data", "digits")
     dataset_info(data, settings.data_root)
+    if Path(data).is_dir():  # an ImageFolder: workers must find it from their own folders
+        data = str(Path(data).resolve())
+    if settings.data_root is not None:
+        settings = dataclasses.replace(settings, data_root=settings.data_root.resolve())
+    if settings.download:  # once, here: concurrent workers must not download side by side
+        build_datasets(data, resolution=recipe.resolution, root=settings.data_root,
+                       download=True)
     resources = _worker_resources(settings, len(picks))
     folder = study_dir(settings.study, settings.reports_dir)
     log(f"train-best {settings.study!r}: {len(picks)} finalists ("
@@ -508,9 +515,10 @@ def train_finalists(settings: FinalistSettings, *,
                 number = _record(study, config, reason, result, out_dir)
             rows.append({**result, "pick": reason, "name": config.name,
                          "rho": config.rho_text, "trial": number})
-            top1 = result.get("top1")
+            top1, ema_top1 = result.get("top1"), result.get("ema_top1")
             log(f"{config.name} [{config.rho_text}] ({reason}): {result.get('status')}, top-1 "
                 + ("n/a" if top1 is None else f"{top1:.2f}%")
+                + ("" if ema_top1 is None else f" (EMA {ema_top1:.2f}%)")
                 + f", {result.get('epochs_done', 0)} epochs in {result.get('wall_s', 0):.0f}s"
                 + f" -> trial #{number}")
     finally:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -198,8 +199,7 @@ def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, small_ray):
     assert (first["finalists"]["status"] == "ok").all()
     assert len(_full_trials(tmp_path)) == 2
 
-    again = train_finalists(FinalistSettings(**{**settings.__dict__, "resume": True}),
-                            log=lambda line: None)
+    again = train_finalists(dataclasses.replace(settings, resume=True), log=lambda line: None)
     assert list(again["finalists"]["trial"]) == list(first["finalists"]["trial"])
     assert len(_full_trials(tmp_path)) == 2
     assert set(again["finalists"]["top1"]) == set(first["finalists"]["top1"])
