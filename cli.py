@@ -105,12 +105,12 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
 
 
 def _search(args: argparse.Namespace) -> int:
+    import optuna
+
     from rhosearch.output import print_frame
     from rhosearch.report import write_report
     from rhosearch.search import SearchSettings, parse_budget, resume_command, run_search
     from rhosearch.space import load_search_space
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say it all
     if args.trials < 1:
