@@ -88,6 +88,9 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
     parser.add_argument("--gpus-per-trial", type=float, help="fractional allowed, e.g. 0.5")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
+    parser.add_argument("--stage", choices=("all", "oneshot", "proxy"), default="all",
+                        help="all (default): train the supernet, score the space, then proxy "
+                        "trials starting from its front; oneshot or proxy alone")
     parser.add_argument("--gmacs-objective", action="store_true",
                         help="minimise GMACs as a third objective")
 
@@ -122,6 +125,7 @@ def _search(args: argparse.Namespace) -> int:
         sampler=args.sampler, seed=args.seed, storage=args.storage, reports_dir=args.reports_dir,
         resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
+        stage=args.stage,
     )
     print(f"search {settings.study!r}: {settings.trials} trials on {settings.budget.describe()}, "
           f"space {settings.space.name} ({settings.space.size} rho vectors), data {settings.data}")
@@ -129,6 +133,10 @@ def _search(args: argparse.Namespace) -> int:
     columns = ["name", "rho", "params", "overhead_params", "gmacs", "top1", "top5", "number"]
     front = outcome["front"][columns].round({"top1": 2, "top5": 2})
     print_frame(front, title="Pareto front (proxy): top-1 vs overhead params (1000-class head)")
+    fidelity = outcome["fidelity"]
+    if fidelity:
+        print(f"one-shot vs proxy rank agreement: Kendall's tau = {fidelity['tau']:.3f} "
+              f"over n = {fidelity['n']} configurations")
     folder = outcome["folder"]
     report = write_report(settings.study, storage=settings.storage, reports_dir=args.reports_dir)
     print(f"trials: {folder / 'trials.csv'}\nstudy:  {settings.storage or folder / 'study.db'}"

@@ -42,9 +42,9 @@ from optuna.trial import TrialState
 
 from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
-from rhosearch.search import Budget, _distributions, _params_of, pareto_front
+from rhosearch.search import Budget, pareto_front
 from rhosearch.space import RhoConfig, baseline_config, load_search_space
-from rhosearch.study import load_study, study_dir, trials_frame
+from rhosearch.study import load_study, params_of, space_distributions, study_dir, trials_frame
 
 __all__ = [
     "DEFAULT_PICK",
@@ -436,8 +436,8 @@ def _record(study: optuna.Study, config: RhoConfig, reason: str, result: dict[st
     trial = optuna.trial.create_trial(
         state=TrialState.COMPLETE if ok else TrialState.FAIL,
         values=[float(attrs[name]) for name in names] if ok else None,
-        params=_params_of(space, config) if in_space else {},
-        distributions=_distributions(space) if in_space else {},
+        params=params_of(space, config) if in_space else {},
+        distributions=space_distributions(space) if in_space else {},
         user_attrs=attrs,
     )
     study.add_trial(trial)

@@ -44,10 +44,13 @@ from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
 from rhosearch.space import RhoConfig, SearchSpace, load_presets
 from rhosearch.study import (
+    config_from_params,
     default_storage_url,
     dominated,
     open_storage,
+    params_of,
     record_attrs,
+    space_distributions,
     study_dir,
     trials_frame,
 )
@@ -55,6 +58,7 @@ from rhosearch.study import (
 __all__ = ["Budget", "SearchSettings", "parse_budget", "run_search", "pareto_front"]
 
 STAGE = "proxy"
+STAGES = ("oneshot", "proxy", "all")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +133,7 @@ class SearchSettings:
     cpus_per_trial: float | None = None
     gmacs_objective: bool = False
     progress: bool = True
+    stage: str = "proxy"
 
     @property
     def objectives(self) -> list[str]:
@@ -148,24 +153,6 @@ def _make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSamp
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise RhoSearchError(f"unknown sampler {name!r}; choose one of: nsga2, tpe, gp, random")
-
-
-def _distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
-    """One categorical per block with a choice (ratios as exact strings like '4/3')."""
-    return {
-        f"rho_{k}": optuna.distributions.CategoricalDistribution([str(c) for c in choices])
-        for k, choices in enumerate(space.choices, start=1)
-        if len(choices) > 1
-    }
-
-
-def config_from_params(space: SearchSpace, params: dict[str, str]) -> RhoConfig:
-    rho = [params.get(f"rho_{k}", str(c[0])) for k, c in enumerate(space.choices, start=1)]
-    return RhoConfig(space.backbone, tuple(rho))
-
-
-def _params_of(space: SearchSpace, config: RhoConfig) -> dict[str, str]:
-    return {name: str(config.rho[int(name[4:]) - 1]) for name in _distributions(space)}
 
 
 def open_search_study(settings: SearchSettings) -> optuna.Study:
@@ -194,7 +181,7 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
         study.set_user_attr("recipe", settings.recipe)
         for preset in load_presets().values():
             if settings.space.contains(preset.config):
-                study.enqueue_trial(_params_of(settings.space, preset.config),
+                study.enqueue_trial(params_of(settings.space, preset.config),
                                     user_attrs={"source": f"paper:{preset.name}"})
     return study
 
@@ -237,7 +224,7 @@ class StudySearcher(Searcher):
         self.settings = settings
         self.epochs = epochs
         self.space = settings.space
-        self.distributions = _distributions(settings.space)
+        self.distributions = space_distributions(settings.space)
         self.cost = CostModel(settings.space.backbone, resolution=256, num_classes=1000)
         self.remaining = settings.trials - trials_done(study)
         self.live: dict[str, optuna.trial.Trial] = {}
@@ -373,8 +360,9 @@ def pareto_front(frame: pd.DataFrame, *, stage: str = STAGE) -> pd.DataFrame:
     """Non-dominated COMPLETE trials of one stage (max top1, min overhead_params)."""
     done = frame[(frame["stage"] == stage) & (frame["state"] == "COMPLETE")]
     done = done.dropna(subset=["top1", "overhead_params"]).drop_duplicates("rho")
-    done = done.astype({"top1": float, "overhead_params": float})
-    return done[~dominated(done["top1"], done["overhead_params"])].sort_values("overhead_params")
+    numbers = done[["top1", "overhead_params"]].astype(float)
+    front = done[~dominated(numbers["top1"], numbers["overhead_params"])]
+    return front.astype({"overhead_params": int, "params": int}).sort_values("overhead_params")
 
 
 def _start_ray(settings: SearchSettings) -> bool:
@@ -422,10 +410,10 @@ def run_search(
     settings: SearchSettings, *, trial_fn: Callable[..., None] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Runs (or resumes) a search; returns the study, its trials table and front.
+    """Runs (or resumes) a search; returns the study, its trials table, front and fidelity.
 
     Args:
-        settings: what to search and with which resources.
+        settings: what to search, which stages, and with which resources.
         trial_fn: the Tune trainable (default: `proxy_trial`); gets `(config, settings=...)`.
         log: where progress lines go.
     """
@@ -434,6 +422,9 @@ def run_search(
 
     # Trials run in Ray workers with their own working directories: paths must be absolute.
     settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())
+    if settings.stage not in STAGES:
+        raise RhoSearchError(
+            f"unknown stage {settings.stage!r}; choose one of: {', '.join(STAGES)}")
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     dataset_info(settings.data, root=settings.data_root)
     resources = _trial_resources(settings)
@@ -447,30 +438,13 @@ def run_search(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     started_ray = _start_ray(settings)
-    searcher = StudySearcher(study, settings, epochs=recipe.epochs)
     started = time.time()
     interrupted = False
     try:
-        if searcher.remaining > 0:
-            trainable = tune.with_resources(
-                tune.with_parameters(trial_fn or proxy_trial, settings=settings), resources)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=searcher, num_samples=searcher.remaining,
-                    scheduler=ASHAScheduler(time_attr="epoch", metric="top1", mode="max",
-                                            max_t=max(1, recipe.epochs),
-                                            grace_period=max(1, recipe.epochs // 4),
-                                            reduction_factor=2),
-                    time_budget_s=settings.budget.wall_s,
-                ),
-                run_config=tune.RunConfig(
-                    name=settings.study, storage_path=str((folder / "ray").resolve()),
-                    verbose=0, callbacks=[_Progress(searcher, settings, log)],
-                ),
-            )
-            tuner.fit()
-        interrupted = bool(searcher.live)
+        if settings.stage in ("oneshot", "all"):
+            _run_oneshot_stage(study, settings, recipe, resources, log)
+        if settings.stage in ("proxy", "all"):
+            interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -478,10 +452,96 @@ def run_search(
         if started_ray:
             ray.shutdown()
     frame = trials_frame(study)
+    fidelity = _record_fidelity(study, frame)
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "trials.csv", index=False)
-    return {"study": study, "trials": frame, "front": pareto_front(frame),
+    return {"study": study, "trials": frame, "front": pareto_front(frame), "fidelity": fidelity,
             "interrupted": interrupted, "wall_s": time.time() - started, "folder": folder}
+
+
+def _run_proxy_stage(
+    study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
+    trial_fn: Callable[..., None] | None, log: Callable[[str], None],
+) -> bool:
+    """Runs the missing proxy trials through Ray Tune; True if it was interrupted."""
+    searcher = StudySearcher(study, settings, epochs=recipe.epochs)
+    if searcher.remaining <= 0:
+        return False
+    folder = study_dir(settings.study, settings.reports_dir)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn or proxy_trial, settings=settings), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=searcher.remaining,
+            scheduler=ASHAScheduler(time_attr="epoch", metric="top1", mode="max",
+                                    max_t=max(1, recipe.epochs),
+                                    grace_period=max(1, recipe.epochs // 4), reduction_factor=2),
+            time_budget_s=settings.budget.wall_s,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.study, storage_path=str(folder / "ray"), verbose=0,
+            callbacks=[_Progress(searcher, settings, log)],
+        ),
+    )
+    tuner.fit()
+    return bool(searcher.live)
+
+
+def _run_oneshot_stage(
+    study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
+    log: Callable[[str], None],
+) -> None:
+    """Trains the supernet as one Ray task on the budget, scores the space, enqueues its front."""
+    from rhosearch import oneshot
+
+    out_dir = study_dir(settings.study, settings.reports_dir) / "supernet"
+    # The supernet gets the whole budget: it is the only thing running in this stage.
+    cpus = settings.budget.cpus or float(os.cpu_count() or 1)
+    gpus = 1.0 if settings.budget.gpus else 0.0
+    log(f"one-shot: training the supernet over {settings.space.size} rho vectors "
+        f"({recipe.epochs} epochs, {cpus:g} CPU{', 1 GPU' if gpus else ''})")
+    task = ray.remote(_train_supernet_task).options(num_cpus=cpus, num_gpus=gpus)
+    ray.get(task.remote(settings, recipe, out_dir))
+    scores = oneshot.run_oneshot_stage(
+        study, settings.space, data=settings.data, recipe=recipe, out_dir=out_dir,
+        seed=settings.seed, data_root=settings.data_root, progress=False,
+    )
+    front = oneshot.oneshot_front(scores)
+    log(f"one-shot: scored {len(scores)} configurations; front of {len(front)}: "
+        + ", ".join(c.name for c in front))
+    if settings.stage == "all":
+        queued = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
+                  if t.user_attrs.get("stage") == STAGE}
+        waiting = [t.params for t in study.get_trials(deepcopy=False,
+                                                      states=(TrialState.WAITING,))]
+        for config in front:
+            params = params_of(settings.space, config)
+            if config.rho_text not in queued and params not in waiting:
+                study.enqueue_trial(params, user_attrs={"source": "oneshot-front"})
+
+
+def _train_supernet_task(settings: SearchSettings, recipe: Any, out_dir: Path) -> None:
+    import torch
+
+    from rhosearch.oneshot import train_supernet
+
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources()
+                                     .get("CPU", 1))))
+    train_supernet(settings.space, data=settings.data, recipe=recipe, out_dir=out_dir,
+                   seed=settings.seed, resume=True, progress=False, data_root=settings.data_root)
+
+
+def _record_fidelity(study: optuna.Study, frame: pd.DataFrame) -> dict[str, float] | None:
+    """Kendall's tau between one-shot and proxy top-1 (with its count), stored in the study."""
+    from rhosearch.oneshot import oneshot_fidelity
+
+    tau, count = oneshot_fidelity(frame)
+    if count < 2:
+        return None
+    fidelity = {"tau": float(tau), "n": int(count)}
+    study.set_user_attr("oneshot_proxy_kendall_tau", fidelity)
+    return fidelity
 
 
 class _Progress(tune.Callback):

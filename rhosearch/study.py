@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.space import RhoConfig, SearchSpace
 
 __all__ = [
     "TRIAL_COLUMNS",
@@ -30,6 +31,9 @@ __all__ = [
     "trials_frame",
     "record_attrs",
     "dominated",
+    "space_distributions",
+    "params_of",
+    "config_from_params",
 ]
 
 OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize"}
@@ -46,7 +50,8 @@ def study_dir(study_name: str, reports_dir: Path | str = "reports") -> Path:
     """Where a study's files live: `reports/<study>/`."""
     if not study_name or any(c in study_name for c in "/\\:") or study_name.startswith("."):
         raise RhoSearchError(
-            f"study name {study_name!r} is not usable as a folder name; use letters, digits, - or _"
+            f"study name {study_name!r} is not usable as a folder name; "
+            "use letters, digits, - or _"
         )
     return Path(reports_dir) / study_name
 
@@ -122,3 +127,24 @@ def dominated(top1: pd.Series, cost: pd.Series) -> pd.Series:
         any(t >= t0 and c <= c0 and (t > t0 or c < c0) for t, c in values) for t0, c0 in values
     ]
     return pd.Series(flags, index=top1.index, dtype=bool)
+
+
+# How a search space maps onto Optuna parameters (shared by every stage that writes trials).
+
+
+def space_distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    """One categorical per block with a choice (ratios as exact strings like '4/3')."""
+    return {
+        f"rho_{k}": optuna.distributions.CategoricalDistribution([str(c) for c in choices])
+        for k, choices in enumerate(space.choices, start=1)
+        if len(choices) > 1
+    }
+
+
+def config_from_params(space: SearchSpace, params: dict[str, str]) -> RhoConfig:
+    rho = [params.get(f"rho_{k}", str(c[0])) for k, c in enumerate(space.choices, start=1)]
+    return RhoConfig(space.backbone, tuple(rho))
+
+
+def params_of(space: SearchSpace, config: RhoConfig) -> dict[str, str]:
+    return {name: str(config.rho[int(name[4:]) - 1]) for name in space_distributions(space)}
