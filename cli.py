@@ -232,7 +232,8 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
                         "GPU budget)")
     parser.add_argument("--workers-per-finalist", type=int, default=1,
                         help="N > 1: train each finalist on N workers with DDP (Ray Train)")
-    parser.add_argument("--recipe", default="full", help="full | proxy | a recipe .yaml")
+    parser.add_argument("--recipe", help="full | full_small | proxy | a recipe .yaml (default: "
+                        "full, or full_small on digits/cifar)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe field (repeatable)")
