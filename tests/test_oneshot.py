@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from rhosearch.cost import CostModel
+from rhosearch.errors import RhoSearchError
 from rhosearch.model import RhoSupernet
 from rhosearch.oneshot import (
     config_logits,
@@ -160,7 +161,8 @@ def test_scores_equal_extracted_models(monkeypatch):
         assert acc1 == pytest.approx(100 * top[:, 0].float().mean().item())
         assert acc5 == pytest.approx(100 * top.any(1).float().mean().item())
     # Chunked over images and configurations, the counts are the same.
-    monkeypatch.setattr("rhosearch.oneshot._CHUNK_ELEMENTS", 500)
+    monkeypatch.setattr("rhosearch.oneshot._TABLE_ELEMENTS", 5000)
+    monkeypatch.setattr("rhosearch.oneshot._LOGIT_ELEMENTS", 100)
     chunked = score_features(supernet, features, seen, configs)
     assert chunked[0].tolist() == list(top1) and chunked[1].tolist() == list(top5)
     frame = score_space(supernet, loader, configs)
@@ -251,3 +253,17 @@ def test_run_oneshot_stage_records_every_config(tmp_path):
     run_oneshot_stage(study, SMALL_SPACE, data="digits", recipe=recipe, out_dir=tmp_path, seed=0,
                       progress=False)
     assert len(study.trials) == len(configs)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the step never reaches the optimizer
+def test_diverged_supernet_stops_the_stage(tmp_path, monkeypatch):
+    monkeypatch.setattr("rhosearch.oneshot.sandwich_step", lambda *a, **k: (math.nan, 0.0))
+    recipe = load_recipe("proxy", TINY)
+    _, result = train_supernet(SMALL_SPACE, recipe=recipe, out_dir=tmp_path, progress=False,
+                               validate=False)
+    assert (result["status"], result["epochs_done"]) == ("diverged", 1)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    with pytest.raises(RhoSearchError, match="diverged after 1 epochs"):
+        run_oneshot_stage(study, SMALL_SPACE, data="digits", recipe=recipe, out_dir=tmp_path,
+                          seed=0, progress=False)
+    assert not study.trials
