@@ -56,6 +56,7 @@ from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
 from rhosearch.model import RhoSupernet
 from rhosearch.space import RhoConfig, SearchSpace
+from rhosearch.study import params_of, space_distributions
 from rhosearch.train import (
     Recipe,
     build_optimizer,
@@ -447,16 +448,6 @@ def _train_epoch(
 # --- the stage: train, score, record ----------------------------------------------------------
 
 
-def _distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
-    # The same categoricals the proxy stage asks with (search.py), so both stages' trials share
-    # one parameter space; repeated here because search.py sits downstream of this module.
-    return {
-        f"rho_{k}": optuna.distributions.CategoricalDistribution([str(c) for c in choices])
-        for k, choices in enumerate(space.choices, start=1)
-        if len(choices) > 1
-    }
-
-
 def _price(scores: pd.DataFrame, configs: Sequence[RhoConfig], cost: CostModel) -> pd.DataFrame:
     prices = [cost.price(config) for config in configs]
     scores = scores.copy()
@@ -495,7 +486,7 @@ def run_oneshot_stage(
     scores.to_csv(out_dir / "scores.csv", index=False)
     recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("stage") == STAGE}
-    distributions = _distributions(space)
+    distributions = space_distributions(space)
     objectives = len(study.directions)
     trials = []
     for config, row in zip(configs, scores.itertuples(index=False), strict=True):
@@ -509,7 +500,7 @@ def run_oneshot_stage(
                  "top1": float(row.top1), "top5": float(row.top5), "status": "ok"}
         trials.append(optuna.trial.create_trial(
             values=values, distributions=distributions, user_attrs=attrs,
-            params={name: str(config.rho[int(name[4:]) - 1]) for name in distributions},
+            params=params_of(space, config),
         ))
     study.add_trials(trials)
     return scores
