@@ -15,7 +15,9 @@ from rhosearch.errors import RhoSearchError
 
 # Each subcommand: a function adding its arguments and a function running it. Imports of the
 # heavy modules (torch, ray) happen inside the runners so `--help` stays fast.
-Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+Command = tuple[
+    str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
+]
 
 
 def _add_config_args(parser: argparse.ArgumentParser, *, allow_all: bool = False) -> None:
@@ -68,12 +70,14 @@ def _count(args: argparse.Namespace) -> int:
 def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", help="resources, e.g. 6gpus, 2cpus, 4gpus,12h "
                         "(default: all local CPUs)")
-    parser.add_argument("--trials", type=int, default=12, help="proxy trials to train (default: 12)")
+    parser.add_argument("--trials", type=int, default=12,
+                        help="proxy trials to train (default: 12)")
     parser.add_argument("--study", default="default", help="study name (default: %(default)s)")
     parser.add_argument("--space", default="exmobilevit_s",
-                        help="search space name in search_spaces/ or a .yaml path (default: %(default)s)")
+                        help="search space name in search_spaces/ or a .yaml path "
+                        "(default: %(default)s)")
     parser.add_argument("--data", default="digits",
-                        help="digits | cifar10 | cifar100 | PATH (ImageFolder with train/ and val/)")
+                        help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
     parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
     parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
     parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")

@@ -1,6 +1,6 @@
 """How much of a search's budget goes into training, and how good its front is vs random search.
 
-    python benchmarks/search_overhead.py                     # 8 trials x 3 seeds, ~15 min on 2 CPUs
+    python benchmarks/search_overhead.py                # 8 trials x 3 seeds, ~15 min on 2 CPUs
     python benchmarks/search_overhead.py --trials 6 --seeds 1 --epochs 1
 
 1. Busy share: for one NSGA-II search, the CPU-seconds spent inside training epochs (each

@@ -117,7 +117,8 @@ class CostModel:
 
     def params(self, config: RhoConfig) -> int:
         widths = config.shortcut_channels
-        shortcuts = sum(c * (c_in + 2) for c, c_in in zip(widths, config.block_widths))
+        shortcuts = sum(
+            c * (c_in + 2) for c, c_in in zip(widths, config.block_widths, strict=True))
         classifier = (sum(widths) + 1) * self.num_classes
         return self.fixed_params[_depth(config) - 1] + shortcuts + classifier
 
@@ -126,7 +127,7 @@ class CostModel:
         shortcuts = sum(
             c * pixels * (c_in + 3)
             for c, c_in, pixels in zip(config.shortcut_channels, config.block_widths,
-                                       self.block_pixels)
+                                       self.block_pixels, strict=True)
         )
         classifier = config.classifier_channels * self.num_classes
         return self.fixed_macs[_depth(config) - 1] + shortcuts + classifier
@@ -166,7 +167,8 @@ def cost_table(
             **config.as_dict(),
             "params": params,
             "overhead_params": params - model.baseline_params,
-            "overhead_pct": round(100.0 * (params - model.baseline_params) / model.baseline_params, 3),
+            "overhead_pct": round(
+                100.0 * (params - model.baseline_params) / model.baseline_params, 3),
             "gmacs": round(macs / 1e9, 4),
             "paper_params": paper,
             "paper_diff": None if paper is None else params - paper,

@@ -1,4 +1,4 @@
-"""ExMobileViT on timm's MobileViT, and the rho supernet that shares weights between configurations.
+"""ExMobileViT on timm's MobileViT, and the rho supernet sharing weights between configurations.
 
     model = ExMobileViT(parse_rho("4/3,5/4,4"), num_classes=1000)
     supernet = RhoSupernet(load_search_space("exmobilevit_s"), num_classes=10)
@@ -53,7 +53,7 @@ class ExMobileViT(nn.Module):
         self.stages = backbone.stages[: self.depth]
         self.shortcuts = nn.ModuleList(
             ConvNormAct(c_in, c_out, 1, act_layer="silu") if c_out else nn.Identity()
-            for c_in, c_out in zip(config.block_widths, self.widths)
+            for c_in, c_out in zip(config.block_widths, self.widths, strict=True)
         )
         self.num_features = sum(self.widths)
         self.head_drop = nn.Dropout(drop_rate)
@@ -63,7 +63,8 @@ class ExMobileViT(nn.Module):
             dict(num_chs=c, reduction=2 ** (k + 1), module=f"stages.{k}")
             for k, c in enumerate(config.block_widths[: self.depth])
         ]
-        self.pretrained_cfg = dict(backbone.pretrained_cfg, classifier="fc", num_classes=num_classes)
+        self.pretrained_cfg = dict(backbone.pretrained_cfg, classifier="fc",
+                                   num_classes=num_classes)
 
     def forward_blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of blocks 1..depth (the feature maps F~_k of Algorithm 1)."""
@@ -131,7 +132,7 @@ class RhoSupernet(ExMobileViT):
     def set_config(self, config: RhoConfig) -> None:
         """Selects the configuration that `forward` computes."""
         if config.backbone != self.space.backbone or any(
-            c > w for c, w in zip(config.shortcut_channels, self.widths)
+            c > w for c, w in zip(config.shortcut_channels, self.widths, strict=True)
         ):
             raise ValueError(f"{config.rho_text} on {config.backbone} is outside the supernet")
         self.active = config
@@ -139,7 +140,7 @@ class RhoSupernet(ExMobileViT):
     def classifier_index(self, config: RhoConfig) -> torch.Tensor:
         """Positions, in the widest classifier input, of `config`'s classifier channels."""
         index, offset = [], 0
-        for width, channels in zip(self.widths, config.shortcut_channels):
+        for width, channels in zip(self.widths, config.shortcut_channels, strict=True):
             index.extend(range(offset, offset + channels))
             offset += width
         return torch.tensor(index, dtype=torch.long)
@@ -164,7 +165,8 @@ class RhoSupernet(ExMobileViT):
         blocks = self.forward_blocks(x)
         channels = config.shortcut_channels
         parts = [
-            self._sliced_shortcut(k, out, channels[k]) for k, out in enumerate(blocks) if channels[k]
+            self._sliced_shortcut(k, out, channels[k])
+            for k, out in enumerate(blocks) if channels[k]
         ]
         return torch.cat(parts, dim=1)
 

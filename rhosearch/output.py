@@ -36,7 +36,8 @@ def print_frame(
     else:
         table = Table(title=title)
         for column in frame.columns:
-            table.add_column(str(column), justify="right" if frame[column].dtype.kind in "if" else "left")
+            numeric = frame[column].dtype.kind in "if"
+            table.add_column(str(column), justify="right" if numeric else "left")
         for row in frame.itertuples(index=False):
             table.add_row(*(_cell(v) for v in row))
         console = Console(width=max(Console().width, 160))

@@ -378,16 +378,22 @@ def _start_ray(settings: SearchSettings) -> bool:
             raise RhoSearchError(f"budget asks for {budget.gpus:g} GPUs but the cluster at "
                                  f"{settings.address} has {have:g}; lower --budget")
         return True
-    import torch
-
-    have_gpus = torch.cuda.device_count()
-    if budget.gpus > have_gpus:
-        raise RhoSearchError(f"budget asks for {budget.gpus:g} GPUs but this machine has "
-                             f"{have_gpus}; lower --budget (e.g. --budget 2cpus)")
     cpus = budget.cpus or float(os.cpu_count() or 1)
     ray.init(num_cpus=cpus, num_gpus=budget.gpus, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     return True
+
+
+def check_local_gpus(settings: SearchSettings) -> None:
+    """Refuses a budget with more GPUs than this machine has, before anything starts."""
+    import torch
+
+    if settings.address or ray.is_initialized():
+        return  # a cluster or a caller's Ray: checked against its resources when joined
+    have_gpus = torch.cuda.device_count()
+    if settings.budget.gpus > have_gpus:
+        raise RhoSearchError(f"budget asks for {settings.budget.gpus:g} GPUs but this machine "
+                             f"has {have_gpus}; lower --budget (e.g. --budget 2cpus)")
 
 
 def _trial_resources(settings: SearchSettings) -> dict[str, float]:
@@ -428,6 +434,7 @@ def run_search(
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     dataset_info(settings.data, root=settings.data_root)
     resources = _trial_resources(settings)
+    check_local_gpus(settings)
     folder = study_dir(settings.study, settings.reports_dir)
     study = open_search_study(settings)
     interrupted_before = _fail_interrupted(study) if settings.resume else 0

@@ -53,7 +53,8 @@ SEARCH_SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 def _fraction(value: Any, *, what: str) -> Fraction:
     """Parses `1/3`, `0.25`, `4` (str, int or float) into an exact non-negative Fraction."""
     if isinstance(value, bool):
-        raise RhoSearchError(f"{what}: {value!r} is not a number; write a ratio like 1/3, 0.25 or 4")
+        raise RhoSearchError(
+            f"{what}: {value!r} is not a number; write a ratio like 1/3, 0.25 or 4")
     try:
         ratio = Fraction(str(value).strip())
     except (ValueError, ZeroDivisionError):
@@ -73,14 +74,16 @@ def _check_backbone(backbone: str) -> None:
 
 
 def channels_for(ratio: Fraction, width: int) -> int:
-    """Output channels of one ExShortcut: round(ratio * width), halves up, at least 1 if ratio > 0."""
+    """Channels of one ExShortcut: round(ratio * width), halves up, at least 1 if ratio > 0."""
     if ratio == 0:
         return 0
     return max(1, math.floor(ratio * width + Fraction(1, 2)))
 
 
 def _rho_text(ratio: Fraction) -> str:
-    return str(ratio.numerator) if ratio.denominator == 1 else f"{ratio.numerator}/{ratio.denominator}"
+    if ratio.denominator == 1:
+        return str(ratio.numerator)
+    return f"{ratio.numerator}/{ratio.denominator}"
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ class RhoConfig:
     @property
     def shortcut_channels(self) -> tuple[int, ...]:
         """Output channels of each ExShortcut (0 where the block has none)."""
-        return tuple(channels_for(r, w) for r, w in zip(self.rho, self.block_widths))
+        return tuple(channels_for(r, w) for r, w in zip(self.rho, self.block_widths, strict=True))
 
     @property
     def classifier_channels(self) -> int:
@@ -273,11 +276,11 @@ class SearchSpace:
     def max_shortcut_channels(self) -> tuple[int, ...]:
         """The widest ExShortcut of each block over the space: the supernet's widths."""
         widths = BACKBONE_WIDTHS[self.backbone]
-        return tuple(channels_for(max(c), w) for c, w in zip(self.choices, widths))
+        return tuple(channels_for(max(c), w) for c, w in zip(self.choices, widths, strict=True))
 
     def contains(self, config: RhoConfig) -> bool:
         return config.backbone == self.backbone and all(
-            r in c for r, c in zip(config.rho, self.choices)
+            r in c for r, c in zip(config.rho, self.choices, strict=True)
         )
 
 

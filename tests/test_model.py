@@ -56,7 +56,8 @@ def test_model_stops_after_its_last_shortcut():
 
 
 SPACES = {
-    "mobilevit_s": {"rho_1": [0, 1/2], "rho_3": [0, 1/3, 4/3], "rho_4": [0, 1/4, 5/4], "rho_5": [0, 3, 4]},
+    "mobilevit_s": {"rho_1": [0, 1/2], "rho_3": [0, 1/3, 4/3], "rho_4": [0, 1/4, 5/4],
+                    "rho_5": [0, 3, 4]},
     "mobilevit_xs": {"rho_3": [0, 1/2, 5/4], "rho_4": [0, 1, 6/5], "rho_5": [2, 4]},
     "mobilevit_xxs": {"rho_2": [0, 1], "rho_3": [0, 1/3, 1], "rho_5": [0, 3, 4]},
 }

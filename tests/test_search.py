@@ -97,7 +97,8 @@ def _raise_for_big_block_3(config, *, settings):
 
 def test_a_trial_that_raises_is_failed_and_the_search_completes(tmp_path):
     space = _space(rho_3=[1], rho_5=[3, 4])  # rho_3 = 1 always: every trial raises
-    outcome = run_search(_settings(tmp_path, space=space, trials=2), trial_fn=_raise_for_big_block_3,
+    outcome = run_search(_settings(tmp_path, space=space, trials=2),
+                         trial_fn=_raise_for_big_block_3,
                          log=lambda line: None)
     trials = outcome["trials"]
     assert (trials["state"] == "FAIL").sum() == 2

@@ -85,7 +85,10 @@ def test_unknown_backbone_and_preset_list_the_valid_ones():
         get_preset("exmvit-999")
 
 
-@pytest.mark.parametrize("name", ["exmobilevit_s", "exmobilevit_xs", "exmobilevit_xxs", "paper_grid"])
+@pytest.mark.parametrize(
+    "name",
+    ["exmobilevit_s", "exmobilevit_s_open", "exmobilevit_xs", "exmobilevit_xxs", "paper_grid"],
+)
 def test_shipped_search_spaces_load(name):
     space = load_search_space(name)
     configs = list(space.configs())
@@ -116,7 +119,8 @@ def test_search_space_reports_every_problem_with_its_key_path():
             "constraints": {"max_overhead_pct": "lots", "max_ram": 1},
         })
     message = str(info.value)
-    for path in ["backbone", "rho.rho_3[0]", "rho.rho_9", "rho.rho_4", "constraints.max_overhead_pct",
+    for path in ["backbone", "rho.rho_3[0]", "rho.rho_9", "rho.rho_4",
+                 "constraints.max_overhead_pct",
                  "constraints.max_ram"]:
         assert path in message
 
