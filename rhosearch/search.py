@@ -20,6 +20,7 @@ by a killed driver as FAIL ("interrupted"), and asks only for the trials still m
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import shlex
@@ -228,6 +229,7 @@ class StudySearcher(Searcher):
         self.cost = CostModel(settings.space.backbone, resolution=256, num_classes=1000)
         self.remaining = settings.trials - trials_done(study)
         self.live: dict[str, optuna.trial.Trial] = {}
+        self.live_rho: set[str] = set()
         self.events: list[str] = []
 
     def save(self, checkpoint_path: str) -> None:
@@ -236,9 +238,9 @@ class StudySearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         """Nothing to restore: `--resume` reopens the study."""
 
-    def _measured(self) -> dict[str, list[float]]:
+    def _measured(self) -> dict[str, optuna.trial.FrozenTrial]:
         return {
-            t.user_attrs["rho"]: t.values
+            t.user_attrs["rho"]: t
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("stage") == STAGE and "rho" in t.user_attrs and t.values
         }
@@ -267,13 +269,22 @@ class StudySearcher(Searcher):
                                                             "reason": reason})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
-            if config.rho_text in measured:
-                record_attrs(self.study, trial._trial_id, {**base, "status": "cached"})
-                self.study.tell(trial, measured[config.rho_text])
+            if config.rho_text in measured:  # answered from the record, no training
+                earlier = measured[config.rho_text]
+                record_attrs(self.study, trial._trial_id, {
+                    **earlier.user_attrs, "status": "cached", "trained": False,
+                    "reason": f"same rho as trial {earlier.number}"})
+                self.study.tell(trial, earlier.values)
+                continue
+            if config.rho_text in self.live_rho:
+                record_attrs(self.study, trial._trial_id, {
+                    **base, "status": "duplicate", "reason": "same rho as a running trial"})
+                self.study.tell(trial, state=TrialState.FAIL)
                 continue
             cost = self.cost.price(config).as_dict()
             record_attrs(self.study, trial._trial_id, {**base, **cost})
             self.live[trial_id] = trial
+            self.live_rho.add(config.rho_text)
             self.remaining -= 1
             return {"rho": config.rho_text, "backbone": config.backbone, "number": trial.number}
         self.remaining = 0  # the space holds nothing feasible and new
@@ -284,6 +295,7 @@ class StudySearcher(Searcher):
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
+        self.live_rho.discard(trial.user_attrs.get("rho", ""))
         result = result or {}
         # Cost figures stay the ones priced at suggestion time (256 px, 1000 classes: the
         # paper's setting), whatever data set the proxy trains on.
@@ -344,7 +356,11 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
         result = train_config(
             rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
             data_root=settings.data_root, download=settings.download, progress=False,
-            on_epoch=lambda metrics: tune.report({**metrics, "epochs_done": metrics["epoch"]}),
+            # Every epoch's report carries what the record needs: ASHA may stop the trial
+            # (or max_t end it) at any of them, and Tune keeps the last one.
+            on_epoch=lambda metrics: tune.report({
+                **metrics, **given, "epochs_done": metrics["epoch"],
+                "wall_s": round(time.time() - given["started_at"], 2)}),
         )
     except Exception as exc:  # recorded as the trial's failure reason; the search goes on
         tune.report({**given, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
@@ -483,7 +499,8 @@ def _run_proxy_stage(
             search_alg=searcher, num_samples=searcher.remaining,
             scheduler=ASHAScheduler(time_attr="epoch", metric="top1", mode="max",
                                     max_t=max(1, recipe.epochs),
-                                    grace_period=max(1, recipe.epochs // 4), reduction_factor=2),
+                                    grace_period=_grace_period(recipe.epochs),
+                                    reduction_factor=2),
             time_budget_s=settings.budget.wall_s,
         ),
         run_config=tune.RunConfig(
@@ -493,6 +510,12 @@ def _run_proxy_stage(
     )
     tuner.fit()
     return bool(searcher.live)
+
+
+def _grace_period(epochs: int) -> int:
+    """ASHA's first rung: half the proxy epochs. Earlier, a short proxy's accuracies are still
+    near chance for every configuration, and stopping on them is stopping at random."""
+    return max(1, math.ceil(epochs / 2))
 
 
 def _run_oneshot_stage(
