@@ -39,6 +39,18 @@ def _configs_from_args(args: argparse.Namespace, *, allow_all: bool = False) -> 
     return [get_preset(args.preset or "baseline").config]
 
 
+def _add_data_recipe_args(parser: argparse.ArgumentParser) -> None:
+    """What to train on and how: shared by `search` and `train`."""
+    parser.add_argument("--data", default="digits",
+                        help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
+    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
+    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe field (repeatable)")
+
+
 # --- count ------------------------------------------------------------------------------------
 
 
@@ -76,14 +88,7 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="exmobilevit_s",
                         help="search space name in search_spaces/ or a .yaml path "
                         "(default: %(default)s)")
-    parser.add_argument("--data", default="digits",
-                        help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
-    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
-    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe field (repeatable)")
+    _add_data_recipe_args(parser)
     parser.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "gp", "random"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
@@ -184,14 +189,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser)
-    parser.add_argument("--data", default="digits",
-                        help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
-    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
-    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe field (repeatable)")
+    _add_data_recipe_args(parser)
     parser.add_argument("--out", type=Path, help="run folder (default: runs/CONFIG_KEY)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
