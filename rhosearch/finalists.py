@@ -333,11 +333,7 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     start_epoch, step, wall_before, last = 0, 0, 0.0, {}
     if settings.resume and checkpoint_path.is_file():
         state = train.load_checkpoint(checkpoint_path, identity)
-        plain.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        train.restore_training_state(state, plain, optimizer, scheduler, ema)
         start_epoch, step = state["epoch"], state["step"]
         wall_before, last = state["wall_s"], state["last"]
     elif rank == 0:

@@ -64,6 +64,7 @@ from rhosearch.train import (
     load_checkpoint,
     make_loaders,
     pick_device,
+    restore_training_state,
     save_checkpoint,
 )
 
@@ -366,11 +367,7 @@ def train_supernet(
     epoch, step, history, wall_before, status = 0, 0, [], 0.0, "ok"
     if resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint, identity)
-        supernet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        restore_training_state(state, supernet, optimizer, scheduler, ema)
         _set_rng_state(state["rng"], sampler_rng)
         epoch, step, history = state["epoch"], state["step"], state["history"]
         wall_before, status = state["wall_s"], state["status"]

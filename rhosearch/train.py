@@ -423,6 +423,18 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
 # --- one configuration, start to end ----------------------------------------------------------
 
 
+def restore_training_state(state: dict[str, Any], model: torch.nn.Module,
+                           optimizer: torch.optim.Optimizer, scheduler: Any,
+                           ema: ModelEmaV3 | None) -> None:
+    """Loads a checkpoint's model, optimizer, scheduler and EMA (the caller restores the rest:
+    counters and RNG, which differ between a run, a DDP rank and the supernet)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """`device`, or CUDA when present, else CPU."""
     if device is None:
@@ -505,11 +517,7 @@ def train_config(
     start_epoch, step, wall_before, last = 0, 0, 0.0, {}
     if resume and checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path, identity)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        restore_training_state(state, model, optimizer, scheduler, ema)
         start_epoch, step = state["epoch"], state["step"]
         wall_before, last = state["wall_s"], state["last"]
         _set_rng_state(state["rng"])
