@@ -1,14 +1,20 @@
 """rhosearch: architecture search over ExMobileViT's ExShortcut ratios (rho).
 
 Importing the package registers the paper's presets in timm's model registry, so
-`timm.create_model("exmobilevit_s_928")` works afterwards.
+`timm.create_model("exmobilevit_s_928")` works afterwards. The registration waits until timm
+itself is imported (at once if it already is): `import rhosearch` must not cost the seconds
+torch and timm take to import, or `rhosearch --help` would.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from typing import Any
+
 from rhosearch.errors import RhoSearchError
-from rhosearch.model import ExMobileViT, RhoSupernet, create_model
-from rhosearch.space import RhoConfig, SearchSpace, load_presets, load_search_space, parse_rho
 
 __all__ = [
     "ExMobileViT",
@@ -21,3 +27,51 @@ __all__ = [
     "load_search_space",
     "parse_rho",
 ]
+
+_LAZY = {
+    "ExMobileViT": "rhosearch.model",
+    "RhoSupernet": "rhosearch.model",
+    "create_model": "rhosearch.model",
+    "RhoConfig": "rhosearch.space",
+    "SearchSpace": "rhosearch.space",
+    "load_presets": "rhosearch.space",
+    "load_search_space": "rhosearch.space",
+    "parse_rho": "rhosearch.space",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rhosearch' has no attribute {name!r}")
+
+
+class _RegisterWithTimm(importlib.abc.MetaPathFinder):
+    """Imports `rhosearch.model` (which registers the presets) right after timm is imported.
+
+    Written by hand because neither timm nor Python's entry points offer a plugin hook for
+    models; a meta-path finder that wraps timm's own loader is the smallest lazy equivalent.
+    """
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "timm":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_timm = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            exec_timm(module)
+            importlib.import_module("rhosearch.model")
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if "timm" in sys.modules:
+    importlib.import_module("rhosearch.model")
+elif not any(isinstance(f, _RegisterWithTimm) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithTimm())

@@ -47,7 +47,18 @@ BACKBONE_WIDTHS: dict[str, tuple[int, ...]] = {
 _SHORT = {"mobilevit_s": "S", "mobilevit_xs": "XS", "mobilevit_xxs": "XXS"}
 BASELINE_RHO = (0, 0, 0, 0, 4)
 
-SEARCH_SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+def _search_space_dir() -> Path:
+    """`search_spaces/` of a checkout (editable install) or `rhosearch/search_spaces` of a wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("rhosearch.search_spaces")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+SEARCH_SPACE_DIR = _search_space_dir()
 
 
 def _fraction(value: Any, *, what: str) -> Fraction:

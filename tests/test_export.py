@@ -81,7 +81,7 @@ def test_onnx_mismatch_is_an_error_and_removes_the_file(tmp_path):
 
 
 def test_cli_export_prints_the_difference(tmp_path, capsys):
-    from cli import main
+    from rhosearch.cli import main
 
     model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
     weights = save_weights(model, tmp_path / "m.safetensors")

@@ -198,7 +198,7 @@ def test_cli_report_html_end_to_end(tmp_path):
 
 
 def test_cli_report_json_csv(tmp_path, capsys):
-    import cli  # in-process: a second interpreter start (torch import) costs ~10 s here
+    from rhosearch import cli  # in-process: a second interpreter start (torch import) costs ~10 s here
 
     write_study(tmp_path)
     base = ["report", "--study", "hand", "--reports-dir", str(tmp_path)]
@@ -213,7 +213,7 @@ def test_cli_report_json_csv(tmp_path, capsys):
 
 
 def test_cli_report_missing_study_is_one_line(tmp_path, capsys):
-    import cli
+    from rhosearch import cli
 
     assert cli.main(["report", "--study", "nope", "--reports-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -1,0 +1,343 @@
+"""rhosearch's command line: parses arguments and calls the package. No logic lives here.
+
+    rhosearch count --preset all
+    rhosearch --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rhosearch.errors import RhoSearchError
+
+# Each subcommand: a function adding its arguments and a function running it. Imports of the
+# heavy modules (torch, ray) happen inside the runners so `--help` stays fast.
+Command = tuple[
+    str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
+]
+
+
+def _add_config_args(parser: argparse.ArgumentParser, *, allow_all: bool = False) -> None:
+    which = parser.add_mutually_exclusive_group()
+    preset_help = "a paper preset (baseline, exmvit-576 ... exmvit-928)"
+    which.add_argument("--preset", help=preset_help + (" or 'all'" if allow_all else ""))
+    which.add_argument("--rho", help="rho_3,rho_4,rho_5 or rho_1..rho_5, e.g. 4/3,5/4,4")
+    parser.add_argument("--backbone", default="mobilevit_s",
+                        help="mobilevit_s | mobilevit_xs | mobilevit_xxs (default: %(default)s)")
+
+
+def _configs_from_args(args: argparse.Namespace, *, allow_all: bool = False) -> list:
+    from rhosearch.space import RhoConfig, get_preset, load_presets
+
+    if args.rho:
+        return [RhoConfig.parse(args.rho, backbone=args.backbone)]
+    if allow_all and (args.preset or "all").lower() == "all":
+        return [p.config for p in load_presets().values()]
+    return [get_preset(args.preset or "baseline").config]
+
+
+def _add_data_recipe_args(parser: argparse.ArgumentParser) -> None:
+    """What to train on and how: shared by `search` and `train`."""
+    parser.add_argument("--data", default="digits",
+                        help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
+    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
+    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe field (repeatable)")
+
+
+# --- count ------------------------------------------------------------------------------------
+
+
+def _count_args(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser, allow_all=True)
+    parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
+    parser.add_argument("--classes", type=int, default=1000, help="classes (default: 1000)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--method", choices=("fvcore", "closed-form"), default="fvcore",
+                        help="build and trace each model, or price it by formula")
+
+
+def _count(args: argparse.Namespace) -> int:
+    from rhosearch.cost import cost_table
+    from rhosearch.output import print_frame
+
+    configs = _configs_from_args(args, allow_all=True)
+    frame, notes = cost_table(
+        configs, resolution=args.resolution, num_classes=args.classes,
+        measure=args.method == "fvcore",
+    )
+    print_frame(frame, fmt=args.format, notes=notes)
+    return 0
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def _search_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", help="resources, e.g. 6gpus, 2cpus, 4gpus,12h "
+                        "(default: all local CPUs)")
+    parser.add_argument("--trials", type=int, default=12,
+                        help="proxy trials to train (default: 12)")
+    parser.add_argument("--study", default="default", help="study name (default: %(default)s)")
+    parser.add_argument("--space", default="exmobilevit_s",
+                        help="search space name in search_spaces/ or a .yaml path "
+                        "(default: %(default)s)")
+    _add_data_recipe_args(parser)
+    parser.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "gp", "random"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--resume", action="store_true", help="continue an existing study")
+    parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
+    parser.add_argument("--gpus-per-trial", type=float, help="fractional allowed, e.g. 0.5")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
+    parser.add_argument("--stage", choices=("all", "oneshot", "proxy"), default="all",
+                        help="all (default): train the supernet, score the space, then proxy "
+                        "trials starting from its front; oneshot or proxy alone")
+    parser.add_argument("--gmacs-objective", action="store_true",
+                        help="minimise GMACs as a third objective")
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict:
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RhoSearchError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=3")
+        overrides[key.strip()] = value.strip()
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return overrides
+
+
+def _search(args: argparse.Namespace) -> int:
+    import optuna
+
+    from rhosearch.output import print_frame
+    from rhosearch.report import write_report
+    from rhosearch.search import SearchSettings, parse_budget, resume_command, run_search
+    from rhosearch.space import load_search_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say it all
+    if args.trials < 1:
+        raise RhoSearchError(f"--trials {args.trials}: give at least 1")
+    settings = SearchSettings(
+        study=args.study, space=load_search_space(args.space), trials=args.trials,
+        budget=parse_budget(args.budget), data=args.data, data_root=args.data_root,
+        download=args.download, recipe=args.recipe, recipe_overrides=_recipe_overrides(args),
+        sampler=args.sampler, seed=args.seed, storage=args.storage, reports_dir=args.reports_dir,
+        resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
+        stage=args.stage,
+    )
+    print(f"search {settings.study!r}: {settings.trials} trials on {settings.budget.describe()}, "
+          f"space {settings.space.name} ({settings.space.size} rho vectors), data {settings.data}")
+    outcome = run_search(settings)
+    columns = ["name", "rho", "params", "overhead_params", "gmacs", "top1", "top5", "number"]
+    front = outcome["front"][columns].round({"top1": 2, "top5": 2})
+    print_frame(front, title="Pareto front (proxy): top-1 vs overhead params (1000-class head)")
+    fidelity = outcome["fidelity"]
+    if fidelity:
+        print(f"one-shot vs proxy rank agreement: Kendall's tau = {fidelity['tau']:.3f} "
+              f"over n = {fidelity['n']} configurations")
+    folder = outcome["folder"]
+    report = write_report(settings.study, storage=settings.storage, reports_dir=args.reports_dir)
+    print(f"trials: {folder / 'trials.csv'}\nstudy:  {settings.storage or folder / 'study.db'}"
+          f"\nreport: {report}")
+    if outcome["interrupted"]:
+        print(f"interrupted; resume with: {resume_command(settings)}", file=sys.stderr)
+        return 130
+    return 0
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--format", choices=("html", "csv", "json"), default="html",
+                        help="html: write reports/STUDY/index.html; csv/json: print the front")
+    parser.add_argument("--x", choices=("overhead", "gmacs"), default="overhead",
+                        help="the cost objective of the front (default: %(default)s)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rhosearch.report import X_COLUMNS, front_table, write_report
+
+    x = X_COLUMNS[args.x]
+    if args.format == "html":
+        print(write_report(args.study, storage=args.storage, reports_dir=args.reports_dir, x=x))
+        return 0
+    from rhosearch.output import print_frame
+    from rhosearch.study import load_study, trials_frame
+
+    study = load_study(args.study, storage=args.storage, reports_dir=args.reports_dir)
+    print_frame(front_table(trials_frame(study), x=x), fmt=args.format)
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser)
+    _add_data_recipe_args(parser)
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/CONFIG_KEY)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when present)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rhosearch.train import load_recipe, train_config
+
+    config = _configs_from_args(args)[0]
+    recipe = load_recipe(args.recipe, _recipe_overrides(args))
+    out = args.out or Path("runs") / config.key
+    result = train_config(
+        config, data=args.data, recipe=recipe, out_dir=out, seed=args.seed, resume=args.resume,
+        data_root=args.data_root, download=args.download, device=args.device,
+        progress=not args.no_progress,
+    )
+    ema = f" (EMA {result['ema_top1']:.2f}%)" if result["ema_top1"] is not None else ""
+    top1 = "n/a" if result["top1"] is None else f"{result['top1']:.2f}%"
+    top5 = "n/a" if result["top5"] is None else f"{result['top5']:.2f}%"
+    print(f"{result['name']} [{result['rho']}] {result['status']}: top-1 {top1}{ema}, "
+          f"top-5 {top5}, {result['params'] / 1e6:.3f}M params, {result['gmacs']:.3f} GMACs "
+          f"at {result['resolution']}px, {result['epochs_done']} epochs in {result['wall_s']:.0f}s"
+          f" -> {out / 'result.json'}")
+    return 0 if result["status"] == "ok" else 1
+
+
+# --- train-best -------------------------------------------------------------------------------
+
+
+def _train_best_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="the searched study")
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--pick", default="knee,best",
+                        help="knee | best | under=PARAMS (e.g. under=5.7M), comma-separated "
+                        "(default: %(default)s; the baseline is always added)")
+    parser.add_argument("--top", type=int, default=1, help="take the K first of each pick")
+    parser.add_argument("--budget", help="resources, e.g. 2cpus, 8gpus (default: all local CPUs)")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per worker (default: 1 on a "
+                        "GPU budget)")
+    parser.add_argument("--workers-per-finalist", type=int, default=1,
+                        help="N > 1: train each finalist on N workers with DDP (Ray Train)")
+    parser.add_argument("--recipe", help="full | full_small | proxy | a recipe .yaml (default: "
+                        "full, or full_small on digits/cifar)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe field (repeatable)")
+    parser.add_argument("--data", help="data set (default: the one the study searched on)")
+    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
+    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each finalist from its checkpoint")
+    parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
+
+
+def _train_best(args: argparse.Namespace) -> int:
+    from rhosearch.finalists import FinalistSettings, train_finalists
+    from rhosearch.output import print_frame
+    from rhosearch.search import parse_budget
+
+    settings = FinalistSettings(
+        study=args.study, storage=args.storage, reports_dir=args.reports_dir, pick=args.pick,
+        top=args.top, budget=parse_budget(args.budget), gpus_per_trial=args.gpus_per_trial,
+        workers_per_finalist=args.workers_per_finalist, recipe=args.recipe,
+        recipe_overrides=_recipe_overrides(args), data=args.data, data_root=args.data_root,
+        download=args.download, seed=args.seed, resume=args.resume, address=args.address,
+    )
+    outcome = train_finalists(settings)
+    frame = outcome["finalists"]
+    columns = ["pick", "name", "rho", "params", "overhead_params", "top1", "ema_top1",
+               "epochs_done", "wall_s", "status", "trial"]
+    print_frame(frame[columns].round(2), title="Finalists (full stage)")
+    print(f"finalists: {outcome['csv']}   weights: {outcome['folder']}/<key>/model.safetensors"
+          f"   report: {outcome['report']}   ({outcome['wall_s']:.0f}s)")
+    return 0 if (frame["status"] == "ok").all() else 1
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="a model.safetensors written by rhosearch")
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
+    parser.add_argument("--dynamo", action="store_true",
+                        help="use the torch.export-based exporter (slower)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rhosearch.export import ONNX_ATOL, export_onnx, load_model
+
+    if args.resolution < 16:
+        raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")
+    model = load_model(args.weights)
+    exported = export_onnx(model, args.out, resolution=args.resolution, dynamo=args.dynamo)
+    print(f"{model.config.name} [{model.config.rho_text}] -> {exported.path} "
+          f"({exported.exporter} exporter); onnxruntime vs PyTorch on a random "
+          f"{'x'.join(map(str, exported.input_shape))} batch: max abs diff "
+          f"{exported.max_abs_diff:.2e} (<= {ONNX_ATOL:g})")
+    return 0
+
+
+COMMANDS: list[Command] = [
+    ("count", "params, overhead and GMACs of configurations", _count_args, _count),
+    ("train", "train one configuration (paper recipe or a proxy)", _train_args, _train),
+    ("search", "multi-objective rho search (Optuna + Ray Tune)", _search_args, _search),
+    ("report", "interactive Pareto report of a study (HTML, CSV, JSON)", _report_args, _report),
+    ("train-best", "train the search's finalists in full (Ray; DDP with Ray Train)",
+     _train_best_args, _train_best),
+    ("export", "export trained weights to ONNX, checked against PyTorch", _export_args, _export),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line (the project's error convention)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rhosearch",
+        description="Architecture search over ExMobileViT's ExShortcut ratios (rho).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, add_args, run in COMMANDS:
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_args(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # argparse itself exits with code 2 on a bad flag
+    try:
+        return args.run(args)
+    except RhoSearchError as exc:
+        print(f"rhosearch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rhosearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
