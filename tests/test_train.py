@@ -14,7 +14,7 @@ from test_data import write_image_folder
 from timm.utils import ModelEmaV3
 from torch import nn
 
-import cli
+from rhosearch import cli
 from rhosearch.errors import RhoSearchError
 from rhosearch.model import create_model
 from rhosearch.space import RhoConfig, baseline_config
