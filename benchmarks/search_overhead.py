@@ -25,8 +25,10 @@ from pathlib import Path
 
 from rhosearch.cost import CostModel
 from rhosearch.report import hypervolume_2d
-from rhosearch.search import Budget, SearchSettings, pareto_front, run_search
+from rhosearch.resources import Budget
+from rhosearch.search import SearchSettings, run_search
 from rhosearch.space import load_search_space
+from rhosearch.study import pareto_front
 
 
 def busy_share(outcome: dict, budget_cpus: float, wall_s: float) -> float:

@@ -51,6 +51,14 @@ def _add_data_recipe_args(parser: argparse.ArgumentParser) -> None:
                         help="override any recipe field (repeatable)")
 
 
+def _resume_command() -> str:
+    """The command line that was run, with `--resume` added: what to type after an interrupt."""
+    import shlex
+
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    return shlex.join(["rhosearch", *argv, "--resume"])
+
+
 # --- count ------------------------------------------------------------------------------------
 
 
@@ -121,7 +129,8 @@ def _search(args: argparse.Namespace) -> int:
 
     from rhosearch.output import print_frame
     from rhosearch.report import write_report
-    from rhosearch.search import SearchSettings, parse_budget, resume_command, run_search
+    from rhosearch.resources import parse_budget
+    from rhosearch.search import SearchSettings, run_search
     from rhosearch.space import load_search_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say it all
@@ -151,7 +160,7 @@ def _search(args: argparse.Namespace) -> int:
     print(f"trials: {folder / 'trials.csv'}\nstudy:  {settings.storage or folder / 'study.db'}"
           f"\nreport: {report}")
     if outcome["interrupted"]:
-        print(f"interrupted; resume with: {resume_command(settings)}", file=sys.stderr)
+        print(f"interrupted; resume with: {_resume_command()}", file=sys.stderr)
         return 130
     return 0
 
@@ -251,7 +260,7 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
 def _train_best(args: argparse.Namespace) -> int:
     from rhosearch.finalists import FinalistSettings, train_finalists
     from rhosearch.output import print_frame
-    from rhosearch.search import parse_budget
+    from rhosearch.resources import parse_budget
 
     settings = FinalistSettings(
         study=args.study, storage=args.storage, reports_dir=args.reports_dir, pick=args.pick,

@@ -42,9 +42,16 @@ from optuna.trial import TrialState
 
 from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
-from rhosearch.search import Budget, pareto_front
+from rhosearch.resources import Budget, start_ray
 from rhosearch.space import RhoConfig, baseline_config, load_search_space
-from rhosearch.study import load_study, params_of, space_distributions, study_dir, trials_frame
+from rhosearch.study import (
+    load_study,
+    params_of,
+    pareto_front,
+    space_distributions,
+    study_dir,
+    trials_frame,
+)
 
 __all__ = [
     "DEFAULT_PICK",
@@ -210,23 +217,6 @@ def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, f
                              f"but the budget ({budget.describe()}) fits {slots}")
     concurrent = min(slots, finalists * workers) if workers == 1 else workers
     return {"cpu": max(1.0, float(int(cpus // max(1, concurrent)))), "gpu": gpus}
-
-
-def _start_ray(settings: FinalistSettings) -> bool:
-    """Starts a local Ray holding exactly the budget (or joins --address); True if we did."""
-    if ray.is_initialized():  # a caller (e.g. a test) owns Ray
-        return False
-    if settings.address:
-        ray.init(address=settings.address, include_dashboard=False)
-        return True
-    import torch
-
-    if settings.budget.gpus > torch.cuda.device_count():
-        raise RhoSearchError(f"budget asks for {settings.budget.gpus:g} GPUs but this machine "
-                             f"has {torch.cuda.device_count()}; lower --budget (e.g. 2cpus)")
-    ray.init(num_cpus=settings.budget.cpus or os.cpu_count(), num_gpus=settings.budget.gpus,
-             include_dashboard=False, configure_logging=False)
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,7 +499,7 @@ def train_finalists(settings: FinalistSettings, *,
         + (f" + {resources['gpu']:g} GPU" if resources["gpu"] else "") + " each")
 
     started, rows = time.time(), []
-    started_ray = _start_ray(settings)
+    started_ray = start_ray(settings.budget, address=settings.address)
     try:
         for config, reason, result in _run_all(picks, settings, data, resources, folder):
             out_dir = folder / "finalists" / config.key

@@ -49,7 +49,7 @@ BASELINE_RHO = (0, 0, 0, 0, 4)
 
 
 def _search_space_dir() -> Path:
-    """`search_spaces/` of a checkout (editable install) or `rhosearch/search_spaces` of a wheel."""
+    """`search_spaces/` of a checkout (editable install), `rhosearch/search_spaces` of a wheel."""
     import importlib.util
 
     spec = importlib.util.find_spec("rhosearch.search_spaces")

@@ -31,10 +31,16 @@ __all__ = [
     "trials_frame",
     "record_attrs",
     "dominated",
+    "pareto_front",
+    "trials_done",
+    "STAGES",
     "space_distributions",
     "params_of",
     "config_from_params",
 ]
+
+# The stages that write trials, in the order a search runs them.
+STAGES = ("oneshot", "proxy", "full")
 
 OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize"}
 
@@ -127,6 +133,24 @@ def dominated(top1: pd.Series, cost: pd.Series) -> pd.Series:
         any(t >= t0 and c <= c0 and (t > t0 or c < c0) for t, c in values) for t0, c0 in values
     ]
     return pd.Series(flags, index=top1.index, dtype=bool)
+
+
+def pareto_front(frame: pd.DataFrame, *, stage: str = "proxy") -> pd.DataFrame:
+    """Non-dominated COMPLETE trials of one stage (max top1, min overhead_params)."""
+    done = frame[(frame["stage"] == stage) & (frame["state"] == "COMPLETE")]
+    done = done.dropna(subset=["top1", "overhead_params"]).drop_duplicates("rho")
+    numbers = done[["top1", "overhead_params"]].astype(float)
+    front = done[~dominated(numbers["top1"], numbers["overhead_params"])]
+    return front.astype({"overhead_params": int, "params": int}).sort_values("overhead_params")
+
+
+def trials_done(study: optuna.Study, *, stage: str = "proxy") -> int:
+    """Trials that cost training in a stage (finished, pruned or failed while training)."""
+    return sum(
+        1 for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("stage") == stage and t.user_attrs.get("trained")
+        and t.state.is_finished()
+    )
 
 
 # How a search space maps onto Optuna parameters (shared by every stage that writes trials).

@@ -22,12 +22,13 @@ from rhosearch.finalists import (
     picks_with_reasons,
     train_finalists,
 )
-from rhosearch.search import Budget, pareto_front
+from rhosearch.resources import Budget
 from rhosearch.study import (
     TRIAL_COLUMNS,
     default_storage_url,
     load_study,
     open_storage,
+    pareto_front,
     trials_frame,
 )
 

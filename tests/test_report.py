@@ -198,7 +198,9 @@ def test_cli_report_html_end_to_end(tmp_path):
 
 
 def test_cli_report_json_csv(tmp_path, capsys):
-    from rhosearch import cli  # in-process: a second interpreter start (torch import) costs ~10 s here
+    from rhosearch import (
+        cli,  # in-process: a second interpreter start (torch import) costs ~10 s here
+    )
 
     write_study(tmp_path)
     base = ["report", "--study", "hand", "--reports-dir", str(tmp_path)]

@@ -16,7 +16,8 @@ import ray
 import ray.cloudpickle
 
 from rhosearch.errors import RhoSearchError
-from rhosearch.search import Budget, SearchSettings, parse_budget, run_search
+from rhosearch.resources import Budget, parse_budget
+from rhosearch.search import SearchSettings, run_search
 from rhosearch.space import parse_search_space
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,109 @@
+"""What a search or `train-best` may use: the budget, Ray start-up, and per-trial resources.
+
+    budget = parse_budget("6gpus,2h")
+    started = start_ray(budget, address=None)   # a local Ray holding exactly the budget
+
+Shared by `search.py` and `finalists.py`, so both check a budget the same way and start (or
+join) Ray the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import ray
+
+from rhosearch.errors import RhoSearchError
+
+__all__ = ["Budget", "check_local_gpus", "parse_budget", "start_ray", "trial_resources"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Resources for a search: CPUs and/or GPUs, and an optional wall-time limit."""
+
+    cpus: float | None = None
+    gpus: float = 0
+    wall_s: float | None = None
+
+    def describe(self) -> str:
+        parts = [f"{self.gpus:g} GPU" if self.gpus else "",
+                 f"{self.cpus:g} CPU" if self.cpus else ""]
+        if self.wall_s:
+            parts.append(f"{self.wall_s / 3600:g} h")
+        return ", ".join(p for p in parts if p)
+
+
+_BUDGET_PART = re.compile(r"^(\d+(?:\.\d+)?)(gpus?|cpus?|h|m|s)$")
+_TIME_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_budget(text: str | None) -> Budget:
+    """Parses `6gpus`, `2cpus`, `4gpus,12h`, `8cpus,1gpu,30m`; None means all local CPUs."""
+    if text is None:
+        return Budget(cpus=float(os.cpu_count() or 1))
+    values: dict[str, float] = {}
+    for part in (p.strip().lower() for p in text.split(",")):
+        match = _BUDGET_PART.match(part)
+        if not match:
+            raise RhoSearchError(
+                f"budget {text!r}: cannot read {part!r}; write e.g. 6gpus, 2cpus or 4gpus,12h"
+            )
+        number, unit = float(match.group(1)), match.group(2)
+        kind = "wall_s" if unit in _TIME_UNITS else unit.rstrip("s")
+        if kind in values:
+            raise RhoSearchError(f"budget {text!r}: {kind.replace('_s', '')} given twice")
+        values[kind] = number * _TIME_UNITS[unit] if unit in _TIME_UNITS else number
+    if not values.get("cpu") and not values.get("gpu"):
+        raise RhoSearchError(f"budget {text!r} names no CPUs or GPUs; write e.g. 2cpus or 6gpus")
+    return Budget(cpus=values.get("cpu"), gpus=values.get("gpu", 0), wall_s=values.get("wall_s"))
+
+
+def check_local_gpus(budget: Budget, *, address: str | None = None) -> None:
+    """Refuses a budget with more GPUs than this machine has, before anything starts."""
+    import torch
+
+    if address or ray.is_initialized():
+        return  # a cluster or a caller's Ray: checked against its resources when joined
+    have_gpus = torch.cuda.device_count()
+    if budget.gpus > have_gpus:
+        raise RhoSearchError(f"budget asks for {budget.gpus:g} GPUs but this machine "
+                             f"has {have_gpus}; lower --budget (e.g. --budget 2cpus)")
+
+
+def start_ray(budget: Budget, *, address: str | None = None) -> bool:
+    """Starts a local Ray holding exactly the budget (or joins `address`); True if it did.
+
+    Worker output is not forwarded to the driver: rhosearch prints its own progress lines.
+    """
+    if ray.is_initialized():  # a caller (e.g. a test declaring logical GPUs) owns Ray
+        return False
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        have = ray.cluster_resources().get("GPU", 0)
+        if budget.gpus > have:
+            ray.shutdown()
+            raise RhoSearchError(f"budget asks for {budget.gpus:g} GPUs but the cluster at "
+                                 f"{address} has {have:g}; lower --budget")
+        return True
+    check_local_gpus(budget)
+    cpus = budget.cpus or float(os.cpu_count() or 1)
+    ray.init(num_cpus=cpus, num_gpus=budget.gpus, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    return True
+
+
+def trial_resources(
+    budget: Budget, *, gpus_per_trial: float | None = None, cpus_per_trial: float | None = None
+) -> dict[str, float]:
+    """One proxy trial's resources: 1 GPU each on a GPU budget unless told, 1 CPU unless told."""
+    gpus = gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if budget.gpus else 0.0
+    cpus = cpus_per_trial or 1.0
+    if gpus and budget.gpus and gpus > budget.gpus:
+        raise RhoSearchError(
+            f"--gpus-per-trial {gpus:g} exceeds the budget's {budget.gpus:g} GPUs")
+    return {"cpu": cpus, "gpu": gpus}

@@ -1,0 +1,225 @@
+"""The proxy stage's two halves inside Ray Tune: the searcher (driver) and the trial (worker).
+
+`StudySearcher` is Optuna's ask/tell behind Tune's `Searcher` interface: every write to the
+study happens here, in the driver. `proxy_trial` is the Tune trainable: it trains one rho vector
+in a Ray worker and reports each epoch. `Progress` prints the search's state after each trial.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import ray
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
+from ray.tune.search import Searcher
+
+from rhosearch.cost import CostModel
+from rhosearch.space import RhoConfig
+from rhosearch.study import (
+    config_from_params,
+    pareto_front,
+    record_attrs,
+    space_distributions,
+    study_dir,
+    trials_done,
+    trials_frame,
+)
+
+if TYPE_CHECKING:
+    from rhosearch.search import SearchSettings
+
+__all__ = ["STAGE", "Progress", "StudySearcher", "proxy_trial"]
+
+STAGE = "proxy"
+
+
+class StudySearcher(Searcher):
+    """Asks the Optuna study for rho vectors and tells it each trial's outcome.
+
+    Ray Tune's own `OptunaSearch` keeps no per-trial attributes, cannot skip a suggestion
+    without running it, and restores through Tune's experiment state rather than the study;
+    this searcher keeps the study as the only record, which is what makes `--resume` after a
+    `kill -9` exact.
+    """
+
+    def __init__(self, study: optuna.Study, settings: SearchSettings, *, epochs: int) -> None:
+        super().__init__(metric="top1", mode="max")
+        self.study = study
+        self.settings = settings
+        self.epochs = epochs
+        self.space = settings.space
+        self.distributions = space_distributions(settings.space)
+        self.cost = CostModel(settings.space.backbone, resolution=256, num_classes=1000)
+        self.remaining = settings.trials - trials_done(study)
+        self.live: dict[str, optuna.trial.Trial] = {}
+        self.live_rho: set[str] = set()
+        self.events: list[str] = []
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study in its storage is the searcher's whole state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: `--resume` reopens the study."""
+
+    def _measured(self) -> dict[str, optuna.trial.FrozenTrial]:
+        return {
+            t.user_attrs["rho"]: t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("stage") == STAGE and "rho" in t.user_attrs and t.values
+        }
+
+    def _infeasible(self, config: RhoConfig) -> str | None:
+        """Why a configuration breaks the space's constraints, priced without building it."""
+        cost = self.cost.price(config)
+        limit = self.space.max_overhead_pct
+        if limit is not None and cost.overhead_pct > limit:
+            return f"overhead {cost.overhead_pct:.2f}% > max_overhead_pct {limit:g}"
+        if self.space.max_gmacs is not None and cost.gmacs > self.space.max_gmacs:
+            return f"{cost.gmacs:.3f} GMACs > max_gmacs {self.space.max_gmacs:g}"
+        return None
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.remaining <= 0:
+            return self.FINISHED if not self.live else None
+        measured = self._measured()
+        for _ in range(1000):
+            trial = self.study.ask(self.distributions)
+            config = config_from_params(self.space, trial.params)
+            base = {"stage": STAGE, **config.as_dict(), "rho": config.rho_text}
+            reason = self._infeasible(config)
+            if reason:
+                record_attrs(self.study, trial._trial_id, {**base, "status": "infeasible",
+                                                            "reason": reason})
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
+            if config.rho_text in measured:  # answered from the record, no training
+                earlier = measured[config.rho_text]
+                record_attrs(self.study, trial._trial_id, {
+                    **earlier.user_attrs, "status": "cached", "trained": False,
+                    "reason": f"same rho as trial {earlier.number}"})
+                self.study.tell(trial, earlier.values)
+                continue
+            if config.rho_text in self.live_rho:
+                record_attrs(self.study, trial._trial_id, {
+                    **base, "status": "duplicate", "reason": "same rho as a running trial"})
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
+            cost = self.cost.price(config).as_dict()
+            record_attrs(self.study, trial._trial_id, {**base, **cost})
+            self.live[trial_id] = trial
+            self.live_rho.add(config.rho_text)
+            self.remaining -= 1
+            return {"rho": config.rho_text, "backbone": config.backbone, "number": trial.number}
+        self.remaining = 0  # the space holds nothing feasible and new
+        return self.FINISHED if not self.live else None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        self.live_rho.discard(trial.user_attrs.get("rho", ""))
+        result = result or {}
+        # Cost figures stay the ones priced at suggestion time (256 px, 1000 classes: the
+        # paper's setting), whatever data set the proxy trains on.
+        attrs = {k: v for k, v in result.items()
+                 if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
+        priced = trial.study._storage.get_trial(trial._trial_id).user_attrs
+        attrs.update({k: priced[k] for k in ("params", "overhead_params", "overhead_pct",
+                                             "gmacs")})
+        attrs["trained"] = True
+        status = result.get("status", "error" if error else "ok")
+        epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
+        attrs["epochs_done"] = epochs_done
+        if error or status in ("failed", "diverged", "error"):
+            attrs["status"] = status
+            attrs.setdefault("reason", "the trial's worker died (see the Ray logs)")
+            state, values = TrialState.FAIL, None
+        elif attrs.get("top1") is None:
+            attrs.update(status="error", reason="the trial reported no top1")
+            state, values = TrialState.FAIL, None
+        elif epochs_done < self.epochs:
+            attrs["status"] = "stopped"
+            attrs["reason"] = f"ASHA stopped it after {epochs_done} of {self.epochs} epochs"
+            state, values = TrialState.PRUNED, None
+        else:
+            attrs["status"] = "ok"
+            state = TrialState.COMPLETE
+            values = [float(attrs[name]) for name in self.settings.objectives]
+        record_attrs(self.study, trial._trial_id, attrs)
+        self.study.tell(trial, values, state=state)
+        self.events.append(f"#{trial.number} {priced.get('name')} rho={priced.get('rho')}: "
+                           f"{attrs['status']}" + (f" top1={values[0]:.2f}" if values else ""))
+
+
+# What Tune adds to every result; everything else a trial reports is recorded in the study.
+_TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
+                                      "epoch"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainable: one proxy trial inside a Ray worker.
+
+
+def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
+    """Trains one configuration and reports every epoch to Tune (ASHA reads `top1`)."""
+    import torch
+
+    from rhosearch.train import load_recipe, train_config
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    given = {"cpus": assigned.get("CPU", 0.0), "gpus": assigned.get("GPU", 0.0),
+             "started_at": time.time()}
+    torch.set_num_threads(max(1, int(given["cpus"])))
+    rho = RhoConfig.parse(config["rho"], backbone=config["backbone"])
+    out_dir = study_dir(settings.study, settings.reports_dir) / "trials" / (
+        f"{config['number']:04d}_{rho.key}")
+    try:
+        recipe = load_recipe(settings.recipe, settings.recipe_overrides)
+        result = train_config(
+            rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
+            data_root=settings.data_root, download=settings.download, progress=False,
+            # Every epoch's report carries what the record needs: ASHA may stop the trial
+            # (or max_t end it) at any of them, and Tune keeps the last one.
+            on_epoch=lambda metrics: tune.report({
+                **metrics, **given, "epochs_done": metrics["epoch"],
+                "wall_s": round(time.time() - given["started_at"], 2)}),
+        )
+    except Exception as exc:  # recorded as the trial's failure reason; the search goes on
+        tune.report({**given, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+        return
+    tune.report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
+
+
+class Progress(tune.Callback):
+    """Tune callback printing trials done/running/failed and the front after each trial."""
+
+    def __init__(self, searcher: StudySearcher, settings: SearchSettings,
+                 log: Callable[[str], None]) -> None:
+        self.searcher = searcher
+        self.settings = settings
+        self.log = log
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._report(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._report(trials)
+
+    def _report(self, trials: list) -> None:
+        while self.searcher.events:
+            event = self.searcher.events.pop(0)
+            frame = trials_frame(self.searcher.study)
+            proxy = frame[(frame["stage"] == STAGE) & frame["status"].notna()]
+            trained = proxy[proxy["status"].isin(["ok", "stopped", "failed", "diverged", "error"])]
+            failed = int(trained["status"].isin(["failed", "diverged", "error"]).sum())
+            running = sum(1 for t in trials if t.status == "RUNNING")
+            front = pareto_front(frame)
+            front_text = ", ".join(f"{r.name}({r.top1:.1f}%)" for r in front.itertuples())
+            self.log(f"[{len(trained)}/{self.settings.trials} done, {running} running, "
+                     f"{failed} failed] {event} | front: {front_text or '-'}")
