@@ -57,7 +57,8 @@ class StudySearcher(Searcher):
         self.cost = CostModel(settings.space.backbone, resolution=256, num_classes=1000)
         self.remaining = settings.trials - trials_done(study)
         self.live: dict[str, optuna.trial.Trial] = {}
-        self.live_rho: set[str] = set()
+        # Tune trial id -> rho, remembered here: a running trial's own record is not re-read.
+        self.live_rho: dict[str, str] = {}
         self.events: list[str] = []
 
     def save(self, checkpoint_path: str) -> None:
@@ -93,26 +94,26 @@ class StudySearcher(Searcher):
             base = {"stage": STAGE, **config.as_dict(), "rho": config.rho_text}
             reason = self._infeasible(config)
             if reason:
-                record_attrs(self.study, trial._trial_id, {**base, "status": "infeasible",
-                                                            "reason": reason})
+                record_attrs(self.study, trial, {**base, "status": "infeasible",
+                                                  "reason": reason})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
             if config.rho_text in measured:  # answered from the record, no training
                 earlier = measured[config.rho_text]
-                record_attrs(self.study, trial._trial_id, {
+                record_attrs(self.study, trial, {
                     **earlier.user_attrs, "status": "cached", "trained": False,
                     "reason": f"same rho as trial {earlier.number}"})
                 self.study.tell(trial, earlier.values)
                 continue
-            if config.rho_text in self.live_rho:
-                record_attrs(self.study, trial._trial_id, {
+            if config.rho_text in self.live_rho.values():
+                record_attrs(self.study, trial, {
                     **base, "status": "duplicate", "reason": "same rho as a running trial"})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
             cost = self.cost.price(config).as_dict()
-            record_attrs(self.study, trial._trial_id, {**base, **cost})
+            record_attrs(self.study, trial, {**base, **cost})
             self.live[trial_id] = trial
-            self.live_rho.add(config.rho_text)
+            self.live_rho[trial_id] = config.rho_text
             self.remaining -= 1
             return {"rho": config.rho_text, "backbone": config.backbone, "number": trial.number}
         self.remaining = 0  # the space holds nothing feasible and new
@@ -123,13 +124,13 @@ class StudySearcher(Searcher):
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
-        self.live_rho.discard(trial.user_attrs.get("rho", ""))
+        self.live_rho.pop(trial_id, None)
         result = result or {}
         # Cost figures stay the ones priced at suggestion time (256 px, 1000 classes: the
         # paper's setting), whatever data set the proxy trains on.
         attrs = {k: v for k, v in result.items()
                  if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
-        priced = trial.study._storage.get_trial(trial._trial_id).user_attrs
+        priced = trial.user_attrs
         attrs.update({k: priced[k] for k in ("params", "overhead_params", "overhead_pct",
                                              "gmacs")})
         attrs["trained"] = True
@@ -151,7 +152,7 @@ class StudySearcher(Searcher):
             attrs["status"] = "ok"
             state = TrialState.COMPLETE
             values = [float(attrs[name]) for name in self.settings.objectives]
-        record_attrs(self.study, trial._trial_id, attrs)
+        record_attrs(self.study, trial, attrs)
         self.study.tell(trial, values, state=state)
         self.events.append(f"#{trial.number} {priced.get('name')} rho={priced.get('rho')}: "
                            f"{attrs['status']}" + (f" top1={values[0]:.2f}" if values else ""))

@@ -102,12 +102,21 @@ def load_study(
         ) from None
 
 
-def record_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Writes a trial's measurements as user attrs (JSON-safe values only)."""
+def record_attrs(study: optuna.Study, trial: optuna.Trial | int, attrs: dict[str, Any]) -> None:
+    """Writes a trial's measurements as user attrs (JSON-safe values only).
+
+    Written through `optuna.Trial.set_user_attr`, so the live trial's own `user_attrs` see them.
+
+    Args:
+        study: the study holding the trial.
+        trial: a live trial (`study.ask`), or the id of a RUNNING trial another process left
+            behind, opened with Optuna's public constructor `optuna.Trial(study, trial_id)`.
+        attrs: what to record (numpy scalars become Python numbers).
+    """
+    if not isinstance(trial, optuna.Trial):
+        trial = optuna.Trial(study, trial)
     for key, value in attrs.items():
-        if hasattr(value, "item"):
-            value = value.item()
-        study._storage.set_trial_user_attr(trial_id, key, value)
+        trial.set_user_attr(key, value.item() if hasattr(value, "item") else value)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

@@ -1,0 +1,59 @@
+"""The record: what the searcher writes into the study, read back through Optuna's public API."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from rhosearch.resources import Budget
+from rhosearch.search import SearchSettings
+from rhosearch.searcher import StudySearcher
+from rhosearch.space import parse_search_space
+from rhosearch.study import default_storage_url, open_storage, record_attrs
+
+# One configuration: every ask proposes the same rho, as a sampler may after a pruned trial.
+ONE_CONFIG = parse_search_space({"backbone": "mobilevit_xxs", "rho": {"rho_5": [4]}})
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def study(request, tmp_path) -> optuna.Study:
+    storage = None if request.param == "memory" else open_storage(
+        default_storage_url("t", tmp_path))
+    return optuna.create_study(study_name="t", storage=storage,
+                               directions=["maximize", "minimize"])
+
+
+def _searcher(study: optuna.Study, *, trials: int = 3) -> StudySearcher:
+    settings = SearchSettings(study="t", space=ONE_CONFIG, trials=trials, budget=Budget(cpus=1))
+    return StudySearcher(study, settings, epochs=3)
+
+
+def test_a_pruned_rho_proposed_again_runs_again(study):
+    searcher = _searcher(study)
+    first = searcher.suggest("a")
+    assert isinstance(first, dict) and first["rho"] == "0,0,0,0,4"
+    searcher.on_trial_complete("a", {"top1": 50.0, "epoch": 1, "epochs_done": 1})  # ASHA
+
+    again = searcher.suggest("b")
+    assert isinstance(again, dict) and again["rho"] == "0,0,0,0,4"
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["PRUNED", "RUNNING"]
+    assert trials[0].user_attrs["status"] == "stopped" and trials[0].user_attrs["rho"]
+    assert not [t for t in trials if t.user_attrs.get("status") == "duplicate"]
+
+
+def test_a_running_rho_proposed_again_is_a_duplicate():
+    study = optuna.create_study(directions=["maximize", "minimize"])  # 1000 asks: in memory
+    searcher = _searcher(study, trials=1)
+    assert isinstance(searcher.suggest("a"), dict)
+    searcher.remaining = 1  # one more, while "a" still runs
+    assert searcher.suggest("b") is None  # the single config is busy: nothing new to run
+    duplicates = [t for t in study.get_trials() if t.user_attrs.get("status") == "duplicate"]
+    assert duplicates and all(t.state.name == "FAIL" for t in duplicates)
+
+
+def test_record_attrs_is_seen_by_the_live_trial_and_the_study(study):
+    trial = study.ask()
+    record_attrs(study, trial, {"rho": "0,0,0,0,4", "top1": 1.5})
+    assert trial.user_attrs["rho"] == "0,0,0,0,4"
+    assert study.get_trials()[0].user_attrs == {"rho": "0,0,0,0,4", "top1": 1.5}
