@@ -120,7 +120,7 @@ class CostModel:
         shortcuts = sum(
             c * (c_in + 2) for c, c_in in zip(widths, config.block_widths, strict=True))
         classifier = (sum(widths) + 1) * self.num_classes
-        return self.fixed_params[_depth(config) - 1] + shortcuts + classifier
+        return self.fixed_params[config.depth - 1] + shortcuts + classifier
 
     def macs(self, config: RhoConfig) -> int:
         # Per shortcut channel and pixel: C~_k (1x1 conv) + 2 (eval BN) + 1 (average pool).
@@ -130,7 +130,7 @@ class CostModel:
                                        self.block_pixels, strict=True)
         )
         classifier = config.classifier_channels * self.num_classes
-        return self.fixed_macs[_depth(config) - 1] + shortcuts + classifier
+        return self.fixed_macs[config.depth - 1] + shortcuts + classifier
 
     def price(self, config: RhoConfig) -> Cost:
         if config.backbone != self.backbone:
@@ -181,11 +181,6 @@ def cost_table(
         "README 'Parameter counts vs the paper' explains the differences",
     ]
     return pd.DataFrame(rows), notes
-
-
-def _depth(config: RhoConfig) -> int:
-    """How many blocks a configuration runs: up to its last shortcut."""
-    return max(k + 1 for k, c in enumerate(config.shortcut_channels) if c)
 
 
 @functools.cache

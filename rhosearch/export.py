@@ -33,7 +33,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from rhosearch.errors import RhoSearchError
 from rhosearch.model import ExMobileViT, create_model
-from rhosearch.space import RhoConfig, load_presets
+from rhosearch.space import RhoConfig
 
 __all__ = [
     "OnnxExport", "export_onnx", "load_model", "read_metadata", "save_weights", "timm_name",
@@ -100,10 +100,7 @@ def load_model(path: Path | str) -> ExMobileViT:
 
 def timm_name(config: RhoConfig) -> str | None:
     """The timm registry name that builds `config` (the paper's presets), or None."""
-    for preset in load_presets().values():
-        if preset.config == config and not config.is_baseline:
-            return f"exmobilevit_s_{config.classifier_channels}"  # as model.py registers them
-    return None
+    return config.timm_name
 
 
 class OnnxExport(NamedTuple):

@@ -48,7 +48,7 @@ class ExMobileViT(nn.Module):
         # exactly the configuration's channels.
         self.widths = tuple(widths or config.shortcut_channels)
         # Blocks after the last one with a shortcut feed nothing: they are not built or run.
-        self.depth = max(k + 1 for k, c in enumerate(self.widths) if c)
+        self.depth = config.depth
         self.stem = backbone.stem
         self.stages = backbone.stages[: self.depth]
         self.shortcuts = nn.ModuleList(
@@ -123,8 +123,8 @@ class RhoSupernet(ExMobileViT):
     """
 
     def __init__(self, space: SearchSpace, *, num_classes: int = 1000, **kwargs: Any) -> None:
-        widest = RhoConfig(space.backbone, tuple(max(c) for c in space.choices))
-        super().__init__(widest, num_classes=num_classes, widths=space.max_shortcut_channels,
+        widest = space.widest
+        super().__init__(widest, num_classes=num_classes, widths=widest.shortcut_channels,
                          **kwargs)
         self.space = space
         self.active = widest
@@ -139,10 +139,9 @@ class RhoSupernet(ExMobileViT):
 
     def classifier_index(self, config: RhoConfig) -> torch.Tensor:
         """Positions, in the widest classifier input, of `config`'s classifier channels."""
-        index, offset = [], 0
-        for width, channels in zip(self.widths, config.shortcut_channels, strict=True):
-            index.extend(range(offset, offset + channels))
-            offset += width
+        offsets = self.config.block_offsets  # the widest configuration's layout
+        index = [offset + j for offset, channels in
+                 zip(offsets, config.shortcut_channels, strict=True) for j in range(channels)]
         return torch.tensor(index, dtype=torch.long)
 
     def _sliced_shortcut(self, k: int, block_output: torch.Tensor, channels: int) -> torch.Tensor:
@@ -202,10 +201,6 @@ def create_model(config: RhoConfig, **kwargs: Any) -> ExMobileViT:
     return ExMobileViT(config, **kwargs)
 
 
-def _registry_name(config: RhoConfig) -> str:
-    return f"exmobilevit_s_{config.classifier_channels}"
-
-
 def _register_presets() -> None:
     """Registers every paper preset in timm: `timm.create_model("exmobilevit_s_928")`.
 
@@ -214,9 +209,9 @@ def _register_presets() -> None:
     """
     for preset in load_presets().values():
         config = preset.config
-        if config.is_baseline:
-            continue  # timm already has `mobilevit_s`
-        model_name = _registry_name(config)
+        if config.timm_name is None:
+            continue  # the baseline: timm already has `mobilevit_s`
+        model_name = config.timm_name
         default_cfgs[model_name] = dict(
             url="", num_classes=1000, input_size=(3, 256, 256), pool_size=(8, 8),
             mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), first_conv="stem.conv", classifier="fc",

@@ -95,7 +95,7 @@ RANDOM_PER_STEP = 2
 
 def largest_config(space: SearchSpace) -> RhoConfig:
     """The widest choice of every block: the supernet itself."""
-    return RhoConfig(space.backbone, tuple(max(c) for c in space.choices))
+    return space.widest
 
 
 def smallest_config(space: SearchSpace, cost: CostModel) -> RhoConfig:
@@ -190,11 +190,10 @@ _LOGIT_ELEMENTS = 1 << 20  # floats of logits per gather (4 MiB: stays in cache 
 
 def _prefix_index(supernet: RhoSupernet, configs: Sequence[RhoConfig]) -> torch.Tensor:
     """(configs, blocks): each configuration's row of the prefix table in every block."""
-    offsets, row = [], 0
-    for width in supernet.widths:
-        offsets.append(row)
-        row += width + 1  # row `offset + c` holds the sum over the block's first c channels
-    return torch.tensor([[o + c for o, c in zip(offsets, config.shortcut_channels, strict=True)]
+    # Block k's rows start at its classifier offset + k (each block has width + 1 rows); row
+    # `start + c` holds the sum over the block's first c channels.
+    starts = [offset + k for k, offset in enumerate(supernet.config.block_offsets)]
+    return torch.tensor([[s + c for s, c in zip(starts, config.shortcut_channels, strict=True)]
                          for config in configs], dtype=torch.long)
 
 

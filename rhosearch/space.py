@@ -144,6 +144,25 @@ class RhoConfig:
         return sum(self.shortcut_channels)
 
     @property
+    def depth(self) -> int:
+        """How many blocks the model builds and runs: up to its last shortcut."""
+        return max(k + 1 for k, c in enumerate(self.shortcut_channels) if c)
+
+    @property
+    def block_offsets(self) -> tuple[int, ...]:
+        """Where each block's shortcut channels start in the classifier input (Eq. 1's order)."""
+        return tuple(itertools.accumulate(self.shortcut_channels[:-1], initial=0))
+
+    @property
+    def timm_name(self) -> str | None:
+        """What `timm.create_model` builds this configuration by once rhosearch is imported
+        (`exmobilevit_s_928`): paper presets only; None for the rest and for the baseline,
+        which is timm's own MobileViT."""
+        if self.is_baseline or self not in (p.config for p in load_presets().values()):
+            return None
+        return f"ex{self.backbone}_{self.classifier_channels}"
+
+    @property
     def rho_text(self) -> str:
         return ",".join(_rho_text(r) for r in self.rho)
 
@@ -284,10 +303,14 @@ class SearchSpace:
                 yield RhoConfig(self.backbone, rho)
 
     @property
+    def widest(self) -> RhoConfig:
+        """The widest choice of every block: the configuration the supernet holds."""
+        return RhoConfig(self.backbone, tuple(max(c) for c in self.choices))
+
+    @property
     def max_shortcut_channels(self) -> tuple[int, ...]:
         """The widest ExShortcut of each block over the space: the supernet's widths."""
-        widths = BACKBONE_WIDTHS[self.backbone]
-        return tuple(channels_for(max(c), w) for c, w in zip(self.choices, widths, strict=True))
+        return self.widest.shortcut_channels
 
     def contains(self, config: RhoConfig) -> bool:
         return config.backbone == self.backbone and all(

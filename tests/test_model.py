@@ -48,11 +48,21 @@ def test_presets_are_in_timms_registry():
     assert isinstance(model, ExMobileViT)
     assert model.config.classifier_channels == 928 and model.fc.out_features == 7
     assert "exmobilevit_s_576" in timm.list_models("exmobilevit_*")
+    for preset in load_presets().values():
+        name = preset.config.timm_name
+        assert (name is None) == preset.config.is_baseline
+        if name is not None:
+            assert timm.create_model(name, num_classes=2).config == preset.config
+    assert RhoConfig.parse("0,0,1,0,0").timm_name is None  # not a preset: not registered
 
 
-def test_model_stops_after_its_last_shortcut():
-    model = ExMobileViT(RhoConfig.parse("0,0,1,0,0"), num_classes=10)
-    assert len(model.stages) == 3
+@pytest.mark.parametrize("rho, depth", [("0,0,1,0,0", 3), ("1,0,0,0,0", 1), ("0,0,0,1,4", 5)])
+def test_model_stops_after_its_last_shortcut(rho, depth):
+    config = RhoConfig.parse(rho, backbone="mobilevit_xxs")
+    model = ExMobileViT(config, num_classes=10).eval()
+    assert len(model.stages) == config.depth == depth
+    with torch.no_grad():
+        assert len(model.forward_blocks(torch.zeros(1, 3, 32, 32))) == depth
 
 
 SPACES = {
@@ -68,23 +78,14 @@ SUBSETS = {
 }
 
 
-def _trained_like_supernet(backbone):
-    space = parse_search_space({"backbone": backbone, "rho": SPACES[backbone]})
-    supernet = RhoSupernet(space, num_classes=10)
-    # Move BN statistics and weights off their initial values so slicing errors would show.
-    with torch.no_grad():
-        for module in supernet.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-    return supernet.eval()
+def _supernet(backbone):
+    return RhoSupernet(parse_search_space({"backbone": backbone, "rho": SPACES[backbone]}),
+                       num_classes=10)
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_WIDTHS)
-def test_extracted_model_equals_supernet(backbone):
-    supernet = _trained_like_supernet(backbone)
+def test_extracted_model_equals_supernet(backbone, randomize_bn):
+    supernet = randomize_bn(_supernet(backbone)).eval()
     image = torch.randn(2, 3, 64, 64)
     for text in SUBSETS[backbone]:
         config = RhoConfig.parse(text, backbone=backbone)
@@ -96,15 +97,16 @@ def test_extracted_model_equals_supernet(backbone):
 
 
 def test_supernet_gathers_classifier_segments_not_a_prefix():
-    supernet = _trained_like_supernet("mobilevit_s")
+    supernet = _supernet("mobilevit_s")
     config = RhoConfig.parse("0,0,1/3,1/4,3")
     index = supernet.classifier_index(config).tolist()
     # Widest layout: block 1 (16), block 3 (128), block 4 (160), block 5 (640).
     assert index == [*range(16, 48), *range(144, 176), *range(304, 784)]
+    assert supernet.config.block_offsets == (0, 16, 16, 144, 304)
 
 
-def test_supernet_training_updates_only_the_active_prefix_of_bn_statistics():
-    supernet = _trained_like_supernet("mobilevit_s").train()
+def test_supernet_training_updates_only_the_active_prefix_of_bn_statistics(randomize_bn):
+    supernet = randomize_bn(_supernet("mobilevit_s")).train()
     bn = supernet.shortcuts[2].bn
     before = bn.running_mean.clone()
     supernet.set_config(RhoConfig.parse("0,0,1/3,0,4"))

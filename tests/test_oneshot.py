@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import optuna
 import pandas as pd
@@ -38,18 +39,13 @@ SPACE = parse_search_space({
 CONFIGS = ["0,1,1/3,0,0", "0,0,1,1/2,4", "0,0,0,0,2", "0,1,0,1/2,0", "0,1,1,1/2,4"]
 
 
-def _supernet(*, drop_rate: float = 0.0) -> RhoSupernet:
-    torch.manual_seed(0)
-    supernet = RhoSupernet(SPACE, num_classes=10, drop_rate=drop_rate)
-    # Move BN statistics and affine parameters off their initial values so mistakes would show.
-    with torch.no_grad():
-        for module in supernet.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-    return supernet
+@pytest.fixture
+def make_supernet(randomize_bn) -> Callable[[], RhoSupernet]:
+    """Builds the same supernet of SPACE at every call, its BN moved off its initial values."""
+    def make() -> RhoSupernet:
+        torch.manual_seed(0)
+        return randomize_bn(RhoSupernet(SPACE, num_classes=10, drop_rate=0.0))
+    return make
 
 
 def _images(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +59,8 @@ def _config(text: str) -> RhoConfig:
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_bn_channel_is_width_independent(training):
-    supernet = _supernet().train(training)
+def test_bn_channel_is_width_independent(training, make_supernet):
+    supernet = make_supernet().train(training)
     images, _ = _images()
     with torch.no_grad():
         blocks = supernet.forward_blocks(images)
@@ -96,15 +92,15 @@ def _soft_targets_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torc
     return loss
 
 
-def test_shared_forward_matches_separate_forwards():
+def test_shared_forward_matches_separate_forwards(make_supernet):
     """The 4x saving: one widest forward gives the gradients of four separate forwards."""
     images, labels = _images()
     configs = [largest_config(SPACE), _config("0,0,0,0,2"), _config("0,1,1/3,0,0"),
                _config("0,0,1,1/2,4")]
-    shared = _supernet().train()
+    shared = make_supernet().train()
     sandwich_step(shared, images, labels, torch.optim.SGD(shared.parameters(), lr=0.0), configs,
                   label_smoothing=0.1)
-    separate = _supernet().train()
+    separate = make_supernet().train()
     logits = []
     for config in configs:
         separate.set_config(config)
@@ -118,13 +114,13 @@ def test_shared_forward_matches_separate_forwards():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6, msg=name)
 
 
-def test_sandwich_step_trains_largest_and_smallest():
+def test_sandwich_step_trains_largest_and_smallest(make_supernet):
     images, labels = _images()
     largest, smallest = largest_config(SPACE), _config("0,0,0,0,2")
-    init = _supernet()
+    init = make_supernet()
     runs = {}
     for name, configs in {"largest": [largest], "sandwich": [largest, smallest, smallest]}.items():
-        supernet = _supernet().train()
+        supernet = make_supernet().train()
         sandwich_step(supernet, images, labels, torch.optim.SGD(supernet.parameters(), lr=0.1),
                       configs, label_smoothing=0.1)
         runs[name] = supernet
@@ -144,8 +140,8 @@ def test_sandwich_step_trains_largest_and_smallest():
     assert (sandwich.fc.weight[:, mine] - runs["largest"].fc.weight[:, mine]).abs().max() > 1e-6
 
 
-def test_scores_equal_extracted_models(monkeypatch):
-    supernet = _supernet().eval()
+def test_scores_equal_extracted_models(monkeypatch, make_supernet):
+    supernet = make_supernet().eval()
     images, labels = _images(n=12)
     loader = DataLoader(TensorDataset(images, labels), batch_size=5)
     features, seen = widest_features(supernet, loader)
@@ -175,7 +171,9 @@ def test_smallest_and_largest():
     smallest = smallest_config(SPACE, cost)
     assert smallest.classifier_channels == min(c.classifier_channels for c in SPACE.configs())
     assert smallest.rho_text == "0,0,1/3,0,0"
-    assert largest_config(SPACE).shortcut_channels == SPACE.max_shortcut_channels
+    channels = [c.shortcut_channels for c in SPACE.configs()]
+    widest = tuple(max(widths) for widths in zip(*channels, strict=True))
+    assert largest_config(SPACE).shortcut_channels == widest == (0, 24, 48, 32, 320)
 
 
 def test_kendall_tau_known_rankings():
