@@ -12,6 +12,7 @@ so the rule only matters for the XS/XXS backbones and user-chosen ratios.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator
@@ -97,6 +98,29 @@ def _rho_text(ratio: Fraction) -> str:
     return f"{ratio.numerator}/{ratio.denominator}"
 
 
+# Unicode's vulgar fractions, for names people read (`rho_text` keeps `1/2` for files and CLIs).
+_FRACTION_GLYPHS = {Fraction(a, b): glyph for a, b, glyph in (
+    (1, 2, "½"), (1, 3, "⅓"), (2, 3, "⅔"), (1, 4, "¼"), (3, 4, "¾"), (1, 5, "⅕"), (2, 5, "⅖"),
+    (3, 5, "⅗"), (4, 5, "⅘"), (1, 6, "⅙"), (5, 6, "⅚"), (1, 8, "⅛"), (3, 8, "⅜"), (5, 8, "⅝"),
+    (7, 8, "⅞"))}
+
+
+@functools.cache
+def _paper_labels() -> dict[tuple[str, tuple[Fraction, ...]], str]:
+    """(backbone, ρ) -> label of the paper's configurations (`paper_table5.yaml`), read once.
+
+    Read from the file directly rather than through `load_presets`, which names its presets
+    with `RhoConfig.name` when a row has no label.
+    """
+    data = _read_yaml(SEARCH_SPACE_DIR / "paper_table5.yaml")
+    backbone = data.get("backbone", "mobilevit_s")
+    return {
+        (row.get("backbone", backbone),
+         tuple(_fraction(r, what="rho") for r in row["rho"])): str(row["label"])
+        for row in data["presets"] if "label" in row
+    }
+
+
 @dataclass(frozen=True)
 class RhoConfig:
     """One ExMobileViT configuration: a backbone and rho_1..rho_5 as exact fractions."""
@@ -168,12 +192,20 @@ class RhoConfig:
 
     @property
     def name(self) -> str:
-        """Display name in the paper's style: `ExMViT-928`, `ExMViT-XS-448`, `MobileViT-S`."""
-        short = _SHORT[self.backbone]
+        """Display name: the paper's (`ExMViT-928`, `MobileViT-S`) for exactly its ρ vectors,
+        else ρ and the classifier width (`ρ(0,0,2,½,2)·576`, `XS ρ(0,0,1,1,4)·224`).
+
+        A width alone is not a name: ρ = (0,0,2,½,2) has the same 576 channels as the paper's
+        ExMViT-576 and nothing else in common with it. Not filename-safe; use `key` for files.
+        """
         if self.is_baseline:
-            return f"MobileViT-{short}"
-        prefix = "ExMViT" if short == "S" else f"ExMViT-{short}"
-        return f"{prefix}-{self.classifier_channels}"
+            return f"MobileViT-{_SHORT[self.backbone]}"
+        paper = _paper_labels().get((self.backbone, self.rho))
+        if paper is not None:
+            return paper
+        prefix = "" if self.backbone == "mobilevit_s" else f"{_SHORT[self.backbone]} "
+        rho = ",".join(_FRACTION_GLYPHS.get(r, _rho_text(r)) for r in self.rho)
+        return f"{prefix}ρ({rho})·{self.classifier_channels}"
 
     @property
     def key(self) -> str:

@@ -136,3 +136,27 @@ def test_missing_and_malformed_files(tmp_path):
         load_search_space(bad)
     with pytest.raises(RhoSearchError, match="unknown search space"):
         load_search_space("no_such_space")
+
+
+@pytest.mark.parametrize("space_name", ["exmobilevit_s", "exmobilevit_s_open", "paper_grid",
+                                        "exmobilevit_xs", "exmobilevit_xxs"])
+def test_a_found_rho_never_gets_a_paper_name(space_name):
+    # ExMViT-576 is the paper's (0,0,1/3,1/2,3); (0,0,2,1/2,2) also has 576 channels.
+    paper = {p.config: p.label for p in load_presets().values()}
+    configs = list(load_search_space(space_name).configs())
+    for config in configs:
+        if config in paper:
+            assert config.name == paper[config]
+        elif config.is_baseline:  # plain MobileViT-XS/XXS: timm's own model, not a paper row
+            assert config.name.startswith("MobileViT-")
+        else:
+            assert not config.name.startswith(("ExMViT", "MobileViT")), config
+            assert f"·{config.classifier_channels}" in config.name
+    assert len({c.name for c in configs}) == len(configs)  # a name is one configuration
+
+
+def test_found_names_show_rho_and_width():
+    assert RhoConfig.parse("0,0,2,1/2,2").name == "ρ(0,0,2,½,2)·576"
+    assert RhoConfig.parse("1/3,1/2,3").name == "ExMViT-576"
+    assert RhoConfig.parse("1,1,4", backbone="mobilevit_xs").name.startswith("XS ρ(0,0,1,1,4)·")
+    assert RhoConfig.parse("0,0,4", backbone="mobilevit_xxs").name == "MobileViT-XXS"
