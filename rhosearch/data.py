@@ -5,7 +5,9 @@
     loader = DataLoader(train_set, batch_sampler=sampler)   # one resolution per batch
 
 A data set is named one way everywhere: `digits` (scikit-learn's 8x8 digits, embedded, no
-download), `cifar10` / `cifar100` (torchvision, under `root`), or a folder in ImageFolder layout
+download), `fashion-mnist` (28x28 clothing images, read by torchvision from the four IDX files
+of Debian's `dataset-fashion-mnist` package or any folder holding them, never downloaded),
+`cifar10` / `cifar100` (torchvision, under `root`), or a folder in ImageFolder layout
 (`PATH/train/<class>/*`, `PATH/val/<class>/*`). Images reach the model as [0, 1] RGB without
 mean/std normalisation: timm's MobileViT configs have mean 0 and std 1.
 
@@ -42,6 +44,9 @@ __all__ = [
 ]
 
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+BUILTIN = ("digits", "fashion-mnist", *CIFAR_CLASSES)
+# Where Debian's `dataset-fashion-mnist` package puts its four IDX files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_VAL_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0  # fixed: the validation set must not move with the training seed
 # MobileViT's multi-scale set for a 256 base (ml-cvnets: 160 ... 320), as fractions of the base.
@@ -68,12 +73,12 @@ def _folder_classes(root: Path, split: str) -> list[str]:
 
 def _as_folder(name: str) -> Path | None:
     """`name` as an ImageFolder root, or None when it names a built-in data set."""
-    if name in ("digits", *CIFAR_CLASSES):
+    if name in BUILTIN:
         return None
     path = Path(name).expanduser()
     if not path.exists():
         raise RhoSearchError(
-            f"unknown data set {name!r}: not digits, cifar10, cifar100 or an existing folder"
+            f"unknown data set {name!r}: not {', '.join(BUILTIN)} or an existing folder"
         )
     if not path.is_dir():
         raise RhoSearchError(f"data set {name!r} is a file; give a folder with train/ and val/")
@@ -82,7 +87,7 @@ def _as_folder(name: str) -> Path | None:
 
 def dataset_info(name: str, root: Path | str | None = None) -> int:
     """Number of classes of a data set, without loading it (folders: counts train/ subfolders)."""
-    if name == "digits":
+    if name in ("digits", "fashion-mnist"):
         return 10
     if name in CIFAR_CLASSES:
         return CIFAR_CLASSES[name]
@@ -167,6 +172,74 @@ def _digits() -> tuple[Dataset, Dataset]:
             TensorDataset(images[val_idx], labels[val_idx]))
 
 
+def fashion_mnist_files(root: Path | str | None = None) -> Path:
+    """Checks the four Fashion-MNIST IDX files under `root` (default: Debian's package folder)
+    and unpacks them once into a cache laid out as torchvision's `FashionMNIST` expects
+    (`<cache>/FashionMNIST/raw/`); returns the cache root to hand to torchvision.
+
+    Each file may be gzipped (as Debian ships them: recompressed, so torchvision's MD5s of the
+    upstream .gz files do not apply; gzip's CRC and the IDX header and size are checked) or
+    already unpacked. Hand-written because torchvision only checks that the unpacked files are
+    present: a truncated one would fail deep inside a training run instead of here, named.
+    """
+    import gzip
+    import hashlib
+    import zlib
+
+    from torchvision.datasets import FashionMNIST
+
+    source = Path(root or FASHION_MNIST_DIR).expanduser()
+    missing_hint = ("install Debian's dataset-fashion-mnist package (apt-get install "
+                    "dataset-fashion-mnist) or point --data-root at a folder holding the files")
+    if not source.is_dir():
+        raise RhoSearchError(f"fashion-mnist not found: {source} is not a folder; {missing_hint}")
+    key = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
+        f"rhosearch/fashion-mnist-{key}")
+    raw = cache_root / "FashionMNIST" / "raw"
+    for gz_name, _ in FashionMNIST.resources:
+        name = gz_name.removesuffix(".gz")
+        count = 60000 if name.startswith("train") else 10000
+        size = 16 + count * 28 * 28 if "images" in name else 8 + count
+        target = raw / name
+        if target.is_file() and target.stat().st_size == size:
+            continue
+        if (source / gz_name).is_file():
+            try:  # gzip checks its CRC: a truncated or damaged file fails here
+                content = gzip.decompress((source / gz_name).read_bytes())
+            except (OSError, EOFError, zlib.error) as exc:
+                raise RhoSearchError(
+                    f"fashion-mnist file {source / gz_name} is truncated or corrupted ({exc}); "
+                    "reinstall dataset-fashion-mnist") from None
+        elif (source / name).is_file():
+            content = (source / name).read_bytes()
+        else:
+            raise RhoSearchError(f"fashion-mnist file {gz_name} (or {name}) is missing from "
+                                 f"{source}; {missing_hint}")
+        magic = 2051 if "images" in name else 2049  # the IDX headers of images and labels
+        if len(content) != size or int.from_bytes(content[:4], "big") != magic:
+            raise RhoSearchError(f"fashion-mnist file {name} from {source} holds {len(content)} "
+                                 f"bytes, not {size}: it is truncated or not Fashion-MNIST")
+        raw.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.part")  # workers may unpack at once
+        partial.write_bytes(content)
+        os.replace(partial, target)
+    return cache_root
+
+
+def _fashion_mnist(root: Path | None) -> tuple[Dataset, Dataset]:
+    from torchvision.datasets import FashionMNIST
+
+    cache_root = fashion_mnist_files(root)
+
+    def as_rgb(train: bool) -> TensorDataset:
+        split = FashionMNIST(str(cache_root), train=train, download=False)
+        images = split.data.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()  # uint8 (N,3,28,28)
+        return TensorDataset(images, split.targets)
+
+    return as_rgb(True), as_rgb(False)
+
+
 def _cifar(name: str, root: Path | None, download: bool) -> tuple[Dataset, Dataset]:
     from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -225,7 +298,8 @@ def _image_folder(root: Path) -> tuple[Dataset, Dataset]:
 
 def build_datasets(
     name: str, *, resolution: int, root: Path | str | None = None, download: bool = False,
-    subset: int | None = None, seed: int = 0, crop_scale: Sequence[float] = (0.08, 1.0),
+    subset: int | None = None, val_subset: int | None = None, seed: int = 0,
+    crop_scale: Sequence[float] = (0.08, 1.0),
     hflip: float = 0.5, crop_pct: float = 0.9,
 ) -> tuple[ScaledDataset, ScaledDataset]:
     """Training and validation sets, transformed for `resolution`.
@@ -235,24 +309,52 @@ def build_datasets(
         resolution: base training and validation image size.
         root: where CIFAR lives (default `./data`); ignored for digits and folders.
         download: fetch CIFAR when it is missing.
-        subset: keep this many random training images (validation stays whole), for proxies.
-        seed: picks the subset.
+        subset: keep this many training images, a fixed stratified sample (for proxies).
+        val_subset: keep this many validation images, a fixed stratified sample.
+        seed: unused for the subsets, which stay fixed whatever the training seed, so runs
+            with different seeds (and the noise floor) see the same images.
     """
     folder = _as_folder(name)
     if folder is not None:
         train_base, val_base = _image_folder(folder)
     elif name == "digits":
         train_base, val_base = _digits()
+    elif name == "fashion-mnist":
+        train_base, val_base = _fashion_mnist(Path(root) if root else None)
     else:
         train_base, val_base = _cifar(name, Path(root) if root else None, download)
-    if subset is not None and subset < len(train_base):
-        generator = torch.Generator().manual_seed(seed)
-        keep = torch.randperm(len(train_base), generator=generator)[:subset]
-        train_base = Subset(train_base, keep.tolist())
+    train_base = _stratified_subset(train_base, subset)
+    val_base = _stratified_subset(val_base, val_subset)
     train = ScaledDataset(train_base, resolution=resolution, train=True, crop_scale=crop_scale,
                           hflip=hflip)
     val = ScaledDataset(val_base, resolution=resolution, train=False, crop_pct=crop_pct)
     return train, val
+
+
+def _labels(dataset: Dataset) -> list[int]:
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].tolist()
+    if isinstance(dataset, _CheckedImageFolder):
+        return list(dataset.folder.targets)
+    if hasattr(dataset, "targets"):  # torchvision's CIFAR
+        return list(dataset.targets)
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def _stratified_subset(dataset: Dataset, count: int | None) -> Dataset:
+    """`count` images keeping each class's share, the same ones on every call (fixed seed)."""
+    if count is None or count >= len(dataset):
+        return dataset
+    from sklearn.model_selection import train_test_split
+
+    labels = _labels(dataset)
+    try:
+        keep, _ = train_test_split(range(len(labels)), train_size=count, stratify=labels,
+                                   random_state=_DIGITS_SPLIT_SEED)
+    except ValueError:  # a class too small to split: fall back to a plain fixed sample
+        keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:count]
+        keep = keep.tolist()
+    return Subset(dataset, sorted(keep))
 
 
 # --- multi-scale sampler ----------------------------------------------------------------------

@@ -89,6 +89,7 @@ class Recipe:
     hflip: float = 0.5
     crop_pct: float = 0.9
     subset: int | None = None
+    val_subset: int | None = None
     workers: int = 8
     grad_clip: float | None = None
 
@@ -150,6 +151,7 @@ def _check_ranges(recipe: Recipe) -> None:
         "hflip": 0 <= recipe.hflip <= 1,
         "crop_pct": 0 < recipe.crop_pct <= 1,
         "subset": recipe.subset is None or recipe.subset >= 1,
+        "val_subset": recipe.val_subset is None or recipe.val_subset >= 1,
         "workers": recipe.workers >= 0,
         "grad_clip": recipe.grad_clip is None or recipe.grad_clip > 0,
     }
@@ -248,6 +250,7 @@ def make_loaders(
     """Training loader (multi-scale when `recipe.mss`, sharded by rank) and validation loader."""
     train_set, val_set = build_datasets(
         data, resolution=recipe.resolution, root=root, download=download, subset=recipe.subset,
+        val_subset=recipe.val_subset,
         seed=seed, crop_scale=recipe.crop_scale, hflip=recipe.hflip, crop_pct=recipe.crop_pct,
     )
     resolutions = mss_resolutions(recipe.resolution, recipe.mss_scales) if recipe.mss else None
