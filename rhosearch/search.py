@@ -41,11 +41,13 @@ from rhosearch.resources import Budget, check_local_gpus, start_ray, trial_resou
 from rhosearch.searcher import STAGE, Progress, StudySearcher, proxy_trial
 from rhosearch.space import SearchSpace, load_presets
 from rhosearch.study import (
+    config_from_params,
     default_storage_url,
     open_storage,
     params_of,
     pareto_front,
     record_attrs,
+    space_distributions,
     study_dir,
     trials_frame,
 )
@@ -84,6 +86,7 @@ class SearchSettings:
     gmacs_objective: bool = False
     progress: bool = True
     stage: str = "proxy"
+    keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
 
     @property
     def objectives(self) -> list[str]:
@@ -146,6 +149,20 @@ def _fail_interrupted(study: optuna.Study) -> int:
     return len(stale)
 
 
+def _close_waiting(study: optuna.Study, space: SearchSpace) -> int:
+    """Marks enqueued trials the finished proxy stage did not run as FAIL, status "not run"
+    (Optuna cannot delete a trial; `ask` hands each WAITING one out once); returns how many."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    for _ in waiting:
+        trial = study.ask(space_distributions(space))
+        config = config_from_params(space, trial.params)
+        record_attrs(study, trial, {
+            "stage": STAGE, **config.as_dict(), "rho": config.rho_text, "status": "not run",
+            "reason": f"enqueued ({trial.user_attrs.get('source', '?')}); --trials reached first"})
+        study.tell(trial, state=TrialState.FAIL)
+    return len(waiting)
+
+
 # ---------------------------------------------------------------------------------------------
 # Running a search.
 
@@ -191,6 +208,8 @@ def run_search(
             _run_oneshot_stage(study, settings, recipe, resources, log)
         if settings.stage in ("proxy", "all"):
             interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log)
+            if not interrupted:  # an interrupted search keeps its queue for --resume
+                _close_waiting(study, settings.space)
     except KeyboardInterrupt:
         interrupted = True
     finally:

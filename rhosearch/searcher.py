@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -154,6 +155,9 @@ class StudySearcher(Searcher):
             values = [float(attrs[name]) for name in self.settings.objectives]
         record_attrs(self.study, trial, attrs)
         self.study.tell(trial, values, state=state)
+        if not self.settings.keep_checkpoints:  # ASHA-stopped trials never reach their end
+            drop_checkpoints(trial_dir(self.settings, trial.number, config_from_params(
+                self.space, trial.params)))
         self.events.append(f"#{trial.number} {priced.get('name')} rho={priced.get('rho')}: "
                            f"{attrs['status']}" + (f" top1={values[0]:.2f}" if values else ""))
 
@@ -178,8 +182,7 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
              "started_at": time.time()}
     torch.set_num_threads(max(1, int(given["cpus"])))
     rho = RhoConfig.parse(config["rho"], backbone=config["backbone"])
-    out_dir = study_dir(settings.study, settings.reports_dir) / "trials" / (
-        f"{config['number']:04d}_{rho.key}")
+    out_dir = trial_dir(settings, config["number"], rho)
     try:
         recipe = load_recipe(settings.recipe, settings.recipe_overrides)
         result = train_config(
@@ -194,7 +197,23 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
     except Exception as exc:  # recorded as the trial's failure reason; the search goes on
         tune.report({**given, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
         return
+    finally:
+        if not settings.keep_checkpoints:  # result.json and metrics.jsonl stay
+            drop_checkpoints(out_dir)
     tune.report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
+
+
+def trial_dir(settings: SearchSettings, number: int, config: RhoConfig) -> Path:
+    """A proxy trial's folder: `reports/<study>/trials/<number>_<key>/`."""
+    folder = study_dir(settings.study, settings.reports_dir) / "trials"
+    return folder / f"{number:04d}_{config.key}"
+
+
+def drop_checkpoints(out_dir: Path) -> None:
+    """Deletes a finished proxy trial's checkpoint (~57 MB on MobileViT-S): nothing resumes a
+    proxy trial (an interrupted one runs again), and a search would keep one per trial."""
+    for path in Path(out_dir).glob("checkpoint.pt*"):  # also a .tmp left by a killed write
+        path.unlink(missing_ok=True)
 
 
 class Progress(tune.Callback):
@@ -219,7 +238,8 @@ class Progress(tune.Callback):
             proxy = frame[(frame["stage"] == STAGE) & frame["status"].notna()]
             trained = proxy[proxy["status"].isin(["ok", "stopped", "failed", "diverged", "error"])]
             failed = int(trained["status"].isin(["failed", "diverged", "error"]).sum())
-            running = sum(1 for t in trials if t.status == "RUNNING")
+            # Tune still lists the trial that just ended as RUNNING; the searcher has let it go.
+            running = len(self.searcher.live)
             front = pareto_front(frame)
             front_text = ", ".join(f"{r.name}({r.top1:.1f}%)" for r in front.itertuples())
             self.log(f"[{len(trained)}/{self.settings.trials} done, {running} running, "
