@@ -69,6 +69,24 @@ def test_small_real_search_records_every_trial(tmp_path):
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't' / 'study.db'}")
     assert len(study.get_trials()) == len(trials)
     assert not outcome["front"].empty
+    runs = tmp_path / "t" / "trials"  # bounded disk: metrics stay, checkpoints go
+    assert len(list(runs.glob("*/metrics.jsonl"))) == 4
+    assert not list(runs.glob("*/checkpoint.pt*"))
+
+
+def test_a_finished_search_leaves_no_waiting_trials(tmp_path):
+    # Five paper configurations are enqueued in this S space; two trials run, three do not.
+    space = parse_search_space({"backbone": "mobilevit_s", "rho": {
+        "rho_3": [0, "1/3", 1], "rho_4": [0, "1/4", "1/2", 1], "rho_5": [3, 4]}})
+    lines = []
+    outcome = run_search(_settings(tmp_path, space=space, trials=2), trial_fn=_instant,
+                         log=lines.append)
+    trials = outcome["trials"]
+    assert "WAITING" not in set(trials["state"])
+    not_run = trials[trials["status"] == "not run"]
+    assert len(not_run) == 3 and (not_run["state"] == "FAIL").all()
+    assert not_run[["stage", "name", "rho"]].notna().all().all()
+    assert lines[-1].startswith("[2/2 done, 0 running, 0 failed]"), lines
 
 
 def test_existing_study_without_resume_is_refused(tmp_path):
