@@ -39,13 +39,28 @@ def _configs_from_args(args: argparse.Namespace, *, allow_all: bool = False) -> 
     return [get_preset(args.preset or "baseline").config]
 
 
+def _recipe_names() -> str:
+    """The recipes `recipes.yaml` defines, `full | full_small | proxy | ...`, for help texts.
+
+    Read with yaml alone: `rhosearch.train` would import torch, and `--help` must stay fast.
+    """
+    from importlib import resources
+
+    import yaml
+
+    text = (resources.files("rhosearch") / "recipes.yaml").read_text()
+    return " | ".join(name for name, value in yaml.safe_load(text).items()
+                      if isinstance(value, dict))
+
+
 def _add_data_recipe_args(parser: argparse.ArgumentParser) -> None:
     """What to train on and how: shared by `search` and `train`."""
     parser.add_argument("--data", default="digits",
                         help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
     parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
     parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    parser.add_argument("--recipe", default="proxy", help="proxy | full | a recipe .yaml")
+    parser.add_argument("--recipe", help=f"{_recipe_names()} or a recipe .yaml path "
+                        "(default: proxy_fmnist for fashion-mnist, proxy otherwise)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe field (repeatable)")
@@ -66,9 +81,11 @@ def _count_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser, allow_all=True)
     parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
     parser.add_argument("--classes", type=int, default=1000, help="classes (default: 1000)")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                        help="table: for people (default); csv, json: for programs")
     parser.add_argument("--method", choices=("fvcore", "closed-form"), default="fvcore",
-                        help="build and trace each model, or price it by formula")
+                        help="fvcore (default): build each model and count its traced MACs; "
+                        "closed-form: price it by formula, without building it (same counts)")
 
 
 def _count(args: argparse.Namespace) -> int:
@@ -98,10 +115,15 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     _add_data_recipe_args(parser)
     parser.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "gp", "random"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the sampler, the weights and the data order (default: 0)")
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="where study folders go (default: reports)")
     parser.add_argument("--resume", action="store_true", help="continue an existing study")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each proxy trial's checkpoint.pt (~57 MB each on MobileViT-S; "
+                        "default: deleted when the trial ends, its metrics and result stay)")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
     parser.add_argument("--gpus-per-trial", type=float, help="fractional allowed, e.g. 0.5")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
@@ -110,6 +132,13 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         "trials starting from its front; oneshot or proxy alone")
     parser.add_argument("--gmacs-objective", action="store_true",
                         help="minimise GMACs as a third objective")
+    parser.add_argument("--noise-seeds", type=int, default=3, metavar="K",
+                        help="also train the baseline with K more seeds to measure the noise "
+                        "floor every result is judged against (default: 3; 0: off)")
+    parser.add_argument("--early-stop", choices=("none", "asha"), default="none",
+                        help="none (default): every proxy trial runs all its epochs; asha: Ray "
+                        "Tune's ASHA stops weak trials at half the epochs (see README: on a "
+                        "3-epoch proxy its first rung does not predict the end beyond noise)")
 
 
 def _recipe_overrides(args: argparse.Namespace) -> dict:
@@ -127,7 +156,7 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
 def _search(args: argparse.Namespace) -> int:
     import optuna
 
-    from rhosearch.output import print_frame
+    from rhosearch.output import folder_size, human_size, print_frame
     from rhosearch.report import write_report
     from rhosearch.resources import parse_budget
     from rhosearch.search import SearchSettings, run_search
@@ -143,22 +172,31 @@ def _search(args: argparse.Namespace) -> int:
         sampler=args.sampler, seed=args.seed, storage=args.storage, reports_dir=args.reports_dir,
         resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
-        stage=args.stage,
+        stage=args.stage, noise_seeds=args.noise_seeds, early_stop=args.early_stop,
+        keep_checkpoints=args.keep_checkpoints,
     )
     print(f"search {settings.study!r}: {settings.trials} trials on {settings.budget.describe()}, "
           f"space {settings.space.name} ({settings.space.size} rho vectors), data {settings.data}")
     outcome = run_search(settings)
-    columns = ["name", "rho", "params", "overhead_params", "gmacs", "top1", "top5", "number"]
-    front = outcome["front"][columns].round({"top1": 2, "top5": 2})
-    print_frame(front, title="Pareto front (proxy): top-1 vs overhead params (1000-class head)")
+    columns = ["name", "params", "overhead_params", "top1", "top1_lo", "top1_hi",
+               "vs_baseline", "number"]
+    front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1})
+    print_frame(front, title="Pareto front (proxy): top-1 [95% interval] vs overhead params "
+                "(priced at 256 px, 1000 classes)")
+    noise = outcome["noise"]
+    if noise and noise.get("std") is not None:
+        print(f"noise floor: baseline top-1 {noise['mean']:.2f}% ± {noise['std']:.2f} pts "
+              f"(std over {len(noise['top1'])} seeds), validation set {noise['n_val']} images "
+              f"(1 image = {100 / noise['n_val']:.2f} pts)")
     fidelity = outcome["fidelity"]
     if fidelity:
-        print(f"one-shot vs proxy rank agreement: Kendall's tau = {fidelity['tau']:.3f} "
-              f"over n = {fidelity['n']} configurations")
+        print(f"one-shot vs proxy rank agreement: Kendall's tau = {fidelity['text']}")
+    print(outcome["verdict"])
     folder = outcome["folder"]
     report = write_report(settings.study, storage=settings.storage, reports_dir=args.reports_dir)
     print(f"trials: {folder / 'trials.csv'}\nstudy:  {settings.storage or folder / 'study.db'}"
-          f"\nreport: {report}")
+          f"\nreport: {report}\ndisk:   {human_size(folder_size(folder))} in {folder}"
+          + ("" if args.keep_checkpoints else " (proxy checkpoints deleted; --keep-checkpoints)"))
     if outcome["interrupted"]:
         print(f"interrupted; resume with: {_resume_command()}", file=sys.stderr)
         return 130
@@ -171,7 +209,8 @@ def _search(args: argparse.Namespace) -> int:
 def _report_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="study name")
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="where study folders are (default: reports)")
     parser.add_argument("--format", choices=("html", "csv", "json"), default="html",
                         help="html: write reports/STUDY/index.html; csv/json: print the front")
     parser.add_argument("--x", choices=("overhead", "gmacs"), default="overhead",
@@ -200,7 +239,8 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser)
     _add_data_recipe_args(parser)
     parser.add_argument("--out", type=Path, help="run folder (default: runs/CONFIG_KEY)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weights and the data order (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -210,7 +250,9 @@ def _train(args: argparse.Namespace) -> int:
     from rhosearch.train import load_recipe, train_config
 
     config = _configs_from_args(args)[0]
-    recipe = load_recipe(args.recipe, _recipe_overrides(args))
+    from rhosearch.search import proxy_recipe_for
+
+    recipe = load_recipe(args.recipe or proxy_recipe_for(args.data), _recipe_overrides(args))
     out = args.out or Path("runs") / config.key
     result = train_config(
         config, data=args.data, recipe=recipe, out_dir=out, seed=args.seed, resume=args.resume,
@@ -233,7 +275,8 @@ def _train(args: argparse.Namespace) -> int:
 def _train_best_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, help="the searched study")
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="where study folders are (default: reports)")
     parser.add_argument("--pick", default="knee,best",
                         help="knee | best | under=PARAMS (e.g. under=5.7M), comma-separated "
                         "(default: %(default)s; the baseline is always added)")
@@ -243,7 +286,7 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
                         "GPU budget)")
     parser.add_argument("--workers-per-finalist", type=int, default=1,
                         help="N > 1: train each finalist on N workers with DDP (Ray Train)")
-    parser.add_argument("--recipe", help="full | full_small | proxy | a recipe .yaml (default: "
+    parser.add_argument("--recipe", help=f"{_recipe_names()} or a recipe .yaml path (default: "
                         "full, or full_small on digits/cifar)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -251,7 +294,8 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data set (default: the one the study searched on)")
     parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
     parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weights and the data order (default: 0)")
     parser.add_argument("--resume", action="store_true",
                         help="continue each finalist from its checkpoint")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
@@ -286,21 +330,33 @@ def _export_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, required=True,
                         help="a model.safetensors written by rhosearch")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
+    parser.add_argument("--resolution", type=int,
+                        help="input size of the parity check and of a --static-size export "
+                        "(default: the resolution the weights were trained at, from their "
+                        "metadata; 256 when they have none)")
+    parser.add_argument("--static-size", action="store_true",
+                        help="fix the input's height and width at --resolution (default: "
+                        "dynamic batch, height and width)")
     parser.add_argument("--dynamo", action="store_true",
                         help="use the torch.export-based exporter (slower)")
 
 
 def _export(args: argparse.Namespace) -> int:
-    from rhosearch.export import ONNX_ATOL, export_onnx, load_model
+    from rhosearch.export import ONNX_ATOL, export_onnx, load_model, weights_resolution
 
-    if args.resolution < 16:
+    if args.resolution is not None and args.resolution < 16:
         raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")
     model = load_model(args.weights)
-    exported = export_onnx(model, args.out, resolution=args.resolution, dynamo=args.dynamo)
+    trained_at = weights_resolution(args.weights)
+    resolution = args.resolution or trained_at or 256
+    exported = export_onnx(model, args.out, resolution=resolution, dynamo=args.dynamo,
+                           dynamic_size=not args.static_size)
+    source = ("--resolution" if args.resolution else
+              "the weights' metadata" if trained_at else "default, not in the weights' metadata")
+    shapes = " and ".join("x".join(map(str, s)) for s in exported.checked_shapes)
     print(f"{model.config.name} [{model.config.rho_text}] -> {exported.path} "
-          f"({exported.exporter} exporter); onnxruntime vs PyTorch on a random "
-          f"{'x'.join(map(str, exported.input_shape))} batch: max abs diff "
+          f"({exported.exporter} exporter, input {exported.input_spec}; {resolution} px from "
+          f"{source}); onnxruntime vs PyTorch on random {shapes} batches: max abs diff "
           f"{exported.max_abs_diff:.2e} (<= {ONNX_ATOL:g})")
     return 0
 
@@ -336,8 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_ray_output() -> None:
+    """Ray reads these once, when it is imported: worker lines unfolded (no "[repeated 3x]"
+    hiding per-epoch lines) and, when output goes to a file, without ANSI colour codes."""
+    import os
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse itself exits with code 2 on a bad flag
+    _quiet_ray_output()
     try:
         return args.run(args)
     except RhoSearchError as exc:

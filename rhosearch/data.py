@@ -37,6 +37,7 @@ __all__ = [
     "VariableBatchSampler",
     "build_datasets",
     "dataset_info",
+    "validation_size",
     "mss_resolutions",
     "train_transform",
     "val_transform",
@@ -92,6 +93,14 @@ def dataset_info(name: str, root: Path | str | None = None) -> int:
     if name in CIFAR_CLASSES:
         return CIFAR_CLASSES[name]
     return len(_folder_classes(_as_folder(name), "train"))
+
+
+def validation_size(name: str, *, root: Path | str | None = None,
+                    val_subset: int | None = None) -> int:
+    """Images in a data set's validation split as a recipe uses it: the `n` of every top-1's
+    binomial interval. Loads the split once (seconds at most, in the search driver)."""
+    _, val = build_datasets(name, resolution=8, root=root, val_subset=val_subset)
+    return len(val)
 
 
 # --- transforms -------------------------------------------------------------------------------

@@ -36,10 +36,12 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from rhosearch.data import validation_size
 from rhosearch.errors import RhoSearchError
 from rhosearch.resources import Budget, check_local_gpus, start_ray, trial_resources
 from rhosearch.searcher import STAGE, Progress, StudySearcher, proxy_trial
-from rhosearch.space import SearchSpace, load_presets
+from rhosearch.space import SearchSpace, baseline_config, load_presets
+from rhosearch.stats import noise_sentence
 from rhosearch.study import (
     config_from_params,
     default_storage_url,
@@ -48,12 +50,19 @@ from rhosearch.study import (
     pareto_front,
     record_attrs,
     space_distributions,
+    stage_agreement,
+    stage_noise,
+    stage_study,
     study_dir,
     trials_frame,
 )
 
 __all__ = ["SearchSettings", "open_search_study", "run_search"]
 
+# Data sets with a proxy recipe of their own (see recipes.yaml).
+PROXY_RECIPES = {"fashion-mnist": "proxy_fmnist"}
+# What `--early-stop` may name.
+EARLY_STOP = ("none", "asha")
 # What `--stage` may name: the one-shot stage alone, the proxy stage alone, or one then the other.
 SEARCH_STAGES = ("oneshot", "proxy", "all")
 
@@ -73,7 +82,7 @@ class SearchSettings:
     data: str = "digits"
     data_root: Path | None = None
     download: bool = False
-    recipe: str = "proxy"
+    recipe: str | None = None  # None: `proxy_recipe_for(data)`
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     sampler: str = "nsga2"
     seed: int = 0
@@ -87,10 +96,18 @@ class SearchSettings:
     progress: bool = True
     stage: str = "proxy"
     keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
+    noise_seeds: int = 3  # extra seeds of the baseline: the noise floor (0: not measured)
+    early_stop: str = "none"  # "asha": Ray Tune's ASHA stops trials at half the proxy epochs
 
     @property
     def objectives(self) -> list[str]:
         return ["top1", "overhead_params"] + (["gmacs"] if self.gmacs_objective else [])
+
+
+def proxy_recipe_for(data: str) -> str:
+    """The proxy recipe a data set gets unless --recipe says otherwise: `proxy_fmnist` (sized
+    to about a minute per trial on 2 CPU cores) for fashion-mnist, `proxy` for the rest."""
+    return PROXY_RECIPES.get(data, "proxy")
 
 
 def _make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
@@ -186,13 +203,23 @@ def run_search(
     if settings.stage not in SEARCH_STAGES:
         raise RhoSearchError(
             f"unknown stage {settings.stage!r}; choose one of: {', '.join(SEARCH_STAGES)}")
+    if settings.noise_seeds < 0:
+        raise RhoSearchError(f"--noise-seeds {settings.noise_seeds}: give 0 (no noise floor) "
+                             "or more seeds, e.g. 3")
+    if settings.early_stop not in EARLY_STOP:
+        raise RhoSearchError(f"unknown --early-stop {settings.early_stop!r}; choose one of: "
+                             f"{', '.join(EARLY_STOP)}")
+    settings = dataclasses.replace(settings, recipe=settings.recipe or proxy_recipe_for(
+        settings.data))
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     dataset_info(settings.data, root=settings.data_root)
+    n_val = validation_size(settings.data, root=settings.data_root, val_subset=recipe.val_subset)
     resources = trial_resources(settings.budget, gpus_per_trial=settings.gpus_per_trial,
                                 cpus_per_trial=settings.cpus_per_trial)
     check_local_gpus(settings.budget, address=settings.address)
     folder = study_dir(settings.study, settings.reports_dir)
     study = open_search_study(settings)
+    study.set_user_attr("n_val", n_val)
     interrupted_before = _fail_interrupted(study) if settings.resume else 0
     if interrupted_before:
         log(f"resume: {interrupted_before} interrupted trial(s) will be run again")
@@ -207,7 +234,8 @@ def run_search(
         if settings.stage in ("oneshot", "all"):
             _run_oneshot_stage(study, settings, recipe, resources, log)
         if settings.stage in ("proxy", "all"):
-            interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log)
+            interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log,
+                                           n_val=n_val)
             if not interrupted:  # an interrupted search keeps its queue for --resume
                 _close_waiting(study, settings.space)
     except KeyboardInterrupt:
@@ -217,32 +245,52 @@ def run_search(
         if started_ray:
             ray.shutdown()
     frame = trials_frame(study)
+    noise = stage_noise(frame, STAGE)
+    if noise is not None:
+        study.set_user_attr("noise_floor", noise)
     fidelity = _record_fidelity(study, frame)
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "trials.csv", index=False)
-    return {"study": study, "trials": frame, "front": pareto_front(frame), "fidelity": fidelity,
+    front = pareto_front(frame)
+    return {"study": study, "trials": frame, "front": front, "fidelity": fidelity,
+            "noise": noise, "verdict": verdict(frame, noise, settings.space.backbone),
             "interrupted": interrupted, "wall_s": time.time() - started, "folder": folder}
+
+
+def verdict(frame: pd.DataFrame, noise: dict[str, Any] | None, backbone: str) -> str:
+    """The sentence a search summary ends with: which proxy configurations differ from the
+    baseline beyond the measured noise (each counted once, whatever the front)."""
+    done = frame[(frame["stage"] == STAGE) & (frame["state"] == "COMPLETE")]
+    done = done.drop_duplicates("rho")
+    baseline = baseline_config(backbone)
+    labels = done.loc[done["rho"] != baseline.rho_text, "vs_baseline"].dropna().tolist()
+    if noise is None:
+        return (f"No baseline ({baseline.name}) was measured, so no configuration can be "
+                "compared with it.")
+    return noise_sentence(labels, baseline_name=baseline.name, std=noise.get("std"),
+                          seeds=len(noise.get("top1", [])))
 
 
 def _run_proxy_stage(
     study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
-    trial_fn: Callable[..., None] | None, log: Callable[[str], None],
+    trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, n_val: int | None = None,
 ) -> bool:
-    """Runs the missing proxy trials through Ray Tune; True if it was interrupted."""
-    searcher = StudySearcher(study, settings, epochs=recipe.epochs)
-    if searcher.remaining <= 0:
+    """Runs the missing proxy trials (and the baseline's noise seeds) through Ray Tune; True if
+    it was interrupted."""
+    searcher = StudySearcher(study, settings, epochs=recipe.epochs, n_val=n_val)
+    if searcher.total <= 0:
         return False
+    if searcher.noise_pending:
+        log(f"noise floor: training the baseline with {len(searcher.noise_pending)} more "
+            f"seed(s) ({', '.join(map(str, searcher.noise_pending))}) beside the search")
     folder = study_dir(settings.study, settings.reports_dir)
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn or proxy_trial, settings=settings), resources)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=searcher.remaining,
-            scheduler=ASHAScheduler(time_attr="epoch", metric="top1", mode="max",
-                                    max_t=max(1, recipe.epochs),
-                                    grace_period=_grace_period(recipe.epochs),
-                                    reduction_factor=2),
+            search_alg=searcher, num_samples=searcher.total,
+            scheduler=_scheduler(settings.early_stop, recipe.epochs),
             time_budget_s=settings.budget.wall_s,
         ),
         run_config=tune.RunConfig(
@@ -252,6 +300,19 @@ def _run_proxy_stage(
     )
     tuner.fit()
     return bool(searcher.live)
+
+
+def _scheduler(early_stop: str, epochs: int) -> ASHAScheduler | None:
+    """ASHA when asked, else none (Tune's FIFO): every trial runs its full proxy epochs.
+
+    Off by default: `benchmarks/fidelity.py` measures how well the top-1 at ASHA's first rung
+    predicts the final one on the proxy, and on a 3-epoch proxy it does not beyond noise
+    (see the README), so stopping there would stop trials on noise.
+    """
+    if early_stop != "asha":
+        return None
+    return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=max(1, epochs),
+                         grace_period=_grace_period(epochs), reduction_factor=2)
 
 
 def _grace_period(epochs: int) -> int:
@@ -276,8 +337,8 @@ def _run_oneshot_stage(
     task = ray.remote(_train_supernet_task).options(num_cpus=cpus, num_gpus=gpus)
     ray.get(task.remote(settings, recipe, out_dir))
     scores = oneshot.run_oneshot_stage(
-        study, settings.space, data=settings.data, recipe=recipe, out_dir=out_dir,
-        seed=settings.seed, data_root=settings.data_root, progress=False,
+        stage_study(study, "oneshot"), settings.space, data=settings.data, recipe=recipe,
+        out_dir=out_dir, seed=settings.seed, data_root=settings.data_root, progress=False,
     )
     front = oneshot.oneshot_front(scores)
     log(f"one-shot: scored {len(scores)} configurations; front of {len(front)}: "
@@ -304,14 +365,13 @@ def _train_supernet_task(settings: SearchSettings, recipe: Any, out_dir: Path) -
                    seed=settings.seed, resume=True, progress=False, data_root=settings.data_root)
 
 
-def _record_fidelity(study: optuna.Study, frame: pd.DataFrame) -> dict[str, float] | None:
-    """Kendall's tau between one-shot and proxy top-1 (with its count), stored in the study."""
-    from rhosearch.oneshot import oneshot_fidelity
-
-    tau, count = oneshot_fidelity(frame)
-    if count < 2:
+def _record_fidelity(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any] | None:
+    """Kendall's tau between one-shot and proxy top-1, with its interval and count, stored in
+    the study."""
+    tau = stage_agreement(frame, "oneshot", STAGE)
+    if tau.n < 2:
         return None
-    fidelity = {"tau": float(tau), "n": int(count)}
+    fidelity = {**tau.as_dict(), "text": tau.text()}
     study.set_user_attr("oneshot_proxy_kendall_tau", fidelity)
     return fidelity
 

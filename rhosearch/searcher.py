@@ -20,12 +20,13 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from ray.tune.search import Searcher
 
 from rhosearch.cost import CostModel
-from rhosearch.space import RhoConfig
+from rhosearch.space import RhoConfig, baseline_config
 from rhosearch.study import (
     config_from_params,
     pareto_front,
     record_attrs,
     space_distributions,
+    stage_study,
     study_dir,
     trials_done,
     trials_frame,
@@ -48,7 +49,8 @@ class StudySearcher(Searcher):
     `kill -9` exact.
     """
 
-    def __init__(self, study: optuna.Study, settings: SearchSettings, *, epochs: int) -> None:
+    def __init__(self, study: optuna.Study, settings: SearchSettings, *, epochs: int,
+                 n_val: int | None = None) -> None:
         super().__init__(metric="top1", mode="max")
         self.study = study
         self.settings = settings
@@ -57,6 +59,12 @@ class StudySearcher(Searcher):
         self.distributions = space_distributions(settings.space)
         self.cost = CostModel(settings.space.backbone, resolution=256, num_classes=1000)
         self.remaining = settings.trials - trials_done(study)
+        # The baseline's extra seeds (the noise floor) run first, recorded in their own study;
+        # they do not count against --trials. Seeds already measured are not run again.
+        self.noise_study = stage_study(study, "noise") if settings.noise_seeds else None
+        self.noise_pending = _noise_seeds_missing(self.noise_study, settings)
+        self.live_noise: dict[str, int] = {}
+        self.n_val = n_val
         self.live: dict[str, optuna.trial.Trial] = {}
         # Tune trial id -> rho, remembered here: a running trial's own record is not re-read.
         self.live_rho: dict[str, str] = {}
@@ -85,9 +93,20 @@ class StudySearcher(Searcher):
             return f"{cost.gmacs:.3f} GMACs > max_gmacs {self.space.max_gmacs:g}"
         return None
 
+    @property
+    def total(self) -> int:
+        """Trials Tune still has to start: search trials left plus noise seeds left."""
+        return self.remaining + len(self.noise_pending)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.noise_pending:
+            seed = self.noise_pending.pop(0)
+            self.live_noise[trial_id] = seed
+            baseline = baseline_config(self.space.backbone)
+            return {"rho": baseline.rho_text, "backbone": baseline.backbone, "number": seed,
+                    "seed": seed, "stage": "noise"}
         if self.remaining <= 0:
-            return self.FINISHED if not self.live else None
+            return self.FINISHED if not (self.live or self.live_noise) else None
         measured = self._measured()
         for _ in range(1000):
             trial = self.study.ask(self.distributions)
@@ -122,6 +141,9 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if trial_id in self.live_noise:
+            self._record_noise(self.live_noise.pop(trial_id), result or {}, error)
+            return
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
@@ -135,6 +157,7 @@ class StudySearcher(Searcher):
         attrs.update({k: priced[k] for k in ("params", "overhead_params", "overhead_pct",
                                              "gmacs")})
         attrs["trained"] = True
+        attrs["n_val"] = self.n_val
         status = result.get("status", "error" if error else "ok")
         epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
         attrs["epochs_done"] = epochs_done
@@ -162,6 +185,43 @@ class StudySearcher(Searcher):
                            f"{attrs['status']}" + (f" top1={values[0]:.2f}" if values else ""))
 
 
+    def _record_noise(self, seed: int, result: dict[str, Any], error: bool) -> None:
+        """Adds a finished baseline seed to the noise study (never seen by the sampler)."""
+        baseline = baseline_config(self.space.backbone)
+        cost = self.cost.price(baseline).as_dict()
+        attrs = {k: v for k, v in result.items()
+                 if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
+        attrs.update({**cost, **baseline.as_dict(), "stage": "noise", "seed": seed,
+                      "trained": True, "n_val": self.n_val})
+        epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
+        attrs["epochs_done"] = epochs_done
+        complete = (not error and result.get("top1") is not None
+                    and result.get("status", "ok") == "ok" and epochs_done >= self.epochs)
+        if complete:
+            attrs["status"] = "ok"
+            values = [float(attrs[name]) for name in self.settings.objectives]
+            trial = optuna.trial.create_trial(values=values, user_attrs=attrs)
+        else:
+            attrs["status"] = "failed" if error or "reason" in attrs else "stopped"
+            attrs.setdefault("reason", f"stopped after {epochs_done} of {self.epochs} epochs")
+            trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
+        self.noise_study.add_trial(trial)
+        if not self.settings.keep_checkpoints:
+            drop_checkpoints(trial_dir(self.settings, seed, baseline, stage="noise"))
+        self.events.append(f"noise floor: baseline seed {seed}: {attrs['status']}"
+                           + (f" top1={attrs['top1']:.2f}" if complete else ""))
+
+
+def _noise_seeds_missing(noise_study: optuna.Study | None, settings: SearchSettings) -> list[int]:
+    """The baseline seeds the noise floor still needs: search seed + 1 ... + noise_seeds."""
+    if noise_study is None:
+        return []
+    done = {t.user_attrs.get("seed") for t in noise_study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE,))}
+    wanted = range(settings.seed + 1, settings.seed + 1 + settings.noise_seeds)
+    return [seed for seed in wanted if seed not in done]
+
+
 # What Tune adds to every result; everything else a trial reports is recorded in the study.
 _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
                                       "epoch"}
@@ -182,11 +242,15 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
              "started_at": time.time()}
     torch.set_num_threads(max(1, int(given["cpus"])))
     rho = RhoConfig.parse(config["rho"], backbone=config["backbone"])
-    out_dir = trial_dir(settings, config["number"], rho)
+    stage = config.get("stage", STAGE)
+    # Common random numbers: every trial with seed s shares the baseline's data order and trunk
+    # initialisation with seed s, so differences against it are paired.
+    seed = config.get("seed", settings.seed)
+    out_dir = trial_dir(settings, config["number"], rho, stage=stage)
     try:
         recipe = load_recipe(settings.recipe, settings.recipe_overrides)
         result = train_config(
-            rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
+            rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=seed,
             data_root=settings.data_root, download=settings.download, progress=False,
             # Every epoch's report carries what the record needs: ASHA may stop the trial
             # (or max_t end it) at any of them, and Tune keeps the last one.
@@ -203,8 +267,13 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
     tune.report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
 
 
-def trial_dir(settings: SearchSettings, number: int, config: RhoConfig) -> Path:
-    """A proxy trial's folder: `reports/<study>/trials/<number>_<key>/`."""
+def trial_dir(settings: SearchSettings, number: int, config: RhoConfig, *,
+              stage: str = STAGE) -> Path:
+    """A proxy trial's folder, `reports/<study>/trials/<number>_<key>/`, or a noise-floor
+    run's, `reports/<study>/noise/seed<seed>_<key>/`."""
+    if stage == "noise":
+        folder = study_dir(settings.study, settings.reports_dir) / "noise"
+        return folder / f"seed{number:03d}_{config.key}"
     folder = study_dir(settings.study, settings.reports_dir) / "trials"
     return folder / f"{number:04d}_{config.key}"
 

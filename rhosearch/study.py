@@ -1,8 +1,16 @@
 """The record of a search: an Optuna study, its storage, and the table of its trials.
 
-Every stage (one-shot, proxy, full) writes into the same study; each trial's user attrs say
-which stage measured it and what it measured, so `optuna.load_study` in any other process sees
-the whole search. Objective values are `[top1, overhead_params]` (+ `gmacs` when asked).
+A search is one Optuna study (`<study>`: the proxy and full stages, what the sampler learns
+from) and two companion studies in the same storage that the sampler must not learn from:
+`<study>::oneshot` (one-shot scores: cheap and much noisier than a proxy measurement, so they
+would drown TPE/GP's history) and `<study>::noise` (the baseline retrained with other seeds:
+repeated measurements of one configuration). Each trial's user attrs say which stage measured
+it and what it measured; `trials_frame` reads all three, so `optuna.load_study` in any other
+process sees the whole search. Objective values are `[top1, overhead_params]` (+ `gmacs`).
+
+Every top-1 travels with its uncertainty: `trials_frame` adds each trained result's 95 %
+interval (Wilson's from the validation-set size `n_val`, widened by the stage's measured seed
+spread) and whether it differs from the baseline beyond that noise (`vs_baseline`).
 
 Storage: a SQLite file `reports/<study>/study.db` by default, or any Optuna storage URL. Only
 the search driver process writes to it (Ray workers report to the driver, which tells Optuna),
@@ -19,7 +27,8 @@ import optuna
 import pandas as pd
 
 from rhosearch.errors import RhoSearchError
-from rhosearch.space import RhoConfig, SearchSpace
+from rhosearch.space import RhoConfig, SearchSpace, baseline_config
+from rhosearch.stats import Tau, kendall_tau, significance, top1_interval
 
 __all__ = [
     "TRIAL_COLUMNS",
@@ -34,22 +43,31 @@ __all__ = [
     "pareto_front",
     "trials_done",
     "STAGES",
+    "stage_study",
+    "stage_noise",
+    "noise_floor",
+    "stage_agreement",
     "space_distributions",
     "params_of",
     "config_from_params",
 ]
 
-# The stages that write trials, in the order a search runs them.
-STAGES = ("oneshot", "proxy", "full")
+# The stages that write trials, in the order a search runs them ("noise": the baseline's extra
+# seeds, measured beside the proxy stage).
+STAGES = ("oneshot", "noise", "proxy", "full")
+# Stages kept in their own study, out of the sampler's history (see the module docstring).
+COMPANION_STAGES = ("oneshot", "noise")
 
 OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize"}
 
 # One row per trial in `trials.csv` and in what reports read.
 TRIAL_COLUMNS = [
     "number", "stage", "state", "name", "backbone", "rho", "classifier_channels", "params",
-    "overhead_params", "overhead_pct", "gmacs", "top1", "top5", "epochs_done", "wall_s",
-    "status", "reason",
+    "overhead_params", "overhead_pct", "gmacs", "top1", "top1_lo", "top1_hi", "vs_baseline",
+    "n_val", "seed", "top5", "epochs_done", "wall_s", "status", "reason",
 ]
+# Computed by `trials_frame` from the record, not stored per trial.
+_DERIVED = ("top1_lo", "top1_hi", "vs_baseline")
 
 
 def study_dir(study_name: str, reports_dir: Path | str = "reports") -> Path:
@@ -119,16 +137,96 @@ def record_attrs(study: optuna.Study, trial: optuna.Trial | int, attrs: dict[str
         trial.set_user_attr(key, value.item() if hasattr(value, "item") else value)
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """Every trial of every stage as one row with `TRIAL_COLUMNS` (missing values as NA)."""
+def stage_study(study: optuna.Study, stage: str, *, create: bool = True) -> optuna.Study | None:
+    """The companion study of `stage` ("oneshot" or "noise") beside `study`, in its storage."""
+    if stage not in COMPANION_STAGES:
+        raise ValueError(f"{stage!r} trials live in the main study")
+    name = f"{study.study_name}::{stage}"
+    if not create:
+        try:
+            return optuna.load_study(study_name=name, storage=study._storage)
+        except KeyError:
+            return None
+    return optuna.create_study(study_name=name, storage=study._storage,
+                               directions=study.directions, load_if_exists=True)
+
+
+def _frame_rows(study: optuna.Study, n_val: int | None) -> list[dict[str, Any]]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        row = {column: attrs.get(column) for column in TRIAL_COLUMNS}
+        row = {column: attrs.get(column) for column in TRIAL_COLUMNS if column not in _DERIVED}
         row["number"] = trial.number
         row["state"] = trial.state.name
+        if row["n_val"] is None and row["top1"] is not None:
+            row["n_val"] = n_val
         rows.append(row)
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    return rows
+
+
+def stage_noise(frame: pd.DataFrame, stage: str) -> dict[str, Any] | None:
+    """The baseline's measurements in one stage: its mean top-1 and, with two or more seeds,
+    their spread (std, points). The proxy stage's baseline runs include the "noise" stage's."""
+    stages = [stage, "noise"] if stage == "proxy" else [stage]
+    done = frame[frame["stage"].isin(stages) & (frame["state"] == "COMPLETE")
+                 & frame["top1"].notna()]
+    baselines = {baseline_config(b).rho_text for b in done["backbone"].dropna().unique()}
+    runs = done[done["rho"].isin(baselines)]
+    if runs.empty:
+        return None
+    values = runs["top1"].astype(float)
+    return {"mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "seeds": sorted(int(s) for s in runs["seed"].dropna()),
+            "top1": [round(float(v), 4) for v in values],
+            "n_val": int(runs["n_val"].dropna().iloc[0]) if runs["n_val"].notna().any() else None}
+
+
+def stage_agreement(frame: pd.DataFrame, stage_a: str, stage_b: str) -> Tau:
+    """Kendall's tau (with its bootstrap interval) between two stages' top-1 over the
+    configurations (`rho`) both measured: the one way rhosearch pairs trials across stages
+    (first COMPLETE measurement of each rho per stage)."""
+    done = frame[(frame["state"] == "COMPLETE") & frame["top1"].notna()]
+    first = [done[done["stage"] == stage].drop_duplicates("rho").set_index("rho")["top1"]
+             for stage in (stage_a, stage_b)]
+    both = pd.concat(first, axis=1, join="inner", keys=["a", "b"]).astype(float)
+    return kendall_tau(both["a"].tolist(), both["b"].tolist())
+
+
+def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
+    """The proxy stage's noise floor as recorded by the search (study user attr)."""
+    return study.user_attrs.get("noise_floor")
+
+
+def _add_uncertainty(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds `top1_lo`, `top1_hi` (95 %) and `vs_baseline` to every row with a top-1."""
+    for stage in frame["stage"].dropna().unique():
+        rows = frame["stage"] == stage
+        noise = stage_noise(frame, "proxy" if stage == "noise" else stage)
+        seed_std = noise["std"] if noise and stage != "oneshot" else None
+        baseline = noise["mean"] if noise else None
+        for index in frame.index[rows & frame["top1"].notna() & frame["n_val"].notna()]:
+            top1 = float(frame.at[index, "top1"])
+            lo, hi = top1_interval(top1, int(frame.at[index, "n_val"]), seed_std=seed_std)
+            frame.at[index, "top1_lo"], frame.at[index, "top1_hi"] = round(lo, 3), round(hi, 3)
+            if stage != "noise" and frame.at[index, "state"] == "COMPLETE":
+                frame.at[index, "vs_baseline"] = significance(top1, lo=lo, hi=hi,
+                                                              baseline=baseline)
+    return frame
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """Every trial of every stage (the study and its companions) as one row with
+    `TRIAL_COLUMNS`: missing values as NA, each top-1 with its interval and significance."""
+    n_val = study.user_attrs.get("n_val")
+    rows = _frame_rows(study, n_val)
+    for stage in COMPANION_STAGES:
+        companion = stage_study(study, stage, create=False)
+        if companion is not None:
+            rows += _frame_rows(companion, n_val)
+    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).astype(
+        {"top1_lo": float, "top1_hi": float, "vs_baseline": object})
+    return _add_uncertainty(frame)
 
 
 def dominated(top1: pd.Series, cost: pd.Series) -> pd.Series:

@@ -53,7 +53,8 @@ def _space(**rho):
 
 def _settings(tmp_path, **kwargs):
     defaults = dict(study="t", space=_space(), trials=4, budget=Budget(cpus=2),
-                    recipe_overrides=dict(TINY), reports_dir=tmp_path, progress=False)
+                    recipe_overrides=dict(TINY), reports_dir=tmp_path, progress=False,
+                    noise_seeds=0)
     return SearchSettings(**{**defaults, **kwargs})
 
 
@@ -225,3 +226,49 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
     assert "--resume" in stderr and "Traceback" not in stderr
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{tmp_path / 'k' / 'study.db'}")
     assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
+
+
+def test_noise_seeds_are_recorded_apart_and_not_counted_as_search_trials(tmp_path):
+    lines = []
+    outcome = run_search(_settings(tmp_path, trials=2, noise_seeds=2), trial_fn=_instant,
+                         log=lines.append)
+    trials = outcome["trials"]
+    noise = trials[trials["stage"] == "noise"]
+    assert sorted(noise["seed"]) == [1, 2] and (noise["state"] == "COMPLETE").all()
+    assert (noise["rho"] == "0,0,0,0,4").all()
+    proxy = trials[trials["stage"] == "proxy"]
+    assert (proxy["status"] == "ok").sum() == 2  # --trials 2 trained, the seeds on top
+    storage = f"sqlite:///{tmp_path / 't' / 'study.db'}"
+    search = optuna.load_study(study_name="t", storage=storage)
+    assert {t.user_attrs["stage"] for t in search.get_trials()} == {"proxy"}
+    assert len(optuna.load_study(study_name="t::noise", storage=storage).get_trials()) == 2
+    # The XXS space holds no baseline proxy trial: the floor is the two noise seeds'
+    # top-1, which `_instant` sets to the seed.
+    assert outcome["noise"]["top1"] == [1.0, 2.0]
+    assert outcome["noise"]["std"] == pytest.approx(0.7071, abs=1e-4)
+    assert search.user_attrs["noise_floor"]["std"] == pytest.approx(0.7071, abs=1e-4)
+    assert "beyond noise" in outcome["verdict"] or "No configuration" in outcome["verdict"]
+    # A resumed search does not measure the floor again.
+    again = run_search(_settings(tmp_path, trials=2, noise_seeds=2, resume=True),
+                       trial_fn=_instant, log=lines.append)
+    assert (again["trials"]["stage"] == "noise").sum() == 2
+
+
+def test_bad_noise_seeds_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(RhoSearchError, match="--noise-seeds -1"):
+        run_search(_settings(tmp_path, noise_seeds=-1), log=lambda line: None)
+    assert not (tmp_path / "t").exists()
+
+
+def test_oneshot_scores_stay_out_of_the_samplers_history(tmp_path):
+    space = _space(rho_3=[0, 1], rho_4=[0, 1], rho_5=[4])
+    outcome = run_search(_settings(tmp_path, space=space, stage="oneshot"),
+                         log=lambda line: None)
+    storage = f"sqlite:///{tmp_path / 't' / 'study.db'}"
+    search = optuna.load_study(study_name="t", storage=storage)
+    assert search.get_trials() == []  # what NSGA-II/TPE/GP learn from holds no one-shot score
+    scored = optuna.load_study(study_name="t::oneshot", storage=storage).get_trials()
+    assert len(scored) == 4
+    frame = outcome["trials"]
+    oneshot = frame[frame["stage"] == "oneshot"]
+    assert len(oneshot) == 4 and oneshot[["top1", "top1_lo", "top1_hi"]].notna().all().all()
