@@ -187,53 +187,82 @@ def fashion_mnist_files(root: Path | str | None = None) -> Path:
     (`<cache>/FashionMNIST/raw/`); returns the cache root to hand to torchvision.
 
     Each file may be gzipped (as Debian ships them: recompressed, so torchvision's MD5s of the
-    upstream .gz files do not apply; gzip's CRC and the IDX header and size are checked) or
-    already unpacked. Hand-written because torchvision only checks that the unpacked files are
-    present: a truncated one would fail deep inside a training run instead of here, named.
+    upstream .gz files do not apply; gzip's CRC is checked) or already unpacked; either way its
+    IDX header must match its length, and images and labels their counts. Hand-written because
+    torchvision only checks that the unpacked files are present: a truncated one would fail
+    deep inside a training run instead of here, named.
     """
-    import gzip
     import hashlib
-    import zlib
 
     from torchvision.datasets import FashionMNIST
 
     source = Path(root or FASHION_MNIST_DIR).expanduser()
-    missing_hint = ("install Debian's dataset-fashion-mnist package (apt-get install "
-                    "dataset-fashion-mnist) or point --data-root at a folder holding the files")
     if not source.is_dir():
-        raise RhoSearchError(f"fashion-mnist not found: {source} is not a folder; {missing_hint}")
-    key = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+        raise RhoSearchError(f"fashion-mnist not found: {source} is not a folder; "
+                             f"{_FASHION_MNIST_HINT}")
+    files = {gz.removesuffix(".gz"): _idx_source(source, gz) for gz, _ in FashionMNIST.resources}
+    # The cache is keyed by the files' paths, sizes and times: a changed source is re-checked.
+    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                     for p in files.values())
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
-        f"rhosearch/fashion-mnist-{key}")
+        f"rhosearch/fashion-mnist-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}")
     raw = cache_root / "FashionMNIST" / "raw"
-    for gz_name, _ in FashionMNIST.resources:
-        name = gz_name.removesuffix(".gz")
-        count = 60000 if name.startswith("train") else 10000
-        size = 16 + count * 28 * 28 if "images" in name else 8 + count
-        target = raw / name
-        if target.is_file() and target.stat().st_size == size:
-            continue
-        if (source / gz_name).is_file():
-            try:  # gzip checks its CRC: a truncated or damaged file fails here
-                content = gzip.decompress((source / gz_name).read_bytes())
-            except (OSError, EOFError, zlib.error) as exc:
-                raise RhoSearchError(
-                    f"fashion-mnist file {source / gz_name} is truncated or corrupted ({exc}); "
-                    "reinstall dataset-fashion-mnist") from None
-        elif (source / name).is_file():
-            content = (source / name).read_bytes()
-        else:
-            raise RhoSearchError(f"fashion-mnist file {gz_name} (or {name}) is missing from "
-                                 f"{source}; {missing_hint}")
-        magic = 2051 if "images" in name else 2049  # the IDX headers of images and labels
-        if len(content) != size or int.from_bytes(content[:4], "big") != magic:
-            raise RhoSearchError(f"fashion-mnist file {name} from {source} holds {len(content)} "
-                                 f"bytes, not {size}: it is truncated or not Fashion-MNIST")
-        raw.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.part")  # workers may unpack at once
-        partial.write_bytes(content)
-        os.replace(partial, target)
+    if all((raw / name).is_file() for name in files):
+        return cache_root
+    counts = {name: _idx_count(name, _read_maybe_gzip(path)) for name, path in files.items()}
+    for split in ("train", "t10k"):
+        images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
+        if images != labels:
+            raise RhoSearchError(f"fashion-mnist in {source}: {split} has {images} images but "
+                                 f"{labels} labels; the files do not belong together")
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():
+        partial = raw / f"{name}.{os.getpid()}.part"  # workers may unpack at once
+        partial.write_bytes(_read_maybe_gzip(path))
+        os.replace(partial, raw / name)
     return cache_root
+
+
+_FASHION_MNIST_HINT = ("install Debian's dataset-fashion-mnist package (apt-get install "
+                       "dataset-fashion-mnist) or point --data-root at a folder holding its four "
+                       "IDX files")
+
+
+def _idx_source(source: Path, gz_name: str) -> Path:
+    for path in (source / gz_name, source / gz_name.removesuffix(".gz")):
+        if path.is_file():
+            return path
+    raise RhoSearchError(f"fashion-mnist file {gz_name} is missing from {source}; "
+                         f"{_FASHION_MNIST_HINT}")
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    import gzip
+    import zlib
+
+    content = path.read_bytes()
+    if path.suffix != ".gz":
+        return content
+    try:  # gzip checks its CRC and length: a truncated or damaged file fails here
+        return gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise RhoSearchError(f"fashion-mnist file {path} is truncated or corrupted ({exc}); "
+                             "reinstall dataset-fashion-mnist") from None
+
+
+def _idx_count(name: str, content: bytes) -> int:
+    """The item count of an IDX file whose header agrees with its length (else an error)."""
+    images = "images" in name
+    header = 16 if images else 8
+    fields = [int.from_bytes(content[i:i + 4], "big") for i in range(0, min(header,
+                                                                            len(content)), 4)]
+    magic, shape = (2051, (28, 28)) if images else (2049, ())
+    ok = (len(fields) == header // 4 and fields[0] == magic and tuple(fields[2:]) == shape
+          and len(content) == header + fields[1] * (784 if images else 1))
+    if not ok:
+        raise RhoSearchError(f"fashion-mnist file {name} ({len(content)} bytes) is truncated "
+                             "or not a Fashion-MNIST IDX file; reinstall dataset-fashion-mnist")
+    return fields[1]
 
 
 def _fashion_mnist(root: Path | None) -> tuple[Dataset, Dataset]:

@@ -197,3 +197,87 @@ def test_loader_batches_come_at_their_resolution():
                                                           sampler.plan(), strict=True):
         assert images.shape == (batch_size, 3, resolution, resolution)
         assert labels.shape == (batch_size,)
+
+
+def write_fashion_mnist(root: Path, *, train: int = 30, test: int = 20, gz: bool = True) -> Path:
+    """The four IDX files (Debian ships them gzipped) with `train`/`test` random 28x28 images."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train), ("t10k", test)):
+        pixels = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        files = {
+            f"{split}-images-idx3-ubyte": (2051).to_bytes(4, "big") + count.to_bytes(4, "big")
+            + (28).to_bytes(4, "big") * 2 + pixels.tobytes(),
+            f"{split}-labels-idx1-ubyte": (2049).to_bytes(4, "big") + count.to_bytes(4, "big")
+            + labels.tobytes(),
+        }
+        for name, content in files.items():
+            if gz:
+                (root / f"{name}.gz").write_bytes(gzip.compress(content))
+            else:
+                (root / name).write_bytes(content)
+    return root
+
+
+@pytest.fixture
+def fmnist_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_from_an_idx_folder(fmnist_cache, gz):
+    root = write_fashion_mnist(fmnist_cache / "fm", gz=gz)
+    train, val = build_datasets("fashion-mnist", resolution=32, root=root)
+    assert (len(train), len(val)) == (30, 20)
+    image, label = val[3]
+    assert image.shape == (3, 32, 32) and label == 3
+    assert dataset_info("fashion-mnist") == 10
+    # Fixed stratified subsets: two of each class, the same whatever the training seed.
+    a, b = (build_datasets("fashion-mnist", resolution=32, root=root, val_subset=10, seed=s)[1]
+            for s in (0, 1))
+    assert [a[i][1] for i in range(10)] == [b[i][1] for i in range(10)]
+    assert Counter(a[i][1] for i in range(10)) == {k: 1 for k in range(10)}
+
+
+def test_fashion_mnist_missing_names_the_package(fmnist_cache):
+    with pytest.raises(RhoSearchError, match="apt-get install dataset-fashion-mnist"):
+        build_datasets("fashion-mnist", resolution=32, root=fmnist_cache / "nowhere")
+    root = write_fashion_mnist(fmnist_cache / "fm")
+    (root / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(RhoSearchError, match="t10k-labels-idx1-ubyte.gz is missing"):
+        build_datasets("fashion-mnist", resolution=32, root=root)
+
+
+def test_fashion_mnist_truncated_files_are_named(fmnist_cache):
+    root = write_fashion_mnist(fmnist_cache / "gz")
+    gz = root / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-40])
+    with pytest.raises(RhoSearchError, match="train-images-idx3-ubyte.gz is truncated"):
+        build_datasets("fashion-mnist", resolution=32, root=root)
+    raw = write_fashion_mnist(fmnist_cache / "raw", gz=False)
+    images = raw / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-784])
+    with pytest.raises(RhoSearchError, match="t10k-images-idx3-ubyte .* truncated"):
+        build_datasets("fashion-mnist", resolution=32, root=raw)
+    assert not list((fmnist_cache / "cache").rglob("*-ubyte"))  # nothing half-checked cached
+
+
+@pytest.mark.parametrize("command", [["search", "--trials", "1"],
+                                     ["train", "--preset", "baseline"]])
+def test_cli_refuses_missing_fashion_mnist_in_one_line(fmnist_cache, capsys, command):
+    from rhosearch import cli
+
+    root = write_fashion_mnist(fmnist_cache / "fm")
+    (root / "train-labels-idx1-ubyte.gz").unlink()
+    reports = fmnist_cache / "reports"
+    where = (["--out", str(fmnist_cache / "run")] if command[0] == "train"
+             else ["--reports-dir", str(reports)])
+    code = cli.main([*command, "--data", "fashion-mnist", "--data-root", str(root), *where])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "train-labels-idx1-ubyte.gz is missing" in err
+    assert not reports.exists() and not (fmnist_cache / "run").exists()
