@@ -12,12 +12,15 @@ what the caller adds, e.g. the top-1 it validated at), so `load_model` rebuilds 
 the file alone. The keys are `ExMobileViT.state_dict()`'s, which is also what timm's
 `pretrained_cfg_overlay=dict(file=...)` path loads for the registered paper presets.
 
-`export_onnx` uses the TorchScript-based exporter by default (`dynamo=False`). Both exporters
-handle MobileViT's unfold/attention/fold with a dynamic batch axis on torch 2.14 and both match
-onnxruntime to ~2e-7, but the dynamo one takes 13-18 s even for a 32 px XXS model (vs ~1-10 s)
-and prints its progress; pass `dynamo=True` (`--dynamo`) for it. Every export is checked:
-onnxruntime and PyTorch run the same random batch, and a max abs difference above `atol` is an
-error (the file is removed), never a warning.
+`export_onnx` follows the weights: `rhosearch export` exports at the resolution a file was
+trained at (its `resolution` metadata; `--resolution` overrides it), and the ONNX graph takes a
+dynamic batch and a dynamic height and width wherever one graph can serve them: every multiple
+of `size_multiple` (64 for a model with all five blocks), the sizes at which timm's MobileViT
+blocks need no resizing. That takes the `torch.export`-based exporter (~15-30 s on a CPU); the
+TorchScript one records MobileViT's patch counts as constants, so `--static-size` uses it (a
+few seconds) with the size fixed. Every export is checked: onnxruntime and PyTorch run the same
+random batches (two sizes and two batch sizes when dynamic), and a max abs difference above
+`atol` is an error (the file is removed), never a warning.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from rhosearch.model import ExMobileViT, create_model
 from rhosearch.space import RhoConfig
 
 __all__ = [
-    "OnnxExport", "export_onnx", "load_model", "read_metadata", "save_weights", "timm_name",
+    "OnnxExport", "export_onnx", "load_model", "read_metadata", "save_weights", "size_multiple",
+    "timm_name", "weights_resolution",
 ]
 
 ONNX_ATOL = 1e-4
@@ -103,11 +107,35 @@ def timm_name(config: RhoConfig) -> str | None:
     return config.timm_name
 
 
+def weights_resolution(path: Path | str) -> int | None:
+    """The input size a weights file was trained at (its `resolution` metadata), or None."""
+    value = read_metadata(path).get("resolution")
+    try:
+        resolution = json.loads(value) if value is not None else None
+    except json.JSONDecodeError:
+        return None
+    return int(resolution) if isinstance(resolution, (int, float)) and resolution > 0 else None
+
+
+def size_multiple(config: RhoConfig) -> int:
+    """The input sizes one exported graph serves: multiples of this.
+
+    timm's MobileViT block (blocks 3-5, at strides 8, 16, 32) cuts its feature map into 2x2
+    patches and, for an odd size, resizes it first, choosing in Python; an exported graph keeps
+    one choice. Sizes whose feature maps are even at every block the model builds need no
+    resizing: multiples of 2 x the deepest block's stride. A model without MobileViT blocks
+    (depth <= 2) is convolutions only and takes any size.
+    """
+    return 2 ** (config.depth + 1) if config.depth >= 3 else 1
+
+
 class OnnxExport(NamedTuple):
     path: Path
     max_abs_diff: float
     input_shape: tuple[int, ...]
     exporter: str
+    input_spec: str  # e.g. "batch x 3 x H x W (H, W multiples of 64)" or "batch x 3 x 64 x 64"
+    checked_shapes: tuple[tuple[int, ...], ...]  # every batch onnxruntime and PyTorch compared
 
 
 def _onnx_outputs(path: Path, images: torch.Tensor) -> torch.Tensor:
@@ -118,44 +146,84 @@ def _onnx_outputs(path: Path, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {name: images.numpy()})[0])
 
 
+def _add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
 def export_onnx(
     model: ExMobileViT, path: Path | str, *, resolution: int = 256, batch_size: int = 2,
-    atol: float = ONNX_ATOL, seed: int = 0, opset: int = 18, dynamo: bool = False,
+    atol: float = ONNX_ATOL, seed: int = 0, opset: int = 18, dynamic_size: bool = True,
 ) -> OnnxExport:
-    """Exports `model` to ONNX (dynamic batch axis) and checks onnxruntime agrees with PyTorch.
+    """Exports `model` to ONNX and checks onnxruntime agrees with PyTorch.
+
+    The batch axis is always dynamic. With `dynamic_size` (default) height and width are too,
+    for every multiple of `size_multiple(config)`: that needs the `torch.export`-based
+    exporter (~15-30 s), since the TorchScript one records MobileViT's patch counts as
+    constants. Without it the fast TorchScript exporter fixes the size at `resolution` (any
+    size then works, odd feature maps included).
 
     Args:
         model: the model to export (put in eval mode; moved to CPU).
         path: the `.onnx` file to write.
-        resolution: input height and width.
+        resolution: the example input's height and width (a multiple of `size_multiple` when
+            `dynamic_size`); dynamic exports are also checked at `resolution + multiple`.
         batch_size: rows of the random parity batch (>1 exercises the dynamic batch axis).
         atol: the largest max abs difference accepted between the two runtimes' logits.
-        dynamo: use the `torch.export`-based exporter instead of the TorchScript one.
+        dynamic_size: dynamic height and width (else fixed at `resolution`).
 
     Raises:
-        RhoSearchError: when the outputs differ by more than `atol` (the file is removed).
+        RhoSearchError: a size the graph cannot serve, or outputs that differ by more than
+            `atol` (the file is removed).
     """
     path = Path(path)
+    multiple = size_multiple(model.config)
+    if dynamic_size and resolution % multiple:
+        raise RhoSearchError(
+            f"resolution {resolution} is not a multiple of {multiple}, the sizes this model's "
+            f"MobileViT blocks take without resizing; use a multiple (e.g. "
+            f"{max(multiple, round(resolution / multiple) * multiple)}) or --static-size")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
-    example = torch.rand(1, 3, resolution, resolution)
-    images = torch.rand(batch_size, 3, resolution, resolution,
-                        generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [resolution, resolution + multiple] if dynamic_size else [resolution]
+    batches = [torch.rand(batch_size + i, 3, size, size, generator=generator)
+               for i, size in enumerate(sizes)]
     names = dict(input_names=["images"], output_names=["logits"], opset_version=opset)
-    if dynamo:
-        batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(model, (example,), str(path), dynamo=True, verbose=False,
-                          dynamic_shapes=({0: batch},), **names)
+    if dynamic_size:
+        dynamic = torch.export.Dim.DYNAMIC
+        torch.onnx.export(model, (batches[0],), str(path), dynamo=True, verbose=False,
+                          dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},), **names)
+        spec = f"batch x 3 x H x W (H, W: multiples of {multiple})"
     else:
         with warnings.catch_warnings():  # timm's shape checks are constants for a fixed size
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(model, (example,), str(path), dynamo=False, **names,
+            torch.onnx.export(model, (batches[0],), str(path), dynamo=False, **names,
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-    with torch.no_grad():
-        expected = model(images)
-    diff = float((_onnx_outputs(path, images) - expected).abs().max())
-    if not diff <= atol:  # also catches NaN
-        path.unlink(missing_ok=True)
-        raise RhoSearchError(f"ONNX output differs from PyTorch by {diff:.3g} (> {atol:g}) at "
-                             f"{resolution}px; {path} was removed")
-    return OnnxExport(path, diff, tuple(images.shape), "dynamo" if dynamo else "torchscript")
+        spec = f"batch x 3 x {resolution} x {resolution}"
+    diff = 0.0
+    for images in batches:
+        with torch.no_grad():
+            expected = model(images)
+        try:
+            got = _onnx_outputs(path, images)
+        except Exception as exc:  # onnxruntime raises its own types; the graph cannot serve it
+            path.unlink(missing_ok=True)
+            first = str(exc).splitlines()[0][:200]
+            raise RhoSearchError(f"the ONNX graph fails on a {tuple(images.shape)} input "
+                                 f"({first}); {path} was removed; try --static-size") from None
+        diff = max(diff, float((got - expected).abs().max()))
+        if not diff <= atol:  # also catches NaN
+            path.unlink(missing_ok=True)
+            raise RhoSearchError(f"ONNX output differs from PyTorch by {diff:.3g} (> {atol:g}) "
+                                 f"at {images.shape[-1]}px; {path} was removed")
+    _add_onnx_metadata(path, {
+        "rhosearch.backbone": model.config.backbone, "rhosearch.rho": model.config.rho_text,
+        "rhosearch.resolution": str(resolution), "rhosearch.input": spec})
+    return OnnxExport(path, diff, tuple(batches[0].shape), "dynamo" if dynamic_size
+                      else "torchscript", spec, tuple(tuple(b.shape) for b in batches))

@@ -499,7 +499,7 @@ def train_finalists(settings: FinalistSettings, *,
         + (f" + {resources['gpu']:g} GPU" if resources["gpu"] else "") + " each")
 
     started, rows = time.time(), []
-    started_ray = start_ray(settings.budget, address=settings.address)
+    started_ray = start_ray(settings.budget, address=settings.address, log_to_driver=True)
     try:
         for config, reason, result in _run_all(picks, settings, data, resources, folder):
             out_dir = folder / "finalists" / config.key

@@ -1,20 +1,48 @@
-"""Printing tables for people (rich) and for programs (csv, json)."""
+"""Printing tables for people (rich) and for programs (csv, json); sizes of what a run leaves."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
-__all__ = ["print_frame"]
+__all__ = ["INTEGER_COLUMNS", "folder_size", "human_size", "print_frame", "write_csv"]
+
+# Counts and identifiers: written as integers even when a missing value made pandas store them
+# as floats (`640.0`). Measurements such as top-1 stay floats even when they happen to be whole.
+INTEGER_COLUMNS = {
+    "number", "trial", "params", "overhead_params", "classifier_channels", "epochs_done",
+    "epoch", "steps", "n", "n_val", "seed", "seeds", "workers", "configs", "paper_params",
+    "paper_diff",
+}
+
+
+def _integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its whole-valued float counts (`INTEGER_COLUMNS`, `trial_*`) as Int64."""
+    columns = {}
+    for column in frame.columns:
+        name = str(column)
+        if name not in INTEGER_COLUMNS and not name.startswith("trial_"):
+            continue
+        values = frame[column]
+        if values.dtype.kind != "f":
+            continue
+        present = values.dropna()
+        if (present == present.round()).all():
+            columns[column] = "Int64"
+    return frame.astype(columns) if columns else frame
+
+
+def write_csv(frame: pd.DataFrame, path: Path | str | IO[str]) -> None:
+    """Writes `frame` as CSV without its index, counts as integers (see `INTEGER_COLUMNS`)."""
+    _integers(frame).to_csv(path, index=False)
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
         return "-"
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
@@ -27,23 +55,46 @@ def print_frame(
     frame: pd.DataFrame, *, fmt: str = "table", notes: list[str] | None = None,
     title: str | None = None,
 ) -> None:
-    """Prints a table as a rich table (notes beneath, on stderr for csv/json), CSV or JSON."""
+    """Prints a table as a rich table (notes beneath, on stderr for csv/json), CSV or JSON.
+
+    The rich table is never squeezed: the console is made as wide as the table needs, so no
+    header or cell is cut to `…` (a narrow terminal wraps the lines instead).
+    """
     if fmt == "csv":
-        frame.to_csv(sys.stdout, index=False)
+        write_csv(frame, sys.stdout)
     elif fmt == "json":
-        records = json.loads(frame.to_json(orient="records"))
+        records = json.loads(_integers(frame).to_json(orient="records"))
         print(json.dumps(records, indent=2))
     else:
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table(title=title)
+        frame = _integers(frame)
         for column in frame.columns:
-            numeric = frame[column].dtype.kind in "if"
-            table.add_column(str(column), justify="right" if numeric else "left")
+            numeric = frame[column].dtype.kind in "ifu" or str(frame[column].dtype) == "Int64"
+            table.add_column(str(column), justify="right" if numeric else "left", no_wrap=True)
         for row in frame.itertuples(index=False):
             table.add_row(*(_cell(v) for v in row))
-        console = Console(width=max(Console().width, 160))
+        needed = Console(width=100_000).measure(table).maximum
+        console = Console(width=max(Console().width, needed))
         console.print(table)
         for note in notes or []:
             console.print(f"[dim]{note}[/dim]")
         return
     for note in notes or []:
         print(note, file=sys.stderr)
+
+
+def folder_size(path: Path | str) -> int:
+    """Bytes held by the files under `path` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def human_size(size: float) -> str:
+    """`48.2 MB`, `1.1 GB` (decimal units, as `du --si` prints them)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 
-import ray
+# Read once when Ray is imported, so set before it: Ray's driver otherwise folds repeated worker
+# lines ("[repeated 3x across cluster]"), hiding finalists' per-epoch lines, and colours each
+# line's prefix, which leaves ANSI codes in redirected output. `rhosearch.cli` sets them first.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+if not sys.stdout.isatty():
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+import ray  # noqa: E402
 
 from rhosearch.errors import RhoSearchError
 
@@ -73,15 +81,16 @@ def check_local_gpus(budget: Budget, *, address: str | None = None) -> None:
                              f"has {have_gpus}; lower --budget (e.g. --budget 2cpus)")
 
 
-def start_ray(budget: Budget, *, address: str | None = None) -> bool:
+def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool = False) -> bool:
     """Starts a local Ray holding exactly the budget (or joins `address`); True if it did.
 
-    Worker output is not forwarded to the driver: rhosearch prints its own progress lines.
+    Worker output is forwarded to the driver only with `log_to_driver` (finalists print their
+    epochs); the search prints its own progress lines.
     """
     if ray.is_initialized():  # a caller (e.g. a test declaring logical GPUs) owns Ray
         return False
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
         have = ray.cluster_resources().get("GPU", 0)
         if budget.gpus > have:
             ray.shutdown()
@@ -91,7 +100,7 @@ def start_ray(budget: Budget, *, address: str | None = None) -> bool:
     check_local_gpus(budget)
     cpus = budget.cpus or float(os.cpu_count() or 1)
     ray.init(num_cpus=cpus, num_gpus=budget.gpus, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+             log_to_driver=log_to_driver, configure_logging=False)
     return True
 
 

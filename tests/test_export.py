@@ -7,7 +7,16 @@ import timm
 import torch
 
 from rhosearch.errors import RhoSearchError
-from rhosearch.export import export_onnx, load_model, read_metadata, save_weights, timm_name
+from rhosearch.export import (
+    _onnx_outputs,
+    export_onnx,
+    load_model,
+    read_metadata,
+    save_weights,
+    size_multiple,
+    timm_name,
+    weights_resolution,
+)
 from rhosearch.model import create_model
 from rhosearch.space import RhoConfig, get_preset, parse_rho
 
@@ -66,28 +75,66 @@ def test_foreign_or_missing_weights_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.parametrize("backbone", ["mobilevit_xxs", "mobilevit_s"])
-def test_onnx_export_matches_pytorch(tmp_path, backbone):
+def test_static_size_onnx_export_matches_pytorch(tmp_path, backbone):
     model = _trained_like(parse_rho("1/3,1/4,3", backbone=backbone))
-    exported = export_onnx(model, tmp_path / "m.onnx", resolution=32, batch_size=3)
+    exported = export_onnx(model, tmp_path / "m.onnx", resolution=32, batch_size=3,
+                           dynamic_size=False)
     assert exported.path.is_file() and exported.input_shape == (3, 3, 32, 32)
-    assert exported.max_abs_diff <= 1e-4
+    assert exported.exporter == "torchscript" and exported.max_abs_diff <= 1e-4
 
 
 def test_onnx_mismatch_is_an_error_and_removes_the_file(tmp_path):
     model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
     with pytest.raises(RhoSearchError, match="differs from PyTorch"):
-        export_onnx(model, tmp_path / "m.onnx", resolution=32, atol=-1.0)
+        export_onnx(model, tmp_path / "m.onnx", resolution=32, atol=-1.0, dynamic_size=False)
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_cli_export_prints_the_difference(tmp_path, capsys):
+@pytest.mark.parametrize("rho, multiple", [("1/3,1/4,3", 64), ("0,0,1,1,0", 32),
+                                           ("0,0,1,0,0", 16), ("1,1,0,0,0", 1)])
+def test_size_multiple_follows_the_deepest_mobilevit_block(rho, multiple):
+    assert size_multiple(parse_rho(rho)) == multiple
+
+
+def test_dynamic_size_needs_a_size_the_graph_can_serve(tmp_path):
+    model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
+    with pytest.raises(RhoSearchError, match="multiple of 64.*--static-size"):
+        export_onnx(model, tmp_path / "m.onnx", resolution=96)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("resolution", [64, 256])
+def test_cli_export_follows_the_weights_and_takes_any_batch_and_size(tmp_path, capsys,
+                                                                      resolution):
     from rhosearch.cli import main
 
     model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
-    weights = save_weights(model, tmp_path / "m.safetensors")
+    weights = save_weights(model, tmp_path / "m.safetensors", extra={"resolution": resolution})
+    assert weights_resolution(weights) == resolution
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{resolution} px from the weights' metadata" in printed and "max abs diff" in printed
+    for batch, size in ((1, resolution), (4, resolution), (2, 2 * resolution), (3, 128)):
+        images = torch.rand(batch, 3, size, size)
+        with torch.no_grad():
+            expected = model(images)
+        assert float((_onnx_outputs(out, images) - expected).abs().max()) <= 1e-4
+
+
+def test_cli_export_static_size_and_one_line_errors(tmp_path, capsys):
+    from rhosearch.cli import main
+
+    model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
+    weights = save_weights(model, tmp_path / "m.safetensors")  # no resolution in its metadata
+    assert weights_resolution(weights) is None
     out = tmp_path / "m.onnx"
     assert main(["export", "--weights", str(weights), "--out", str(out),
-                 "--resolution", "32"]) == 0
-    assert "max abs diff" in capsys.readouterr().out and out.is_file()
+                 "--resolution", "32", "--static-size"]) == 0
+    printed = capsys.readouterr().out
+    assert "batch x 3 x 32 x 32" in printed and "from --resolution" in printed and out.is_file()
     assert main(["export", "--weights", str(tmp_path / "x"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0  # one line
+    assert main(["export", "--weights", str(weights), "--out", str(out),
+                 "--resolution", "96"]) == 2
+    assert "--static-size" in capsys.readouterr().err
