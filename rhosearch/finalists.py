@@ -42,6 +42,7 @@ from optuna.trial import TrialState
 
 from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
+from rhosearch.output import write_csv
 from rhosearch.resources import Budget, start_ray
 from rhosearch.space import RhoConfig, baseline_config, load_search_space
 from rhosearch.study import (
@@ -526,7 +527,7 @@ def train_finalists(settings: FinalistSettings, *,
     rows.sort(key=lambda row: order[row["rho"]])  # the pick order, not the finishing order
     frame = pd.DataFrame(rows).reindex(columns=FINALIST_COLUMNS)
     csv = folder / "finalists.csv"
-    frame.to_csv(csv, index=False)
+    write_csv(frame, csv)  # counts as integers, not 640.0
     report = write_report(settings.study, storage=settings.storage,
                           reports_dir=settings.reports_dir)
     return {"finalists": frame, "csv": csv, "report": report, "folder": folder / "finalists",

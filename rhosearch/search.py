@@ -38,6 +38,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from rhosearch.data import validation_size
 from rhosearch.errors import RhoSearchError
+from rhosearch.output import write_csv
 from rhosearch.resources import Budget, check_local_gpus, start_ray, trial_resources
 from rhosearch.searcher import STAGE, Progress, StudySearcher, proxy_trial
 from rhosearch.space import SearchSpace, baseline_config, load_presets
@@ -250,7 +251,7 @@ def run_search(
         study.set_user_attr("noise_floor", noise)
     fidelity = _record_fidelity(study, frame)
     folder.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(folder / "trials.csv", index=False)
+    write_csv(frame, folder / "trials.csv")  # counts as integers, not 640.0
     front = pareto_front(frame)
     return {"study": study, "trials": frame, "front": front, "fidelity": fidelity,
             "noise": noise, "verdict": verdict(frame, noise, settings.space.backbone),
