@@ -227,16 +227,14 @@ def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, f
 def _save_finalist_weights(out_dir: Path, config: RhoConfig, result: dict[str, Any],
                            num_classes: int, drop_rate: float) -> str | None:
     """Writes `model.safetensors` from the run's checkpoint (EMA weights when it has them)."""
-    import torch
-
+    from rhosearch.checkpoint import CHECKPOINT, load_checkpoint
     from rhosearch.export import save_weights
     from rhosearch.model import create_model
-    from rhosearch.train import CHECKPOINT
 
     checkpoint = out_dir / CHECKPOINT
     if not checkpoint.is_file() or not result.get("epochs_done"):
         return None
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     use_ema = state.get("ema") is not None
     weights = state["ema"] if use_ema else state["model"]
     if use_ema:  # ModelEmaV3 keeps the averaged model as its `module`
@@ -283,18 +281,17 @@ def _train_one(config: RhoConfig, out_dir: Path, settings: FinalistSettings,
 
 
 def _ddp_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker loop: train.py's steps with a DDP model and a sharded sampler.
+    """Ray Train's per-worker loop: `train.fit` with a DDP model, a sharded sampler and the
+    worker's rank.
 
-    Every rank trains on its own shard (`make_loaders(rank=, world_size=)`) and the gradients
-    are averaged by DDP; rank 0 validates, writes the checkpoint (with the world size in its
-    identity: a resume must use the same number of workers) and the result. Each rank writes
-    `shards/rank<k>.json`, the dataset indices it trained on in its first epoch of this run.
+    Every rank trains on its own shard (`make_loaders(rank=, world_size=)`) and DDP averages
+    the gradients; rank 0 validates and writes the checkpoint (every rank's random state in
+    it, and the world size in its identity: a resume must use as many workers) and the result.
+    After each epoch each rank writes `shards/rank<k>.json`, the dataset indices of its shard.
     """
     import ray.train
     import ray.train.torch
     import torch
-    import torch.distributed as dist
-    from timm.utils import ModelEmaV3
 
     from rhosearch import train
     from rhosearch.model import create_model
@@ -307,74 +304,45 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(loop_config["threads"])
     recipe = train.load_recipe(settings.recipe, settings.recipe_overrides)
     device = ray.train.torch.get_device()
-    train._seed_everything(settings.seed)  # the same initial weights on every rank
+    train.seed_everything(settings.seed)  # the same initial weights on every rank
     loaders = train.make_loaders(data, recipe, root=settings.data_root, seed=settings.seed,
                                  rank=rank, world_size=world_size,
                                  pin_memory=device.type == "cuda")
     model = ray.train.torch.prepare_model(
         create_model(config, num_classes=loaders.num_classes, drop_rate=recipe.drop_rate))
-    plain = getattr(model, "module", model)  # DDP's wrapped model: what EMA and files hold
-    optimizer = train.build_optimizer(model, recipe)
-    scheduler = train.build_scheduler(optimizer, recipe,
-                                      loaders.sampler.mean_batches(recipe.epochs))
-    ema = ModelEmaV3(plain, decay=recipe.ema_decay) if recipe.ema else None
-    identity = dict(config=config.key, data=str(data), seed=settings.seed,
-                    recipe=dataclasses.asdict(recipe), world_size=world_size)
-    checkpoint_path, metrics_path = out_dir / train.CHECKPOINT, out_dir / "metrics.jsonl"
-    start_epoch, step, wall_before, last = 0, 0, 0.0, {}
-    if settings.resume and checkpoint_path.is_file():
-        state = train.load_checkpoint(checkpoint_path, identity)
-        train.restore_training_state(state, plain, optimizer, scheduler, ema)
-        start_epoch, step = state["epoch"], state["step"]
-        wall_before, last = state["wall_s"], state["last"]
-    elif rank == 0:
-        metrics_path.unlink(missing_ok=True)
-    train._seed_everything(settings.seed * 1_000 + rank + 7919 * start_epoch)  # augmentations
+    on_epoch = loop_config.get("on_epoch")
 
-    status, started = "ok", time.perf_counter()
-    for epoch in range(start_epoch, recipe.epochs):
-        loaders.sampler.set_epoch(epoch)
-        if epoch == start_epoch:
-            shard = [index for batch in loaders.sampler for index, _ in batch]
-            (out_dir / "shards").mkdir(parents=True, exist_ok=True)
-            (out_dir / "shards" / f"rank{rank}.json").write_text(json.dumps(dict(
-                rank=rank, world_size=world_size, epoch=epoch, pid=os.getpid(), indices=shard)))
-        stats = train.train_one_epoch(model, loaders.train, optimizer, scheduler, recipe, device,
-                                      ema=ema, step=step, progress=False)
-        diverged = torch.tensor(float(stats.pop("diverged")), device=device)
-        dist.all_reduce(diverged, op=dist.ReduceOp.MAX)  # stop together, never half the ranks
-        if diverged.item():
-            status = "diverged"
-            break
-        step = stats.pop("steps")
+    def report(metrics: dict[str, Any]) -> None:
+        (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+        (out_dir / "shards" / f"rank{rank}.json").write_text(json.dumps(dict(
+            rank=rank, world_size=world_size, epoch=metrics["epoch"], pid=os.getpid(),
+            indices=loaders.sampler.shard(metrics["epoch"] - 1))))
         if rank == 0:
-            last = dict(epoch=epoch + 1, **stats, lr=scheduler.get_last_lr()[0],
-                        **train._validate(plain, ema, loaders.val, device))
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(last) + "\n")
-            train.save_checkpoint(checkpoint_path, dict(
-                identity=identity, epoch=epoch + 1, step=step, rng=train._rng_state(),
-                wall_s=wall_before + time.perf_counter() - started, last=last,
-                model=plain.state_dict(), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                ema=ema.state_dict() if ema is not None else None))
-            print(f"{config.name} [{config.rho_text}] epoch {epoch + 1}/{recipe.epochs} on "
-                  f"{world_size} workers: top-1 {last['top1']:.2f}%", flush=True)
-        ray.train.report({"epoch": epoch + 1, **({"top1": last["top1"]} if last else {})})
-    if rank == 0:
-        result = train._result(config, recipe, loaders.num_classes, last,
-                               epochs_done=last.get("epoch", 0),
-                               wall_s=wall_before + time.perf_counter() - started,
-                               status=status, data=str(data), seed=settings.seed)
+            print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/{recipe.epochs} "
+                  f"on {world_size} workers: top-1 {metrics['top1']:.2f}%", flush=True)
+        ray.train.report({k: metrics[k] for k in ("epoch", "top1") if k in metrics})
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    def summarize(run: train.Run) -> dict[str, Any]:
+        result = train.config_result(config, run, recipe=recipe, data=str(data),
+                                     num_classes=loaders.num_classes, seed=settings.seed)
         result["weights"] = _save_finalist_weights(out_dir, config, result,
                                                    loaders.num_classes, recipe.drop_rate)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    dist.barrier()
+        return result
+
+    identity = dict(config=config.key, data=str(data), seed=settings.seed,
+                    recipe=dataclasses.asdict(recipe))
+    train.fit(model, loaders, recipe, out_dir, identity=identity, device=device,
+              seed=settings.seed, resume=settings.resume, rank=rank, world_size=world_size,
+              on_epoch=report, progress=False, summarize=summarize)
 
 
 def _train_ddp(config: RhoConfig, out_dir: Path, settings: FinalistSettings, data: str,
-               resources: dict[str, float]) -> dict[str, Any]:
-    """Trains one finalist on `workers_per_finalist` Ray Train workers; returns its result."""
+               resources: dict[str, float], *,
+               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Trains one finalist on `workers_per_finalist` Ray Train workers; returns its result.
+    `on_epoch` is called on every worker with its epoch's metrics (and may raise to stop)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -384,7 +352,7 @@ def _train_ddp(config: RhoConfig, out_dir: Path, settings: FinalistSettings, dat
     trainer = TorchTrainer(
         _ddp_worker,
         train_loop_config=dict(settings=settings, rho=config.rho_text, backbone=config.backbone,
-                               out_dir=str(out_dir), data=data,
+                               out_dir=str(out_dir), data=data, on_epoch=on_epoch,
                                threads=max(1, int(resources["cpu"]))),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=bool(resources["gpu"]),

@@ -34,11 +34,9 @@ channels, evaluated for many configurations at once from per-block prefix sums (
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,24 +50,17 @@ from scipy import stats
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
+from rhosearch.checkpoint import CHECKPOINT
 from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
 from rhosearch.model import RhoSupernet
 from rhosearch.space import RhoConfig, SearchSpace
 from rhosearch.study import params_of, space_distributions
-from rhosearch.train import (
-    Recipe,
-    build_optimizer,
-    build_scheduler,
-    load_checkpoint,
-    make_loaders,
-    pick_device,
-    restore_training_state,
-    save_checkpoint,
-)
+from rhosearch.train import Recipe, Run, fit, make_loaders, pick_device, seed_everything
 
 __all__ = [
     "STAGE",
+    "SandwichStep",
     "config_logits",
     "kendall_tau",
     "largest_config",
@@ -86,7 +77,6 @@ __all__ = [
 ]
 
 STAGE = "oneshot"
-CHECKPOINT = "checkpoint.pt"
 RANDOM_PER_STEP = 2
 
 
@@ -148,6 +138,30 @@ def sandwich_step(
         torch.nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
     optimizer.step()
     return float(total.detach()), correct
+
+
+class SandwichStep:
+    """The supernet's `train.Step`: each batch trains the largest, the smallest and
+    `RANDOM_PER_STEP` random configurations, drawn from the step's own random stream (which the
+    checkpoint keeps, so a resumed run draws the same ones)."""
+
+    def __init__(self, largest: RhoConfig, smallest: RhoConfig, configs: Sequence[RhoConfig],
+                 *, seed: int) -> None:
+        self.largest, self.smallest, self.configs = largest, smallest, list(configs)
+        self.rng = random.Random(seed)
+
+    def __call__(self, supernet: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 optimizer: torch.optim.Optimizer, recipe: Recipe) -> tuple[float, float]:
+        configs = sandwich_configs(self.largest, self.smallest, self.configs, self.rng)
+        return sandwich_step(supernet, images, labels, optimizer, configs,
+                             label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -290,23 +304,6 @@ def score_space(
 # --- training the supernet --------------------------------------------------------------------
 
 
-def _rng_state(sampler_rng: random.Random) -> dict[str, Any]:
-    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
-                 python=random.getstate(), sampler=sampler_rng.getstate())
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], sampler_rng: random.Random) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    sampler_rng.setstate(state["sampler"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _identity(space: SearchSpace, data: str, recipe: Recipe, seed: int) -> dict[str, Any]:
     return {"stage": STAGE, "backbone": space.backbone,
             "choices": [[str(r) for r in c] for c in space.choices],
@@ -324,7 +321,8 @@ def train_supernet(
     progress: bool = True, data_root: Path | None = None, device: str | None = None,
     validate: bool = True,
 ) -> tuple[RhoSupernet, dict[str, Any]]:
-    """Trains the supernet of `space` with the sandwich rule and in-place distillation.
+    """Trains the supernet of `space` with the sandwich rule and in-place distillation, through
+    `train.fit` (so resume, EMA, checkpoints and metrics are a single run's).
 
     Args:
         space: the search space; the supernet has each block's widest shortcut.
@@ -341,10 +339,9 @@ def train_supernet(
             each epoch (`top1_largest`, `top1_smallest` in the metrics).
 
     Returns:
-        The trained supernet (its EMA copy when the recipe has EMA) and the run's result.
+        The trained supernet (its EMA copy when the recipe has EMA) and the run's result; its
+        `epochs_done` counts an epoch that diverged.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(device)
     loaders = make_loaders(data, recipe, root=data_root, seed=seed)
     configs = list(space.configs())
@@ -352,93 +349,39 @@ def train_supernet(
     # Before seeding: the cost model's first use builds a model, which draws random numbers.
     smallest = smallest_config(space, CostModel(space.backbone, resolution=recipe.resolution,
                                                 num_classes=loaders.num_classes))
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    sampler_rng = random.Random(seed)
+    seed_everything(seed)
+    step = SandwichStep(largest, smallest, configs, seed=seed)
     supernet = RhoSupernet(space, num_classes=loaders.num_classes, drop_rate=recipe.drop_rate)
     supernet.to(device)
-    optimizer = build_optimizer(supernet, recipe)
-    scheduler = build_scheduler(optimizer, recipe, loaders.sampler.mean_batches(recipe.epochs))
-    ema = ModelEmaV3(supernet, decay=recipe.ema_decay) if recipe.ema else None
-    identity = _identity(space, data, recipe, seed)
-    checkpoint = out_dir / CHECKPOINT
-    epoch, step, history, wall_before, status = 0, 0, [], 0.0, "ok"
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, identity)
-        restore_training_state(state, supernet, optimizer, scheduler, ema)
-        _set_rng_state(state["rng"], sampler_rng)
-        epoch, step, history = state["epoch"], state["step"], state["history"]
-        wall_before, status = state["wall_s"], state["status"]
-    started = time.perf_counter()
-    while epoch < recipe.epochs and status == "ok":
-        metrics = _train_epoch(supernet, loaders, optimizer, scheduler, recipe, device, ema,
-                               configs=configs, largest=largest, smallest=smallest,
-                               rng=sampler_rng, epoch=epoch)
-        step += metrics.pop("steps")
-        epoch += 1
-        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"])
-        if validate:
-            scored = ema.module if ema is not None else supernet
-            features, labels = widest_features(scored, loaders.val)
-            top1, _ = score_features(scored, features, labels, [largest, smallest])
-            metrics.update(top1_largest=float(top1[0]), top1_smallest=float(top1[1]))
-        if not math.isfinite(metrics["loss"]):
-            status = "diverged"
-        history.append(metrics)
-        save_checkpoint(checkpoint, {
-            "identity": identity, "epoch": epoch, "step": step, "history": history,
-            "status": status, "wall_s": wall_before + time.perf_counter() - started,
-            "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": _rng_state(sampler_rng),
-            **({"ema": ema.state_dict()} if ema is not None else {}),
-        })
-        # Rewritten from the checkpointed history, so a resumed run never repeats an epoch.
-        (out_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
+
+    def score(model: torch.nn.Module, ema: ModelEmaV3 | None) -> dict[str, float]:
+        if not validate:
+            return {}
+        scored = ema.module if ema is not None else model
+        features, labels = widest_features(scored, loaders.val)
+        top1, _ = score_features(scored, features, labels, [largest, smallest])
+        return dict(top1_largest=float(top1[0]), top1_smallest=float(top1[1]))
+
+    def report(metrics: dict[str, Any]) -> None:
         scores = (f"  top1 largest {metrics['top1_largest']:.1f}%  smallest "
                   f"{metrics['top1_smallest']:.1f}%" if validate else "")
-        _log(progress, f"supernet epoch {epoch}/{recipe.epochs}: loss {metrics['loss']:.3f}"
-                       f"{scores}  {metrics['epoch_s']:.1f}s")
+        _log(progress, f"supernet epoch {metrics['epoch']}/{recipe.epochs}: loss "
+                       f"{metrics['loss']:.3f}{scores}  {metrics['epoch_s']:.1f}s")
         if on_epoch is not None:
             on_epoch(metrics)
-    last = history[-1] if history else {}
-    result = {"status": status, "epochs_done": epoch, "steps": step,
-              "wall_s": round(wall_before + time.perf_counter() - started, 2),
-              "largest": largest.rho_text, "smallest": smallest.rho_text, "configs": len(configs),
-              **{k: last[k] for k in ("loss", "top1_largest", "top1_smallest") if k in last}}
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    model = ema.module if ema is not None else supernet
-    return model.eval(), result
 
+    def summarize(run: Run) -> dict[str, Any]:
+        last = run.history[-1] if run.history else {}
+        return {"status": run.status, "epochs_done": len(run.history), "steps": run.steps,
+                "wall_s": round(run.wall_s, 2), "largest": largest.rho_text,
+                "smallest": smallest.rho_text, "configs": len(configs),
+                **{k: last[k] for k in ("loss", "top1_largest", "top1_smallest") if k in last}}
 
-def _train_epoch(
-    supernet: RhoSupernet, loaders: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-    recipe: Recipe, device: torch.device, ema: ModelEmaV3 | None, *,
-    configs: list[RhoConfig], largest: RhoConfig, smallest: RhoConfig, rng: random.Random,
-    epoch: int,
-) -> dict[str, Any]:
-    supernet.train()
-    loaders.sampler.set_epoch(epoch)
-    loss_sum = correct = seen = steps = 0.0
-    start = time.perf_counter()
-    for images, labels in loaders.train:
-        images, labels = images.to(device), labels.to(device)
-        loss, hits = sandwich_step(
-            supernet, images, labels, optimizer,
-            sandwich_configs(largest, smallest, configs, rng),
-            label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
-        )
-        scheduler.step()
-        if ema is not None:
-            ema.update(supernet, step=scheduler.last_epoch)
-        steps += 1
-        seen += len(labels)
-        loss_sum += loss * len(labels)
-        correct += hits
-        if not math.isfinite(loss):
-            break
-    return dict(loss=loss_sum / max(1, seen), train_top1_largest=100.0 * correct / max(1, seen),
-                epoch_s=time.perf_counter() - start, steps=int(steps))
+    run = fit(supernet, loaders, recipe, out_dir, identity=_identity(space, data, recipe, seed),
+              device=device, step=step, validate=score, summarize=summarize, resume=resume,
+              on_epoch=report, progress=False)
+    model = run.ema.module if run.ema is not None else supernet
+    return model.eval(), run.result
 
 
 # --- the stage: train, score, record ----------------------------------------------------------

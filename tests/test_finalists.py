@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import ray
+import ray.cloudpickle
+import ray.train
+import torch
 
 from rhosearch.errors import RhoSearchError
 from rhosearch.export import load_model
 from rhosearch.finalists import (
     FinalistSettings,
+    _train_ddp,
     knee_order,
     parse_param_count,
     pick_finalists,
@@ -23,6 +28,7 @@ from rhosearch.finalists import (
     train_finalists,
 )
 from rhosearch.resources import Budget
+from rhosearch.space import baseline_config
 from rhosearch.study import (
     TRIAL_COLUMNS,
     default_storage_url,
@@ -32,6 +38,8 @@ from rhosearch.study import (
     trials_frame,
 )
 
+# Ray workers cannot import this test module by name: ship its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 XXS = "mobilevit_xxs"
 TINY = {"epochs": 1, "resolution": 32, "subset": 128, "batch_size": 32, "workers": 0}
 
@@ -204,3 +212,40 @@ def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, small_ray):
     assert list(again["finalists"]["trial"]) == list(first["finalists"]["trial"])
     assert len(_full_trials(tmp_path)) == 2
     assert set(again["finalists"]["top1"]) == set(first["finalists"]["top1"])
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after_epoch_1(metrics):
+    if metrics["epoch"] == 1:
+        raise Stop("killed after epoch 1")
+
+
+def test_ddp_finalist_killed_then_resumed_ends_with_the_same_weights(tmp_path, small_ray):
+    config = baseline_config(XXS)
+    settings = FinalistSettings(study="unused", reports_dir=tmp_path, budget=Budget(cpus=2),
+                                workers_per_finalist=2, recipe="full_small",
+                                recipe_overrides=dict(TINY, epochs=2, subset=64))
+    resources = {"cpu": 1.0, "gpu": 0.0}
+    whole = _train_ddp(config, tmp_path / "whole" / config.key, settings, "digits", resources)
+
+    cut = tmp_path / "cut" / config.key
+    with pytest.raises(ray.train.TrainingFailedError):  # carrying the Stop
+        _train_ddp(config, cut, settings, "digits", resources, on_epoch=_stop_after_epoch_1)
+    assert not (cut / "result.json").exists()
+    resumed = _train_ddp(config, cut, dataclasses.replace(settings, resume=True), "digits",
+                         resources)
+
+    a, b = (torch.load(folder / "checkpoint.pt", weights_only=True)
+            for folder in (tmp_path / "whole" / config.key, cut))
+    assert a["identity"]["world_size"] == 2 and len(b["rng"]) == 2  # every rank's RNG state
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    for key in ("top1", "top5", "ema_top1", "epochs_done", "status"):
+        assert whole[key] == resumed[key], key
+    lines = (cut / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert resumed["epochs_done"] == 2 and resumed["weights"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import subprocess
@@ -26,7 +27,7 @@ from rhosearch.train import (
     learning_rate,
     load_recipe,
     train_config,
-    train_step,
+    train_one_epoch,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,11 +119,13 @@ def test_ema_follows_the_weights_at_its_decay():
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, steps_per_epoch=10)
     ema = ModelEmaV3(model, decay=recipe.ema_decay)
-    images, labels = torch.randn(8, 4), torch.randint(0, 3, (8,))
-    train_step(model, images, labels, optimizer, scheduler, recipe, ema, step=0)
+    batch = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+    epoch = dict(optimizer=optimizer, scheduler=scheduler, recipe=recipe,
+                 device=torch.device("cpu"), ema=ema, progress=False)
+    train_one_epoch(model, batch, global_step=0, **epoch)
     assert torch.equal(ema.module.weight, model.weight)  # timm: the first update copies
     before = ema.module.weight.clone()
-    train_step(model, images, labels, optimizer, scheduler, recipe, ema, step=1)
+    train_one_epoch(model, batch, global_step=1, **epoch)
     assert torch.allclose(ema.module.weight, 0.9 * before + 0.1 * model.weight)
     assert not torch.equal(ema.module.weight, model.weight)
 
@@ -150,8 +153,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, pets):
     resumed = train_config(XXS, data=pets, recipe=recipe, out_dir=tmp_path / "cut",
                            resume=True, progress=False)
 
-    a = torch.load(tmp_path / "whole/checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "cut/checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "whole/checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
@@ -184,6 +187,71 @@ def test_nan_loss_ends_the_run_as_diverged(tmp_path, pets):
                           progress=False)
     assert result["status"] == "diverged" and result["epochs_done"] == 0
     assert result["top1"] is None
+
+
+# --- checkpoints: safe to load, written atomically ------------------------------------------
+
+
+class _Payload:
+    """What a hostile checkpoint holds: unpickling it opens (creates) `marker` for writing."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_pickle_payload_in_a_checkpoint_does_not_run_on_resume(tmp_path, pets):
+    marker, run = tmp_path / "payload-ran", tmp_path / "run"
+    run.mkdir()
+    torch.save({"format": "rhosearch-checkpoint/2", "model": _Payload(marker)},
+               run / "checkpoint.pt")
+    torch.load(run / "checkpoint.pt", weights_only=False)  # an unsafe load runs it ...
+    assert marker.exists()
+    marker.unlink()
+    recipe = load_recipe("proxy", {**TINY, "epochs": 1, "ema": False})
+    with pytest.raises(RhoSearchError, match="cannot read checkpoint") as info:
+        train_config(XXS, data=pets, recipe=recipe, out_dir=run, resume=True, progress=False)
+    assert not marker.exists()  # ... the resume's does not
+    assert "\n" not in str(info.value) and str(run / "checkpoint.pt") in str(info.value)
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path, pets):
+    recipe = load_recipe("proxy", {**TINY, "epochs": 1, "ema": False})
+    train_config(XXS, data=pets, recipe=recipe, out_dir=tmp_path / "run", progress=False)
+    path = tmp_path / "run/checkpoint.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RhoSearchError, match="cannot read checkpoint") as info:
+        train_config(XXS, data=pets, recipe=recipe, out_dir=tmp_path / "run", resume=True,
+                     progress=False)
+    assert "\n" not in str(info.value)
+
+
+def test_a_failed_checkpoint_write_keeps_the_last_one_and_no_metrics_line(tmp_path, pets,
+                                                                         monkeypatch):
+    recipe, out = load_recipe("proxy", TINY), tmp_path / "run"
+    save, saves = torch.save, []
+
+    def disk_fills_in_epoch_2(state, file):
+        saves.append(state["history"][-1]["epoch"])
+        if saves[-1] == 2:
+            file.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(state, file)
+
+    monkeypatch.setattr(torch, "save", disk_fills_in_epoch_2)
+    with pytest.raises(RhoSearchError, match="No space left on device") as info:
+        train_config(XXS, data=pets, recipe=recipe, out_dir=out, progress=False)
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.jsonl"]  # no .tmp
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["history"][-1]["epoch"] == 1
+    monkeypatch.undo()
+    result = train_config(XXS, data=pets, recipe=recipe, out_dir=out, resume=True,
+                          progress=False)
+    assert result["epochs_done"] == 2
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # epoch 2 once
 
 
 # --- the command line -------------------------------------------------------------------------
