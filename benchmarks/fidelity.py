@@ -1,0 +1,306 @@
+"""How far the proxy and one-shot rankings of rho can be trusted: seed noise and Kendall's tau.
+
+    python benchmarks/fidelity.py                        # fashion-mnist, ~45 min on 2 CPUs
+    python benchmarks/fidelity.py --extra 4 --reference-epochs 12 --workers 2
+    python benchmarks/fidelity.py --out reports/benchmarks/fidelity   # rerun: reuses results
+
+Trains M configurations of the MobileViT-S space (the paper's six from `paper_table5.yaml`,
+then the narrowest and widest feasible ones, then `--extra` more spread over classifier widths)
+with the proxy recipe (`proxy_fmnist`, `--seeds` seeds each) and with a longer reference recipe
+(the proxy with `--reference-epochs`, default 3x its epochs, one seed), and trains the supernet
+on the proxy recipe with `--supernet-seeds` seeds, scoring every configuration of the space with
+each. Prints the seed spread of the proxy, the self-agreement of the proxy (tau between seeds)
+and of the one-shot (tau between supernets: the ceilings for any agreement with them), tau of
+each against the reference on seed-averaged values, tau between the proxy's top-1 after epoch
+ceil(epochs / 2) (ASHA's first rung) and its final top-1, and the wall time of each kind of run.
+Every tau comes from `rhosearch.stats.kendall_tau` with its n and bootstrap 95 % interval.
+
+Runs go through a pool of `--workers` processes, each with one torch thread. Each finished run
+leaves `record.json` in its folder under `--out` and is never trained again; a killed run
+resumes from its checkpoint. Proxy and reference checkpoints are deleted once recorded; the
+supernets' stay, for `benchmarks/sampler_table.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rhosearch.cost import CostModel
+from rhosearch.space import RhoConfig, SearchSpace, load_presets, load_search_space
+from rhosearch.stats import kendall_tau
+
+DEFAULT_OUT = Path("reports/benchmarks/fidelity")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: a proxy or reference trial of one configuration, or a supernet."""
+
+    kind: str  # "proxy", "reference" or "supernet"
+    seed: int
+    epochs: int
+    rho: str = ""  # empty for a supernet
+    backbone: str = "mobilevit_s"
+
+    def folder(self, out: Path) -> Path:
+        if self.kind == "supernet":
+            return out / f"supernet-seed{self.seed}"
+        key = RhoConfig.parse(self.rho, backbone=self.backbone).key
+        return out / self.kind / f"{key}-seed{self.seed}"
+
+
+# --- which configurations ---------------------------------------------------------------------
+
+
+def feasible(space: SearchSpace, config: RhoConfig, cost: CostModel) -> bool:
+    """Within the space's constraints, priced as the search prices them (256 px, 1000 classes)."""
+    price = cost.price(config)
+    return ((space.max_overhead_pct is None or price.overhead_pct <= space.max_overhead_pct)
+            and (space.max_gmacs is None or price.gmacs <= space.max_gmacs))
+
+
+def pick_configs(space: SearchSpace, extra: int, *,
+                 cost: CostModel | None = None) -> list[RhoConfig]:
+    """The paper's configurations in the space, the narrowest and widest feasible ones, then
+    `extra - 2` more at evenly spaced quantiles of classifier width."""
+    cost = cost or CostModel(space.backbone, resolution=256, num_classes=1000)
+    chosen = [p.config for p in load_presets().values() if space.contains(p.config)]
+    pool = sorted((c for c in space.configs() if feasible(space, c, cost)),
+                  key=lambda c: (c.classifier_channels, c.rho))
+    wanted = [pool[0], pool[-1]][:extra]
+    if extra > 2:
+        wanted += [pool[round(q * (len(pool) - 1))] for q in np.linspace(0, 1, extra)[1:-1]]
+    for config in wanted:
+        if config not in chosen:
+            chosen.append(config)
+    return chosen
+
+
+# --- one run, in a worker process -------------------------------------------------------------
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _epoch_top1(metrics: Path) -> list[float]:
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    return [json.loads(line)["top1"] for line in lines if line.strip()]
+
+
+def run_job(job: Job, *, out: Path, data: str, recipe_name: str, space_name: str) -> dict:
+    """Trains `job` (resuming its checkpoint) and returns its record, written to record.json."""
+    from rhosearch.oneshot import score_space, train_supernet
+    from rhosearch.train import load_recipe, make_loaders, train_config
+
+    folder = job.folder(out)
+    recipe = load_recipe(recipe_name, {"epochs": job.epochs})
+    started = time.perf_counter()
+    record: dict[str, Any] = asdict(job)
+    if job.kind == "supernet":
+        space = load_search_space(space_name)
+        supernet, result = train_supernet(space, data=data, recipe=recipe, out_dir=folder,
+                                          seed=job.seed, resume=True, progress=False)
+        scores = score_space(supernet, make_loaders(data, recipe, seed=job.seed).val,
+                             list(space.configs()))
+        scores.to_csv(folder / "scores.csv", index=False)
+        record.update(status=result["status"], wall_s=result["wall_s"],
+                      scores=dict(zip(scores["rho"], scores["top1"].astype(float), strict=True)))
+    else:
+        config = RhoConfig.parse(job.rho, backbone=job.backbone)
+        result = train_config(config, data=data, recipe=recipe, out_dir=folder, seed=job.seed,
+                              resume=True, progress=False)
+        record.update(status=result["status"], wall_s=result["wall_s"], top1=result["top1"],
+                      top1_by_epoch=_epoch_top1(folder / "metrics.jsonl"))
+        (folder / "checkpoint.pt").unlink(missing_ok=True)  # ~60 MB each; the record is the cache
+    record["process_s"] = round(time.perf_counter() - started, 2)
+    (folder / "record.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def run_all(jobs: list[Job], *, workers: int, **settings: Any) -> list[dict]:
+    """Records of every job: cached ones read back, the rest trained `workers` at a time."""
+    records, todo = [], []
+    for job in jobs:
+        cached = job.folder(settings["out"]) / "record.json"
+        if cached.is_file():
+            records.append(json.loads(cached.read_text()))
+        else:
+            todo.append(job)
+    print(f"{len(records)} runs cached, {len(todo)} to train with {workers} workers x 1 thread",
+          flush=True)
+    # spawn, not fork: each worker starts its own torch with one thread.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        futures = {pool.submit(run_job, job, **settings): job for job in todo}
+        for done, future in enumerate(as_completed(futures), start=1):
+            record = future.result()
+            records.append(record)
+            top1 = f"top-1 {record['top1']:.2f}%" if "top1" in record else record["status"]
+            print(f"[{done}/{len(todo)}] {record['kind']} {record['rho'] or ''} seed "
+                  f"{record['seed']}: {top1}, {record['wall_s']:.0f} s training", flush=True)
+    return records
+
+
+# --- the figures (pure: records in, numbers out) -----------------------------------------------
+
+
+def seed_spread(values: dict[str, list[float]]) -> tuple[dict[str, float], float]:
+    """Per configuration the std (ddof 1) of top-1 over seeds, and the pooled std: the root of
+    the mean per-configuration variance, weighted by degrees of freedom."""
+    stds = {rho: float(np.std(v, ddof=1)) for rho, v in values.items() if len(v) > 1}
+    dof = sum(len(v) - 1 for v in values.values() if len(v) > 1)
+    pooled = (math.sqrt(sum(float(np.var(v, ddof=1)) * (len(v) - 1)
+                            for v in values.values() if len(v) > 1) / dof)
+              if dof else math.nan)
+    return stds, pooled
+
+
+def rung_pairs(records: list[dict], kind: str) -> tuple[int, list[float], list[float]]:
+    """ASHA's question for `kind` runs: (the rung epoch ceil(epochs / 2), top-1 there, final)."""
+    runs = [r for r in records if r["kind"] == kind and len(r["top1_by_epoch"]) == r["epochs"]]
+    if not runs:
+        return 0, [], []
+    rung = math.ceil(runs[0]["epochs"] / 2)
+    return rung, [r["top1_by_epoch"][rung - 1] for r in runs], [r["top1_by_epoch"][-1]
+                                                               for r in runs]
+
+
+def by_config(records: list[dict], kind: str, seeds: int) -> dict[str, list[float]]:
+    """rho -> top-1 per seed (seed order) of `kind` runs."""
+    table: dict[str, list[float]] = {}
+    for r in sorted((r for r in records if r["kind"] == kind), key=lambda r: r["seed"]):
+        table.setdefault(r["rho"], []).append(r["top1"])
+    return {rho: v for rho, v in table.items() if len(v) == seeds}
+
+
+# --- printing ---------------------------------------------------------------------------------
+
+
+def _tau_line(label: str, x: list[float], y: list[float]) -> str:
+    return f"  {label:<58s} {kendall_tau(x, y).text()}"
+
+
+def report(records: list[dict], configs: list[RhoConfig], args: argparse.Namespace) -> None:
+    rhos = [c.rho_text for c in configs]
+    proxy = by_config(records, "proxy", args.seeds)
+    reference = {rho: v[0] for rho, v in by_config(records, "reference", 1).items()}
+    nets = sorted((r for r in records if r["kind"] == "supernet"), key=lambda r: r["seed"])
+    shot = {rho: [n["scores"][rho] for n in nets] for rho in nets[0]["scores"]} if nets else {}
+    cost = CostModel(configs[0].backbone, resolution=256, num_classes=1000)
+
+    print(f"\n== per configuration (top-1 %, {args.data}, val {args.val_images} images) ==")
+    print(f"{'config':<22s}{'overhead':>10s}{'proxy/seed':>{8 * args.seeds + 2}s}{'mean':>7s}"
+          f"{'std':>6s}{'ref':>7s}{'1-shot/net':>{8 * len(nets) + 2}s}")
+    for config, rho in zip(configs, rhos, strict=True):
+        p, s = proxy.get(rho, []), shot.get(rho, [])
+        print(f"{config.name:<22s}{cost.price(config).overhead_params:>10,d}  "
+              + "".join(f"{v:8.2f}" for v in p)
+              + (f"{np.mean(p):7.2f}{np.std(p, ddof=1):6.2f}" if len(p) > 1 else "")
+              + f"{reference.get(rho, math.nan):7.2f}  " + "".join(f"{v:8.2f}" for v in s))
+
+    stds, pooled = seed_spread({rho: proxy[rho] for rho in rhos if rho in proxy})
+    means = [float(np.mean(proxy[rho])) for rho in rhos if rho in proxy]
+    p_mean = np.mean(means) / 100
+    print("\n== noise ==")
+    print(f"  proxy seed std per config: min {min(stds.values()):.2f}, median "
+          f"{np.median(list(stds.values())):.2f}, max {max(stds.values()):.2f} pts; pooled "
+          f"{pooled:.2f} pts ({len(stds)} configs x {args.seeds} seeds)")
+    print(f"  spread between configs (std of seed means): {np.std(means, ddof=1):.2f} pts; "
+          f"range {min(means):.2f}-{max(means):.2f}")
+    print(f"  validation binomial SE at {100 * p_mean:.1f}%: "
+          f"{100 * math.sqrt(p_mean * (1 - p_mean) / args.val_images):.2f} pts")
+    if shot:
+        _, shot_pooled = seed_spread({rho: shot[rho] for rho in rhos})
+        print(f"  one-shot supernet-to-supernet std, pooled over the M configs: "
+              f"{shot_pooled:.2f} pts")
+    base = next(c for c in configs if c.is_baseline)
+    print(f"  baseline {base.name} proxy top-1 per seed: "
+          + ", ".join(f"seed {s}: {v:.2f}%" for s, v in enumerate(proxy.get(base.rho_text, []))))
+
+    both = [rho for rho in rhos if rho in proxy and rho in reference and rho in shot]
+    proxy_mean = [float(np.mean(proxy[rho])) for rho in both]
+    shot_mean = [float(np.mean(shot[rho])) for rho in both]
+    ref = [reference[rho] for rho in both]
+    print(f"\n== Kendall's tau-b (bootstrap 95% CI; M = {len(both)} configs) ==")
+    print(_tau_line("proxy self-agreement tau(seed 0, seed 1)",
+                    [proxy[r][0] for r in both], [proxy[r][1] for r in both]))
+    if len(nets) > 1:
+        print(_tau_line("one-shot self-agreement tau(supernet 0, supernet 1), M",
+                        [shot[r][0] for r in both], [shot[r][1] for r in both]))
+        print(_tau_line("one-shot self-agreement, whole space",
+                        [v[0] for v in shot.values()], [v[1] for v in shot.values()]))
+    print(_tau_line(f"tau(proxy seed mean, reference {args.reference_epochs} ep)",
+                    proxy_mean, ref))
+    print(_tau_line("tau(one-shot supernet mean, reference)", shot_mean, ref))
+    print(_tau_line("tau(one-shot supernet mean, proxy seed mean)", shot_mean, proxy_mean))
+    for kind in ("proxy", "reference"):
+        rung, early, final = rung_pairs(records, kind)
+        if early:
+            epochs = args.epochs if kind == "proxy" else args.reference_epochs
+            print(_tau_line(f"{kind} runs: tau(top-1 at epoch {rung}, final epoch {epochs})",
+                            early, final))
+
+    print("\n== wall time per run (training only; 1 thread each, "
+          f"{args.workers} at once on a shared machine) ==")
+    for kind in ("proxy", "reference", "supernet"):
+        walls = [r["wall_s"] for r in records if r["kind"] == kind]
+        if walls:
+            print(f"  {kind:<10s} n = {len(walls):2d}: mean {np.mean(walls):6.0f} s, "
+                  f"min {min(walls):6.0f} s, max {max(walls):6.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--recipe", default="proxy_fmnist")
+    parser.add_argument("--space", default="exmobilevit_s")
+    parser.add_argument("--extra", type=int, default=2,
+                        help="configurations beyond the paper's (narrowest, widest, then spread)")
+    parser.add_argument("--seeds", type=int, default=2, help="proxy seeds per configuration")
+    parser.add_argument("--supernet-seeds", type=int, default=2)
+    parser.add_argument("--reference-epochs", type=int, default=None,
+                        help="default: 3x the proxy recipe's epochs")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+
+    from rhosearch.train import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    args.epochs = recipe.epochs
+    args.reference_epochs = args.reference_epochs or 3 * recipe.epochs
+    args.val_images = recipe.val_subset or 0
+    space = load_search_space(args.space)
+    configs = pick_configs(space, args.extra)
+    print(f"{len(configs)} configurations: " + "; ".join(c.name for c in configs))
+    # Longest first, so the two workers finish together.
+    jobs = ([Job("reference", 0, args.reference_epochs, c.rho_text, c.backbone) for c in configs]
+            + [Job("supernet", s, recipe.epochs, "", space.backbone)
+               for s in range(args.supernet_seeds)]
+            + [Job("proxy", s, recipe.epochs, c.rho_text, c.backbone) for s in range(args.seeds)
+               for c in configs])
+    started = time.perf_counter()
+    records = run_all(jobs, workers=args.workers, out=args.out, data=args.data,
+                      recipe_name=args.recipe, space_name=args.space)
+    print(f"all runs done in {time.perf_counter() - started:.0f} s wall "
+          f"(cached runs cost nothing)")
+    report(records, configs, args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the spawned workers
+    main()

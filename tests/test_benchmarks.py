@@ -1,0 +1,136 @@
+"""The pure logic of benchmarks/fidelity.py and benchmarks/sampler_table.py (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rhosearch.cost import Cost
+from rhosearch.space import RhoConfig, SearchSpace, load_presets, load_search_space
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fidelity = _load("fidelity")
+sampler_table = _load("sampler_table")
+
+
+class ChannelCost:
+    """A stand-in for CostModel (whose first use traces a model for seconds): overhead is the
+    classifier width beyond MobileViT-S's 640 channels, one parameter per channel."""
+
+    def price(self, config: RhoConfig) -> Cost:
+        overhead = config.classifier_channels - 640
+        return Cost(params=5_000_000 + overhead, macs=0, overhead_params=overhead,
+                    overhead_pct=overhead / 50_000)
+
+
+# --- fidelity ---------------------------------------------------------------------------------
+
+
+def test_seed_spread_by_hand():
+    stds, pooled = fidelity.seed_spread({"a": [70.0, 72.0], "b": [80.0, 81.0, 82.0]})
+    assert stds == pytest.approx({"a": math.sqrt(2), "b": 1.0})
+    # Pooled variance: (1 dof x 2 + 2 dof x 1) / 3 dof.
+    assert pooled == pytest.approx(math.sqrt(4 / 3))
+
+
+def test_rung_pairs_take_ceil_half_epoch():
+    records = [
+        {"kind": "proxy", "epochs": 3, "top1_by_epoch": [50.0, 60.0, 70.0]},
+        {"kind": "proxy", "epochs": 3, "top1_by_epoch": [55.0, 58.0, 71.0]},
+        {"kind": "proxy", "epochs": 3, "top1_by_epoch": [40.0]},  # unfinished: left out
+        {"kind": "reference", "epochs": 9, "top1_by_epoch": list(range(9))},
+    ]
+    assert fidelity.rung_pairs(records, "proxy") == (2, [60.0, 58.0], [70.0, 71.0])
+    assert fidelity.rung_pairs(records, "reference") == (5, [4], [8])
+
+
+def test_by_config_orders_seeds_and_drops_incomplete():
+    records = [{"kind": "proxy", "rho": "r1", "seed": 1, "top1": 2.0},
+               {"kind": "proxy", "rho": "r1", "seed": 0, "top1": 1.0},
+               {"kind": "proxy", "rho": "r2", "seed": 0, "top1": 3.0},
+               {"kind": "reference", "rho": "r2", "seed": 0, "top1": 9.0}]
+    assert fidelity.by_config(records, "proxy", 2) == {"r1": [1.0, 2.0]}
+
+
+def test_pick_configs_paper_six_then_narrowest_and_widest():
+    configs = fidelity.pick_configs(load_search_space("exmobilevit_s"), 2, cost=ChannelCost())
+    paper = [p.config for p in load_presets().values()]
+    assert configs[:6] == paper
+    assert [c.rho_text for c in configs[6:]] == ["0,0,0,0,2", "0,0,2,3/2,5"]
+    assert len(set(configs)) == len(configs) == 8
+
+
+# --- sampler_table ----------------------------------------------------------------------------
+
+
+def test_hypervolume_by_hand_and_against_optuna():
+    points = [(80.0, 10.0), (70.0, 5.0), (60.0, 20.0)]  # the third is dominated
+    reference = sampler_table.Reference(50.0, 30.0)
+    # x in [5, 10): height 70 - 50; [10, 30): height 80 - 50.
+    assert sampler_table.hypervolume(points, reference) == pytest.approx(5 * 20 + 20 * 30)
+    from optuna._hypervolume import compute_hypervolume
+
+    losses = np.array([[-t, x] for t, x in points])
+    assert compute_hypervolume(losses, np.array([-50.0, 30.0])) == pytest.approx(700.0)
+
+
+def _tiny_space() -> SearchSpace:
+    return SearchSpace(backbone="mobilevit_s",
+                       choices=((Fraction(0),), (Fraction(0),), (Fraction(0), Fraction(1)),
+                                (Fraction(0), Fraction(1)), (Fraction(2), Fraction(4))))
+
+
+def _tiny_table(space: SearchSpace) -> pd.DataFrame:
+    configs = list(space.configs())
+    table = sampler_table.price_table(
+        space, {c.rho_text: 50.0 + c.classifier_channels / 100 for c in configs},
+        cost=ChannelCost())
+    table.loc[table["rho"] == "0,0,1,1,4", "feasible"] = False
+    return table
+
+
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_table_search_counts_distinct_feasible_configs(sampler, monkeypatch):
+    space = _tiny_space()
+    table = _tiny_table(space)  # 8 configurations, 7 feasible
+    points = sampler_table.table_search(table, space, sampler, 5, seed=0)
+    assert len(points) == 5 and len(set(points)) == 5
+    feasible = set(zip(table.loc[table["feasible"], "top1"],
+                       table.loc[table["feasible"], "overhead_params"], strict=True))
+    assert set(points) <= feasible
+    # Asking for more than the space holds stops after the driver's run of idle asks.
+    monkeypatch.setattr(sampler_table, "MAX_ASKS", 30)
+    assert len(sampler_table.table_search(table, space, sampler, 20, seed=0)) == 7
+
+
+def test_summarize_ratio_to_random_and_verdicts():
+    runs = pd.DataFrame({
+        "trials": [12] * 6,
+        "sampler": ["random"] * 3 + ["tpe"] * 3,
+        "seed": [0, 1, 2] * 2,
+        "hypervolume": [40.0, 50.0, 60.0, 80.0, 90.0, 100.0],
+    })
+    summary = sampler_table.summarize(runs, best_volume=100.0).set_index("sampler")
+    assert summary.loc["random", "mean"] == pytest.approx(0.5)
+    assert summary.loc["tpe", "std"] == pytest.approx(0.1)
+    assert summary.loc["tpe", "vs_random"] == pytest.approx(1.8)
+    (line,) = sampler_table.verdicts(summary.reset_index())
+    assert line.startswith(" 12 trials: best tpe (0.900 +- 0.100)")
+    assert "lead over random +0.400, beyond the seed std (0.100)" in line
