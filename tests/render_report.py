@@ -1,16 +1,19 @@
 """Renders a report in headless Chromium, offline, and checks that the plot was drawn.
 
-    python tests/render_report.py /tmp/rhosearch_report.png     # demo study -> screenshot
+    python tests/render_report.py /tmp/rhosearch_reports     # three demo studies -> PNGs
 
-Builds a realistic demo study (synthetic top-1s over the default search space, real closed-form
-costs at 64 px and 10 classes), writes its report through cli.py, loads it in Chromium with
-networking off, and prints what it found: plot SVGs, scatter points, screenshot pixel spread.
+Builds the three studies a report must read well for (a fresh search, the same after
+`train-best` with a 2-epoch full stage near chance, and one where every top-1 ties), with
+synthetic top-1s over the default search space and real closed-form costs (256 px, 1000
+classes), writes each report through cli.py, loads it in Chromium with networking off, and
+prints what it found: plot SVGs, points, the tables' laid-out widths, screenshot pixel spread.
 `tests/test_report.py` uses the same helpers.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -60,74 +63,114 @@ def pixel_spread(png: Path) -> tuple[float, int]:
     return ImageStat.Stat(image.convert("L")).stddev[0], len(colours)
 
 
-def trial_attrs(config, cost_model, stage: str, top1: float | None, number: int) -> dict:
+def trial_attrs(config, cost_model, stage: str, top1: float | None, number: int, *,
+                n_val: int = 360, seed: int = 0) -> dict:
     cost = cost_model.price(config)
     return {
         "stage": stage, "name": config.name, "backbone": config.backbone, "rho": config.rho_text,
         "classifier_channels": config.classifier_channels, "params": cost.params,
         "overhead_params": cost.overhead_params, "overhead_pct": round(cost.overhead_pct, 3),
         "gmacs": round(cost.macs / 1e9, 4), "top1": top1,
-        "top5": None if top1 is None else min(100.0, top1 + 2.5),
-        "epochs_done": {"oneshot": 0, "proxy": 3, "full": 30}[stage], "wall_s": 10.0 + number,
-        "status": "ok" if top1 is not None else "failed", "reason": "",
+        "top5": None if top1 is None else min(100.0, top1 + 2.5), "n_val": n_val, "seed": seed,
+        "epochs_done": {"oneshot": 0, "noise": 3, "proxy": 3, "full": 2}[stage],
+        "wall_s": 10.0 + number, "status": "ok" if top1 is not None else "failed", "reason": "",
     }
 
 
-def build_demo_study(storage: str, name: str = "demo", *, seed: int = 0) -> optuna.Study:
-    """A three-stage study: 40 one-shot, 24 proxy (2 pruned, 1 failed) and 5 full trials."""
+VARIANTS = ("fresh", "trained", "ties")
+
+
+def build_demo_study(storage: str, name: str = "demo", *, seed: int = 0,
+                     variant: str = "trained") -> optuna.Study:
+    """A study as `rhosearch search` (and `train-best`) leave it, with synthetic top-1s.
+
+    fresh: 40 one-shot scores, 24 proxy trials (the paper's six first; 2 pruned, 1 failed) and
+        the baseline's 3 noise seeds; trained: the same plus 5 full-stage finalists after 2
+        epochs, near chance (10-35 %); ties: every top-1 equal (a 3-class folder at chance).
+    """
     from rhosearch.cost import CostModel
-    from rhosearch.space import load_search_space
+    from rhosearch.space import baseline_config, load_presets, load_search_space
+    from rhosearch.study import stage_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(seed)
     configs = list(load_search_space("exmobilevit_s").configs())
-    cost_model = CostModel("mobilevit_s", resolution=64, num_classes=10)
+    cost_model = CostModel("mobilevit_s", resolution=256, num_classes=1000)
     study = optuna.create_study(study_name=name, storage=storage,
                                 directions=["maximize", "minimize"])
+    n_val = 30 if variant == "ties" else 360
+    study.set_user_attr("data", "photos-3class" if variant == "ties" else "digits")
+    study.set_user_attr("n_val", n_val)
     rhos = sorted({c.rho_text for c in configs})
     distributions = {"rho": optuna.distributions.CategoricalDistribution(rhos)}
 
     def quality(config) -> float:
         return 0.02 * config.classifier_channels ** 0.5 + 0.3 * float(config.rho[2] > 0)
 
-    def add(config, stage: str, top1: float | None, state=optuna.trial.TrialState.COMPLETE):
-        attrs = trial_attrs(config, cost_model, stage, top1, len(study.trials))
+    def top1_of(value: float) -> float:
+        return 33.33 if variant == "ties" else round(value, 2)
+
+    def add(target, config, stage: str, top1: float | None, state=optuna.trial.TrialState.COMPLETE,
+            trial_seed: int = 0):
+        attrs = trial_attrs(config, cost_model, stage, top1, len(target.trials), n_val=n_val,
+                            seed=trial_seed)
         values = None if top1 is None else [top1, attrs["overhead_params"]]
-        study.add_trial(optuna.trial.create_trial(
+        target.add_trial(optuna.trial.create_trial(
             state=state, values=values, user_attrs=attrs, params={"rho": config.rho_text},
             distributions=distributions,
         ))
 
+    oneshot, noise = stage_study(study, "oneshot"), stage_study(study, "noise")
     sampled = rng.sample(configs, 40)
     for config in sampled:
-        add(config, "oneshot", round(78 + 8 * quality(config) + rng.gauss(0, 1.2), 2))
-    for i, config in enumerate(sorted(sampled, key=quality, reverse=True)[:24]):
-        if i in (5, 11):
-            add(config, "proxy", None, optuna.trial.TrialState.PRUNED)
+        add(oneshot, config, "oneshot", top1_of(78 + 8 * quality(config) + rng.gauss(0, 1.2)))
+    paper = [p.config for p in load_presets().values()]
+    found = [c for c in sorted(sampled, key=quality, reverse=True) if c not in paper][:18]
+    for i, config in enumerate(paper + found):
+        if i in (9, 13):
+            add(study, config, "proxy", None, optuna.trial.TrialState.PRUNED)
         elif i == 17:
-            add(config, "proxy", None, optuna.trial.TrialState.FAIL)
+            add(study, config, "proxy", None, optuna.trial.TrialState.FAIL)
         else:
-            add(config, "proxy", round(90 + 5 * quality(config) + rng.gauss(0, 0.6), 2))
-    for config in sorted(sampled, key=quality, reverse=True)[:5]:
-        add(config, "full", round(96 + 2 * quality(config) + rng.gauss(0, 0.3), 2))
+            add(study, config, "proxy", top1_of(86 + 5 * quality(config) + rng.gauss(0, 1.5)))
+    baseline = baseline_config()
+    for noise_seed in (1, 2, 3):
+        add(noise, baseline, "noise", top1_of(86 + 5 * quality(baseline) + rng.gauss(0, 1.5)),
+            trial_seed=noise_seed)
+    runs = [t.user_attrs["top1"] for t in study.trials + noise.trials
+            if t.user_attrs.get("rho") == baseline.rho_text and t.user_attrs.get("top1")]
+    mean = sum(runs) / len(runs)
+    std = (sum((v - mean) ** 2 for v in runs) / (len(runs) - 1)) ** 0.5
+    study.set_user_attr("noise_floor", {"mean": mean, "std": std, "seeds": [0, 1, 2, 3],
+                                        "top1": runs, "n_val": n_val})
+    if variant == "trained":
+        for config in [*found[:3], paper[3], baseline]:
+            add(study, config, "full", top1_of(10 + 25 * rng.random()))
     return study
 
 
 def main(argv: list[str]) -> int:
-    screenshot = Path(argv[0] if argv else "/tmp/rhosearch_report.png")
+    out = Path(argv[0] if argv else "/tmp/rhosearch_reports")
+    out.mkdir(parents=True, exist_ok=True)
     reports = Path(tempfile.mkdtemp(prefix="rhosearch_report_"))
-    (reports / "demo").mkdir()
-    build_demo_study(f"sqlite:///{reports / 'demo' / 'study.db'}")
-    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "report", "--study", "demo",
-                             "--reports-dir", str(reports)], capture_output=True, text=True)
-    print(result.stdout.strip(), result.stderr.strip())
-    html_path = Path(result.stdout.strip())
-    dom = render(html_path, screenshot=screenshot)
-    stddev, colours = pixel_spread(screenshot)
-    print(f"html: {html_path} ({html_path.stat().st_size / 1e6:.2f} MB)")
-    svgs, points = dom.count('class="main-svg"'), dom.count('<path class="point')
-    print(f"main-svg: {svgs}, scatter points: {points}, screenshot: {screenshot} "
-          f"(grey stddev {stddev:.1f}, {colours} colours)")
+    for variant in VARIANTS:
+        (reports / variant).mkdir()
+        build_demo_study(f"sqlite:///{reports / variant / 'study.db'}", variant, variant=variant)
+        result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "report", "--study",
+                                 variant, "--reports-dir", str(reports)],
+                                capture_output=True, text=True)
+        if result.returncode:
+            print(result.stderr)
+            return 1
+        html_path = Path(result.stdout.strip())
+        screenshot = out / f"{variant}.png"
+        dom = render(html_path, screenshot=screenshot, size="1400,3000")
+        stddev, colours = pixel_spread(screenshot)
+        widths = [int(w) for w in re.findall(r'class="fit" data-width="(\d+)"', dom)]
+        svgs, points = dom.count('class="main-svg"'), dom.count('<path class="point')
+        print(f"{variant}: {html_path} ({html_path.stat().st_size / 1e6:.2f} MB) -> "
+              f"{screenshot}; main-svg {svgs}, points {points}, table widths {widths} px, "
+              f"grey stddev {stddev:.1f}, {colours} colours")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from rhosearch.report import (
+    MIN_SPAN,
     front_info,
     front_table,
     hypervolume_2d,
@@ -24,6 +26,7 @@ from rhosearch.report import (
     rank_agreement,
     render_html,
 )
+from rhosearch.stats import Z95
 from rhosearch.study import TRIAL_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +61,10 @@ def make_trials(rows=TRIALS) -> pd.DataFrame:
             "classifier_channels": 600 + overhead // 10, "params": 1_000_000 + overhead,
             "overhead_params": overhead, "overhead_pct": overhead / 1e4, "gmacs": gmacs,
             "top1": top1, "top5": None if top1 is None else top1 + 2, "status": "ok",
+            "top1_lo": None if top1 is None else top1 - 2.0,
+            "top1_hi": None if top1 is None else min(100.0, top1 + 2.0),
+            "vs_baseline": None if top1 is None else "within noise",
+            "n_val": 360, "seed": 0,
         })
     return pd.DataFrame(records, columns=TRIAL_COLUMNS)
 
@@ -125,18 +132,21 @@ def _rank_trials(proxy: list[float], full: list[float]) -> pd.DataFrame:
     return make_trials(rows)
 
 
-def test_rank_agreement_known_rankings_with_count():
+def test_rank_agreement_known_rankings_with_count_and_interval():
     # One swapped pair of six: (5 - 1) / 6.
     agreement = rank_agreement(_rank_trials([70, 71, 72, 73], [90, 91, 93, 92]))
-    assert agreement.n == 4 and agreement.tau == pytest.approx(4 / 6)
-    assert "n = 4" in agreement.text()
-    assert rank_agreement(_rank_trials([70, 71, 72], [92, 91, 90])).tau == pytest.approx(-1.0)
+    assert agreement.n == 4 and agreement.value == pytest.approx(4 / 6)
+    assert agreement.lo <= agreement.value <= agreement.hi
+    assert "n = 4" in agreement.text() and "95% CI" in agreement.text()
+    assert rank_agreement(_rank_trials([70, 71, 72], [92, 91, 90])).value == pytest.approx(-1.0)
 
 
-def test_rank_agreement_needs_finalists():
+def test_rank_agreement_needs_finalists_and_says_why_it_is_undefined():
     assert rank_agreement(_rank_trials([70, 71], [])) is None
     single = rank_agreement(_rank_trials([70, 71], [90]))
-    assert single.n == 1 and math.isnan(single.tau) and "n = 1" in single.text()
+    assert single.n == 1 and math.isnan(single.value) and "n = 1" in single.text()
+    ties = rank_agreement(_rank_trials([70, 71, 72], [33.3, 33.3, 33.3]))
+    assert ties.text() == "undefined (all scores tie, n = 3)" and "nan" not in ties.text()
 
 
 def test_paper_points_are_labelled_and_never_in_our_front():
@@ -151,6 +161,7 @@ def test_paper_points_are_labelled_and_never_in_our_front():
     assert not set(info.front["name"]) & set(paper["name"])
     assert set(info.trials["number"]) <= {t[0] for t in TRIALS}
     assert info.excluded == 3 and info.rank_agreement.n == 3
+    assert set(info.agreements) == {"one-shot → proxy", "proxy → full"}
 
 
 def test_html_is_self_contained(tmp_path):
@@ -159,7 +170,95 @@ def test_html_is_self_contained(tmp_path):
     assert "<script src=" not in text and "<link" not in text
     assert "Plotly.newPlot" in text and "plotly.js" in text.lower()
     assert "paper Table 2 (MSS)" in text and "n = 3" in text
-    assert text.count('<table id="front">') == 1
+    assert text.count('<table id="front" class="fit">') == 1
+    assert '<table id="table5" class="fit">' in text and "Table 5, extended" in text
+    assert "priced at 256 px, 1000 classes" in text  # what every cost axis is priced at
+
+
+def _stage_rows(stage: str, top1s: list[float], start: int, *, number_from: int = 0) -> list:
+    names = "ABCDH"
+    return [(number_from + i, stage, "COMPLETE", names[i], t, 100 + 50 * i, 1.0 + 0.1 * i)
+            for i, t in enumerate(top1s[:5])]
+
+
+def test_each_stage_has_its_own_readable_scale():
+    # A 2-epoch full stage near chance must not stretch the proxy's axis (or the other way).
+    rows = (_stage_rows("proxy", [85.0, 86.5, 88.0], 0)
+            + _stage_rows("full", [10.0, 21.0, 33.3], 0, number_from=10))
+    info = front_info(make_trials(rows))
+    proxy, full = info.panels["proxy"].y_range, info.panels["full"].y_range
+    assert set(info.panels) == {"proxy", "full"}
+    assert 82 < proxy[0] < 83 and 90 < proxy[1] < 91  # 83-90 with its bars, a little margin
+    assert 5 < full[0] < 8 and 35 < full[1] < 38
+    assert full[1] < proxy[0]  # two scales, neither holding the other's points
+
+
+def test_tied_values_get_a_minimum_span_not_a_1e7_range():
+    rows = [(i, "proxy", "COMPLETE", c, 33.33, 100, 1.0) for i, c in enumerate("ABC")]
+    trials = make_trials(rows).drop(columns=["top1_lo", "top1_hi"])  # no intervals
+    info = front_info(trials)
+    low, high = info.panels["proxy"].y_range
+    assert high - low == pytest.approx(MIN_SPAN["top1"]) and (low + high) / 2 == 33.33
+    low, high = info.x_ranges["overhead_params"]
+    assert high - low == pytest.approx(MIN_SPAN["overhead_params"])
+    assert info.agreements == {}  # one stage: nothing to agree with
+
+
+def test_noise_band_and_intervals_come_from_the_study():
+    noise = {"mean": 90.0, "std": 1.0, "seeds": [0, 1, 2], "top1": [89.0, 90.0, 91.0],
+             "n_val": 360}
+    info = front_info(make_trials(), noise=noise)
+    panel = info.panels["proxy"]
+    assert panel.baseline == 90.0 and panel.band == pytest.approx((90 - Z95, 90 + Z95))
+    assert panel.y_range[0] <= panel.band[0] and panel.band[1] <= panel.y_range[1]
+    assert info.panels["full"].band is None  # the noise floor is the proxy stage's
+    front = info.front.set_index("name")
+    assert front.loc["cfg-B", ["top1_lo_proxy", "top1_hi_proxy"]].tolist() == [90.0, 94.0]
+    assert front.loc["cfg-B", "vs_baseline_proxy"] == "within noise"
+
+
+def test_missing_uncertainty_columns_are_treated_as_absent():
+    trials = make_trials().drop(columns=["top1_lo", "top1_hi", "vs_baseline"])
+    info = front_info(trials)
+    assert info.front["top1_lo_proxy"].isna().all() and "proxy" in info.panels
+
+
+def test_table5_extended_places_the_papers_figures_beside_ours():
+    table = front_info(make_trials()).table5
+    paper = table[table["kind"] == "paper"]
+    assert list(paper["name"]) == ["MobileViT-S", "ExMViT-576", "ExMViT-640", "ExMViT-704",
+                                   "ExMViT-864", "ExMViT-928"]
+    row = paper.set_index("name").loc["ExMViT-864"]  # B in these trials: rho (0,0,1,1,4)
+    assert row["paper_mss"] == 77.62 and row["paper_params"] == 5_803_000
+    assert row["top1_proxy"] == 92.0 and row["top1_full"] == 97.0 and row["top1_oneshot"] == 84
+    assert row["top1_lo_proxy"] == 90.0 and row["vs_baseline_proxy"] == "within noise"
+    assert pd.isna(paper.set_index("name").loc["ExMViT-640", "top1_proxy"])  # not measured
+    found = table[table["kind"] == "found"]
+    assert list(found["name"]) == ["cfg-D"]  # on the proxy front and trained in full
+    assert not found["name"].str.startswith("ExMViT").any()
+
+
+def test_hypervolume_is_drawn_against_trials_run():
+    rows = TRIALS[:7] + [(20, "proxy", "COMPLETE", "A", 90.0, 100, 1.0),
+                         (150, "proxy", "FAIL", "E", None, 50, 0.5)]
+    trials = make_trials(rows)
+    trials.loc[trials["number"] == 20, "status"] = "cached"  # answered from the record
+    trials.loc[trials["number"] == 150, "status"] = "not run"  # enqueued, never run
+    history, _ = hypervolume_history(trials)
+    assert list(history["run"]) == [1, 2, 3, 4, 5, 6, 7]
+    assert list(history["number"]) == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_trial_numbers_repeat_across_stages():
+    # One-shot trials live in their own study, so their numbers restart at 0: trial 1 is
+    # dominated in the proxy stage and not in the one-shot stage, for either cost.
+    rows = _stage_rows("proxy", [90.0, 89.0], 0) + _stage_rows("oneshot", [80.0, 81.0], 0)
+    info = front_info(make_trials(rows))
+    trials = info.trials.set_index(["stage", "number"])
+    for cost in ("overhead_params", "gmacs"):
+        assert trials.loc[("proxy", 1), f"dominated_{cost}"]
+        assert not trials.loc[("oneshot", 1), f"dominated_{cost}"]
+    assert info.trials.groupby("stage").size().to_dict() == {"oneshot": 2, "proxy": 2}
 
 
 # --- end to end through cli.py, on a real Optuna SQLite study ---------------------------------
@@ -225,15 +324,27 @@ def test_cli_report_missing_study_is_one_line(tmp_path, capsys):
 # --- a real browser, offline ------------------------------------------------------------------
 
 
-def test_report_draws_in_headless_chromium(tmp_path):
-    from render_report import chromium_binary, pixel_spread, render
+@pytest.mark.parametrize("variant", ["trained", "ties"])
+def test_report_draws_in_headless_chromium(tmp_path, variant):
+    from render_report import build_demo_study, chromium_binary, pixel_spread, render
 
     if chromium_binary() is None:
         pytest.skip("no chromium binary (.ci/run installs it)")
-    path = render_html(front_info(make_trials()), tmp_path / "index.html", title="browser check")
+    (tmp_path / variant).mkdir()
+    build_demo_study(f"sqlite:///{tmp_path / variant / 'study.db'}", variant, variant=variant)
+    from rhosearch.report import write_report
+
+    path = write_report(variant, reports_dir=tmp_path)
     screenshot = tmp_path / "shot.png"
-    dom = render(path, screenshot=screenshot, size="1280,1600")
-    assert dom.count('class="main-svg"') >= 4  # two figures, each with its SVG layers
-    assert dom.count('<path class="point') >= 11 * 2 + 14 * 2  # our trials + paper, both axes
+    dom = render(path, screenshot=screenshot, size="1400,2400")
+    stages = 3 if variant == "trained" else 2
+    assert dom.count('class="main-svg"') >= 2 * 3  # stages, hypervolume, paper figures
+    assert dom.count('class="subplot x') >= 2 * stages + 2 + 1  # stage panels, paper, HV
+    assert dom.count('<path class="point') >= 40 + 21 + 14 * 2
+    # Both tables fit a 1,400 px page (24 px margins): their laid-out widths, read in Chromium.
+    widths = [int(w) for w in re.findall(r'class="fit" data-width="(\d+)"', dom)]
+    assert len(widths) == 2 and max(widths) <= 1400 - 48, widths
     stddev, colours = pixel_spread(screenshot)
     assert stddev > 5 and colours > 50, (stddev, colours)
+    if variant == "ties":
+        assert "undefined (all scores tie" in dom and "nan" not in dom.split("<script")[0]
