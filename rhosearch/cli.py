@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rhosearch.errors import RhoSearchError
+from rhosearch.errors import RhoSearchError, Terminated
 
 # Each subcommand: a function adding its arguments and a function running it. Imports of the
 # heavy modules (torch, ray) happen inside the runners so `--help` stays fast.
@@ -25,18 +27,40 @@ def _add_config_args(parser: argparse.ArgumentParser, *, allow_all: bool = False
     preset_help = "a paper preset (baseline, exmvit-576 ... exmvit-928)"
     which.add_argument("--preset", help=preset_help + (" or 'all'" if allow_all else ""))
     which.add_argument("--rho", help="rho_3,rho_4,rho_5 or rho_1..rho_5, e.g. 4/3,5/4,4")
-    parser.add_argument("--backbone", default="mobilevit_s",
-                        help="mobilevit_s | mobilevit_xs | mobilevit_xxs (default: %(default)s)")
+    parser.add_argument("--backbone", help="mobilevit_s | mobilevit_xs | mobilevit_xxs, for "
+                        "--rho (default: mobilevit_s; presets have their own)")
 
 
 def _configs_from_args(args: argparse.Namespace, *, allow_all: bool = False) -> list:
-    from rhosearch.space import RhoConfig, get_preset, load_presets
+    from rhosearch.space import BACKBONE_WIDTHS, RhoConfig, get_preset, load_presets
 
     if args.rho:
-        return [RhoConfig.parse(args.rho, backbone=args.backbone)]
+        return [RhoConfig.parse(args.rho, backbone=args.backbone or "mobilevit_s")]
     if allow_all and (args.preset or "all").lower() == "all":
-        return [p.config for p in load_presets().values()]
-    return [get_preset(args.preset or "baseline").config]
+        configs = [p.config for p in load_presets().values()]
+    else:
+        configs = [get_preset(args.preset or "baseline").config]
+    if args.backbone is not None:  # a preset is a whole configuration, backbone included
+        if args.backbone not in BACKBONE_WIDTHS:
+            raise RhoSearchError(f"--backbone {args.backbone!r} is unknown; choose one of: "
+                                 f"{', '.join(BACKBONE_WIDTHS)}")
+        other = [c for c in configs if c.backbone != args.backbone]
+        if other:
+            raise RhoSearchError(f"--backbone {args.backbone}: the preset is a "
+                                 f"{other[0].backbone} configuration; give --rho with --backbone")
+    return configs
+
+
+def _seed(text: str) -> int:
+    """A `--seed`: what numpy, torch and Optuna's samplers all accept (below 2**32), with room
+    for the noise floor's seeds, seed + 1 ... seed + K."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= seed < 2**31:
+        raise argparse.ArgumentTypeError(f"{seed} is outside 0 .. {2**31 - 1}")
+    return seed
 
 
 def _recipe_names() -> str:
@@ -115,7 +139,7 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     _add_data_recipe_args(parser)
     parser.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "gp", "random"))
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the sampler, the weights and the data order (default: 0)")
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
@@ -199,7 +223,7 @@ def _search(args: argparse.Namespace) -> int:
           + ("" if args.keep_checkpoints else " (proxy checkpoints deleted; --keep-checkpoints)"))
     if outcome["interrupted"]:
         print(f"interrupted; resume with: {_resume_command()}", file=sys.stderr)
-        return 130
+        return 143 if outcome.get("terminated") else 130
     return 0
 
 
@@ -239,7 +263,7 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser)
     _add_data_recipe_args(parser)
     parser.add_argument("--out", type=Path, help="run folder (default: runs/CONFIG_KEY)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the weights and the data order (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when present)")
@@ -254,6 +278,8 @@ def _train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe or proxy_recipe_for(args.data), _recipe_overrides(args))
     out = args.out or Path("runs") / config.key
+    _check_device(args.device)
+    _check_writable(out, flag="--out")
     result = train_config(
         config, data=args.data, recipe=recipe, out_dir=out, seed=args.seed, resume=args.resume,
         data_root=args.data_root, download=args.download, device=args.device,
@@ -267,6 +293,45 @@ def _train(args: argparse.Namespace) -> int:
           f"at {result['resolution']}px, {result['epochs_done']} epochs in {result['wall_s']:.0f}s"
           f" -> {out / 'result.json'}")
     return 0 if result["status"] == "ok" else 1
+
+
+def _check_device(text: str | None) -> None:
+    """Refuses a --device this machine cannot train on, before anything is built."""
+    if text is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise RhoSearchError(f"--device {text!r}: write cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise RhoSearchError(f"--device {text}: rhosearch trains on cpu or cuda")
+    have = torch.cuda.device_count() if device.type == "cuda" else 1
+    if device.type == "cuda" and have == 0:
+        raise RhoSearchError(f"--device {text}: this machine has no CUDA GPU; use --device cpu")
+    if device.index is not None and device.index >= have:
+        raise RhoSearchError(f"--device {text}: this machine has {have} GPU(s), cuda:0 .. "
+                             f"cuda:{have - 1}")
+
+
+def _check_writable(folder: Path, *, flag: str) -> None:
+    """Refuses a folder that is a file or cannot be created or written, leaving the disk as
+    it was (the probe is an empty folder, removed at once)."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise RhoSearchError(f"{flag} {folder} is a file; give a folder")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RhoSearchError(f"{flag} {folder}: {parent} is a file, not a folder")
+    try:
+        Path(tempfile.mkdtemp(dir=parent, prefix=".rhosearch-probe-")).rmdir()
+    except OSError as exc:
+        raise RhoSearchError(f"{flag} {folder}: cannot write in {parent} "
+                             f"({exc.strerror or exc})") from None
 
 
 # --- train-best -------------------------------------------------------------------------------
@@ -294,8 +359,11 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data set (default: the one the study searched on)")
     parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
     parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the weights and the data order (default: 0)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="train each finalist and the baseline control with N seeds "
+                        "(seed ... seed+N-1) and compare them pairwise (default: 1)")
     parser.add_argument("--resume", action="store_true",
                         help="continue each finalist from its checkpoint")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
@@ -311,13 +379,15 @@ def _train_best(args: argparse.Namespace) -> int:
         top=args.top, budget=parse_budget(args.budget), gpus_per_trial=args.gpus_per_trial,
         workers_per_finalist=args.workers_per_finalist, recipe=args.recipe,
         recipe_overrides=_recipe_overrides(args), data=args.data, data_root=args.data_root,
-        download=args.download, seed=args.seed, resume=args.resume, address=args.address,
+        download=args.download, seed=args.seed, seeds=args.seeds, resume=args.resume,
+        address=args.address,
     )
     outcome = train_finalists(settings)
     frame = outcome["finalists"]
-    columns = ["pick", "name", "rho", "params", "overhead_params", "top1", "ema_top1",
-               "epochs_done", "wall_s", "status", "trial"]
-    print_frame(frame[columns].round(2), title="Finalists (full stage)")
+    columns = ["pick", "name", "overhead_params", "seeds", "top1", "top1_std", "vs_baseline",
+               "epochs_done", "status"]
+    print_frame(frame[columns].round(2), title="Finalists (full stage): top-1 (EMA when on), "
+                "mean and std over seeds, paired against the baseline control")
     print(f"finalists: {outcome['csv']}   weights: {outcome['folder']}/<key>/model.safetensors"
           f"   report: {outcome['report']}   ({outcome['wall_s']:.0f}s)")
     return 0 if (frame["status"] == "ok").all() else 1
@@ -401,17 +471,33 @@ def _quiet_ray_output() -> None:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 
+_NOT_SET = object()
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse itself exits with code 2 on a bad flag
     _quiet_ray_output()
+    # SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: the drivers mark their
+    # running trials and say how to resume; `start_ray` keeps Ray from replacing this handler.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else _NOT_SET
     try:
         return args.run(args)
     except RhoSearchError as exc:
         print(f"rhosearch {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"rhosearch {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        resume = (f"; resume with: {_resume_command()}"
+                  if args.command in ("train", "train-best") else "")
+        print(f"rhosearch {args.command}: interrupted{resume}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not _NOT_SET:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -197,8 +197,18 @@ class FinalistSettings:
     data_root: Path | None = None
     download: bool = False
     seed: int = 0
+    seeds: int = 1  # each finalist and the baseline control trained with seeds seed..seed+N-1
     resume: bool = False
     address: str | None = None
+
+    def run_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+
+def run_dir(folder: Path, config: RhoConfig, seed: int, first_seed: int) -> Path:
+    """A finalist run's folder: `finalists/<key>/` for the first seed, `<key>-seed<s>/` after."""
+    name = config.key if seed == first_seed else f"{config.key}-seed{seed}"
+    return folder / "finalists" / name
 
 
 def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, float]:
@@ -413,9 +423,13 @@ def _already_recorded(study: optuna.Study, out_dir: Path, epochs_done: int) -> i
 # The whole stage.
 
 
-FINALIST_COLUMNS = ["pick", "name", "rho", "backbone", "params", "overhead_params", "gmacs",
-                    "top1", "top5", "ema_top1", "ema_top5", "epochs_done", "wall_s", "status",
-                    "workers", "trial", "weights", "reason"]
+SUMMARY_COLUMNS = ["pick", "name", "rho", "backbone", "params", "overhead_params", "gmacs",
+                   "seeds", "top1", "top1_std", "top1_runs", "vs_baseline", "top1_diff",
+                   "p_value", "epochs_done", "status", "weights", "reason"]
+
+FINALIST_COLUMNS = ["pick", "name", "rho", "backbone", "seed", "params", "overhead_params",
+                    "gmacs", "top1", "top5", "raw_top1", "raw_top5", "epochs_done", "wall_s",
+                    "status", "workers", "trial", "weights", "reason"]
 
 
 SMALL_IMAGE_DATA = ("digits", "cifar10", "cifar100")
@@ -441,6 +455,9 @@ def train_finalists(settings: FinalistSettings, *,
 
     # Ray workers have their own working directories: every path they get is absolute.
     settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())
+    if settings.seeds < 1:
+        raise RhoSearchError(f"--seeds {settings.seeds}: give at least 1 (each finalist and the "
+                             "baseline control train once per seed)")
     if settings.workers_per_finalist < 1:
         raise RhoSearchError(f"--workers-per-finalist {settings.workers_per_finalist}: give "
                              "at least 1")
@@ -470,8 +487,10 @@ def train_finalists(settings: FinalistSettings, *,
     started, rows = time.time(), []
     started_ray = start_ray(settings.budget, address=settings.address, log_to_driver=True)
     try:
-        for config, reason, result in _run_all(picks, settings, data, resources, folder):
-            out_dir = folder / "finalists" / config.key
+        for config, reason, seed, result in _run_all(picks, settings, data, resources,
+                                                     folder):
+            out_dir = run_dir(folder, config, seed, settings.seed)
+            _ema_is_the_objective(result)
             # Cost figures as the proxy stage prices them (256 px, 1000 classes), whatever the
             # data set and resolution trained on, so the stages' fronts share an axis.
             result.update(CostModel(config.backbone).price(config).as_dict())
@@ -481,56 +500,102 @@ def train_finalists(settings: FinalistSettings, *,
             if number is None:
                 number = _record(study, config, reason, result, out_dir)
             rows.append({**result, "pick": reason, "name": config.name,
-                         "rho": config.rho_text, "trial": number})
-            top1, ema_top1 = result.get("top1"), result.get("ema_top1")
-            log(f"{config.name} [{config.rho_text}] ({reason}): {result.get('status')}, top-1 "
+                         "rho": config.rho_text, "trial": number, "seed": seed})
+            top1, raw_top1 = result.get("top1"), result.get("raw_top1")
+            log(f"{config.name} [{config.rho_text}] ({reason}, seed {seed}): "
+                f"{result.get('status')}, top-1 "
                 + ("n/a" if top1 is None else f"{top1:.2f}%")
-                + ("" if ema_top1 is None else f" (EMA {ema_top1:.2f}%)")
+                + ("" if raw_top1 is None else f" (EMA; raw weights {raw_top1:.2f}%)")
                 + f", {result.get('epochs_done', 0)} epochs in {result.get('wall_s', 0):.0f}s"
                 + f" -> trial #{number}")
     finally:
         if started_ray:
             ray.shutdown()
     order = {config.rho_text: i for i, (config, _) in enumerate(picks)}
-    rows.sort(key=lambda row: order[row["rho"]])  # the pick order, not the finishing order
-    frame = pd.DataFrame(rows).reindex(columns=FINALIST_COLUMNS)
+    # The pick order, not the finishing order; each finalist's seeds together.
+    rows.sort(key=lambda row: (order[row["rho"]], row["seed"]))
+    runs = pd.DataFrame(rows).reindex(columns=FINALIST_COLUMNS)
+    frame = summarize_seeds(runs, baseline_config(picks[0][0].backbone).rho_text)
     csv = folder / "finalists.csv"
     write_csv(frame, csv)  # counts as integers, not 640.0
+    write_csv(runs, folder / "finalist_runs.csv")
     report = write_report(settings.study, storage=settings.storage,
                           reports_dir=settings.reports_dir)
-    return {"finalists": frame, "csv": csv, "report": report, "folder": folder / "finalists",
-            "wall_s": time.time() - started}
+    return {"finalists": frame, "runs": runs, "csv": csv, "report": report,
+            "folder": folder / "finalists", "wall_s": time.time() - started}
+
+
+def _ema_is_the_objective(result: dict[str, Any]) -> None:
+    """With EMA on, the EMA model is what the paper reports and what `export` writes: its top-1
+    becomes the recorded `top1`, the raw model's is kept as `raw_top1`."""
+    if result.get("ema_top1") is not None:
+        result["raw_top1"], result["top1"] = result.get("top1"), result["ema_top1"]
+        result["raw_top5"], result["top5"] = result.get("top5"), result.get("ema_top5")
 
 
 def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data: str,
              resources: dict[str, float], folder: Path):
-    """Yields `(config, reason, result)` as each finalist ends (failures as status "failed")."""
+    """Yields `(config, reason, seed, result)` as each run ends (failures as status "failed").
+
+    Every finalist runs once per seed; a run with seed s gets `settings` with `seed=s`, so all
+    finalists and the baseline control share each seed's data order and trunk initialisation.
+    """
     def failed(exc: BaseException) -> dict[str, Any]:
         cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
         return {"status": "failed", "reason": f"{type(cause).__name__}: {cause}"[:500],
                 "epochs_done": 0}
 
+    runs = [(config, reason, seed) for seed in settings.run_seeds() for config, reason in picks]
     if settings.workers_per_finalist > 1:
-        for config, reason in picks:
-            out_dir = folder / "finalists" / config.key
+        for config, reason, seed in runs:
+            out_dir = run_dir(folder, config, seed, settings.seed)
             out_dir.mkdir(parents=True, exist_ok=True)
             try:
-                result = _train_ddp(config, out_dir, settings, data, resources)
+                result = _train_ddp(config, out_dir, dataclasses.replace(settings, seed=seed),
+                                    data, resources)
             except Exception as exc:  # recorded as the finalist's failure; the others go on
                 result = failed(exc)
-            yield config, reason, result
+            yield config, reason, seed, result
         return
     remote = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
                         max_retries=0)(_train_one)
     pending = {}
-    for config, reason in picks:
-        out_dir = folder / "finalists" / config.key
-        pending[remote.remote(config, out_dir, settings, data)] = (config, reason)
+    for config, reason, seed in runs:
+        out_dir = run_dir(folder, config, seed, settings.seed)
+        pending[remote.remote(config, out_dir, dataclasses.replace(settings, seed=seed),
+                              data)] = (config, reason, seed)
     while pending:
         [done], _ = ray.wait(list(pending), num_returns=1)
-        config, reason = pending.pop(done)
+        config, reason, seed = pending.pop(done)
         try:
             result = ray.get(done)
         except Exception as exc:
             result = failed(exc)
-        yield config, reason, result
+        yield config, reason, seed, result
+
+
+def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
+    """One row per finalist: top-1 mean and std over its seeds, and a paired comparison with
+    the baseline control trained with the same seeds (`stats.paired_difference`)."""
+    from rhosearch.stats import paired_difference
+
+    ok = runs[(runs["status"] == "ok") & runs["top1"].notna()]
+    control = ok[ok["rho"] == baseline_rho].set_index("seed")["top1"]
+    rows = []
+    for rho, group in runs.groupby("rho", sort=False):
+        done = ok[ok["rho"] == rho].set_index("seed")["top1"].astype(float)
+        first = group.iloc[0].to_dict()
+        row = {key: first.get(key) for key in FINALIST_COLUMNS}
+        row.update(seeds=len(done), top1=round(float(done.mean()), 3) if len(done) else None,
+                   top1_std=round(float(done.std(ddof=1)), 3) if len(done) > 1 else None,
+                   top1_runs="; ".join(f"{v:.2f}" for v in done),
+                   status="ok" if len(done) == len(group) else first.get("status"))
+        shared = done.index.intersection(control.index)
+        if rho == baseline_rho:
+            row["vs_baseline"] = "baseline control"
+        elif len(shared):
+            paired = paired_difference(done[shared].tolist(), control[shared].astype(float))
+            row.update(vs_baseline=paired.label, top1_diff=round(paired.mean_diff, 3),
+                       p_value=None if pd.isna(paired.p_value) else round(paired.p_value, 4))
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)

@@ -209,9 +209,43 @@ def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, small_ray):
     assert len(_full_trials(tmp_path)) == 2
 
     again = train_finalists(dataclasses.replace(settings, resume=True), log=lambda line: None)
-    assert list(again["finalists"]["trial"]) == list(first["finalists"]["trial"])
+    assert list(again["runs"]["trial"]) == list(first["runs"]["trial"])
     assert len(_full_trials(tmp_path)) == 2
     assert set(again["finalists"]["top1"]) == set(first["finalists"]["top1"])
+
+
+def test_finalists_with_seeds_are_compared_pairwise_with_the_baseline(tmp_path, small_ray):
+    study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])
+    settings = FinalistSettings(study=study, reports_dir=tmp_path, budget=Budget(cpus=2),
+                                seeds=2, recipe_overrides=dict(TINY))
+    outcome = train_finalists(settings, log=lambda line: None)
+    runs = outcome["runs"]
+    assert sorted(zip(runs["rho"], runs["seed"], strict=True)) == [
+        ("0,0,0,0,4", 0), ("0,0,0,0,4", 1), ("0,0,1/3,0,3", 0), ("0,0,1/3,0,3", 1)]
+    full = _full_trials(tmp_path)
+    assert len(full) == 4 and sorted(full["seed"]) == [0, 0, 1, 1]
+    # EMA is on in full_small: the recorded top-1 is the EMA model's, the raw one kept beside.
+    assert runs["raw_top1"].notna().all()
+    summary = outcome["finalists"].set_index("rho")
+    assert list(summary["seeds"]) == [2, 2]
+    knee, control = summary.loc["0,0,1/3,0,3"], summary.loc["0,0,0,0,4"]
+    assert control["vs_baseline"] == "baseline control"
+    assert knee["vs_baseline"].startswith(("within noise (p = ", "beyond noise ("))
+    knee_runs = runs[runs["rho"] == "0,0,1/3,0,3"].sort_values("seed")["top1"]
+    control_runs = runs[runs["rho"] == "0,0,0,0,4"].sort_values("seed")["top1"]
+    assert knee["top1"] == pytest.approx(knee_runs.mean(), abs=1e-3)
+    assert knee["top1_diff"] == pytest.approx((knee_runs.values - control_runs.values).mean(),
+                                              abs=1e-3)
+    folder = tmp_path / "hand" / "finalists"
+    assert (folder / "mobilevit_xxs__0_0_1o3_0_3-seed1" / "model.safetensors").is_file()
+    assert pd.read_csv(tmp_path / "hand" / "finalists.csv")["seeds"].tolist() == [2, 2]
+
+
+def test_zero_seeds_is_refused(tmp_path):
+    study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])
+    with pytest.raises(RhoSearchError, match="--seeds 0"):
+        train_finalists(FinalistSettings(study=study, reports_dir=tmp_path, seeds=0),
+                        log=lambda line: None)
 
 
 class Stop(Exception):
