@@ -8,6 +8,7 @@ import math
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 from rhosearch.stats import (
     kendall_tau,
@@ -146,3 +147,37 @@ def test_stage_agreement_pairs_first_measurements_by_rho():
     })
     tau = stage_agreement(frame, "oneshot", "proxy")
     assert tau.n == 3 and tau.value == pytest.approx(1 / 3)
+
+
+def test_common_random_numbers_pair_trials_with_the_baseline(monkeypatch, tmp_path):
+    """A trial with seed s starts from the baseline's trunk weights at seed s and sees its data
+    in the same order, so its difference to the baseline is a paired one."""
+    from rhosearch import train
+    from rhosearch.recipe import load_recipe
+    from rhosearch.space import RhoConfig, baseline_config
+
+    seen = {}
+
+    def capture(model, loaders, recipe, out_dir, **kwargs):
+        seen[out_dir.name] = (
+            {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("stem",
+                                                                                  "stages"))},
+            [list(batch) for batch in loaders.sampler][:3])
+        raise StopIteration  # nothing to train: only the starting point matters
+
+    monkeypatch.setattr(train, "fit", capture)
+    recipe = load_recipe("proxy", {"subset": 64, "batch_size": 16})
+    runs = {"base": (baseline_config("mobilevit_xxs"), 3),
+            "wide": (RhoConfig.parse("0,0,1,1,3", backbone="mobilevit_xxs"), 3),
+            "other": (baseline_config("mobilevit_xxs"), 4)}
+    for name, (config, seed) in runs.items():
+        with pytest.raises(StopIteration):
+            train.train_config(config, data="digits", recipe=recipe, out_dir=tmp_path / name,
+                               seed=seed, progress=False)
+    (base_w, base_order), (wide_w, wide_order), (other_w, other_order) = (
+        seen[name] for name in ("base", "wide", "other"))
+    assert base_order == wide_order and base_order != other_order
+    shared = base_w.keys() & wide_w.keys()
+    assert len(shared) > 50
+    assert all(torch.equal(base_w[k], wide_w[k]) for k in shared)
+    assert not all(torch.equal(base_w[k], other_w[k]) for k in shared)
