@@ -118,7 +118,7 @@ def sandwich_step(
     with torch.autocast(images.device.type, dtype=torch.bfloat16,
                         enabled=images.device.type == "cuda"):
         # One backbone + widest-shortcut forward serves every configuration (module docstring).
-        features = supernet.forward_widest_features(images, largest_config(supernet.space))
+        features = supernet.forward_widest_features(images, supernet.config)
         total = features.new_zeros((), dtype=torch.float32)
         teacher = None
         correct = 0.0
@@ -179,7 +179,7 @@ def widest_features(
     device = _device_of(supernet)
     was_training = supernet.training
     supernet.eval()
-    largest = largest_config(supernet.space)
+    largest = supernet.config  # the widest configuration
     features, labels = [], []
     for images, targets in loader:
         features.append(supernet.forward_widest_features(images.to(device), largest).float())

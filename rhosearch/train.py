@@ -12,6 +12,7 @@ in: the supernet passes its sandwich `step`, a DDP worker its `rank` and `world_
 recipe, optimizer and schedule are `rhosearch.recipe`'s; how run state is written and read is
 `rhosearch.checkpoint`'s. A run writes to `out_dir`: `metrics.jsonl` (one line per epoch),
 `checkpoint.pt` (everything needed to resume) and `result.json`. Accuracies are percentages.
+(Past 400 lines on purpose: the loop and everything it calls, in the order a run meets them.)
 """
 
 from __future__ import annotations
@@ -232,9 +233,8 @@ def train_one_epoch(
                     diverged = True
                     break
                 rate = seen / (time.perf_counter() - start)
-                stats = f"loss {mean_loss:.3f}  acc {100 * float(correct) / seen:.1f}%  " \
-                        f"{rate:.0f} img/s"
-                bar.update(task, completed=i + 1, stats=stats)
+                bar.update(task, completed=i + 1, stats=f"loss {mean_loss:.3f}  acc "
+                           f"{100 * float(correct) / seen:.1f}%  {rate:.0f} img/s")
     seconds = time.perf_counter() - start
     seen = max(1, seen)
     return dict(loss=float(loss_sum) / seen, train_top1=100.0 * float(correct) / seen,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -23,13 +25,14 @@ def study(request, tmp_path) -> optuna.Study:
                                directions=["maximize", "minimize"])
 
 
-def _searcher(study: optuna.Study, *, trials: int = 3) -> StudySearcher:
-    settings = SearchSettings(study="t", space=ONE_CONFIG, trials=trials, budget=Budget(cpus=1))
+def _searcher(study: optuna.Study, reports: Path, *, trials: int = 3) -> StudySearcher:
+    settings = SearchSettings(study="t", space=ONE_CONFIG, trials=trials, budget=Budget(cpus=1),
+                              noise_seeds=0, reports_dir=reports)
     return StudySearcher(study, settings, epochs=3)
 
 
-def test_a_pruned_rho_proposed_again_runs_again(study):
-    searcher = _searcher(study)
+def test_a_pruned_rho_proposed_again_runs_again(study, tmp_path):
+    searcher = _searcher(study, tmp_path)
     first = searcher.suggest("a")
     assert isinstance(first, dict) and first["rho"] == "0,0,0,0,4"
     searcher.on_trial_complete("a", {"top1": 50.0, "epoch": 1, "epochs_done": 1})  # ASHA
@@ -42,9 +45,9 @@ def test_a_pruned_rho_proposed_again_runs_again(study):
     assert not [t for t in trials if t.user_attrs.get("status") == "duplicate"]
 
 
-def test_a_running_rho_proposed_again_is_a_duplicate():
+def test_a_running_rho_proposed_again_is_a_duplicate(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"])  # 1000 asks: in memory
-    searcher = _searcher(study, trials=1)
+    searcher = _searcher(study, tmp_path, trials=1)
     assert isinstance(searcher.suggest("a"), dict)
     searcher.remaining = 1  # one more, while "a" still runs
     assert searcher.suggest("b") is None  # the single config is busy: nothing new to run
