@@ -60,3 +60,55 @@ def test_help_lists_commands():
 )
 def test_bad_input_is_one_line_and_exit_2(args, fragment):
     assert_clean_error(rhosearch(*args), fragment)
+
+
+def test_a_found_rho_is_named_by_rho_and_width_in_the_csv():
+    result = rhosearch("count", "--rho", "2,1/2,2", "--format", "csv", "--method", "closed-form")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].startswith('"ρ(0,0,2,½,2)·576",mobilevit_s,')
+
+
+def test_help_never_imports_torch_or_ray():
+    # --help must stay well under a second: the heavy imports live inside the commands.
+    code = ("import sys; from rhosearch.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'ray', 'timm', 'optuna') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+def test_every_option_has_help_and_train_lists_every_recipe():
+    import yaml
+
+    from rhosearch.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps them only here
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings} has no help text"
+    recipes = yaml.safe_load((ROOT / "rhosearch" / "recipes.yaml").read_text())
+    train_help = commands["train"].format_help()
+    assert all(recipe in train_help for recipe in recipes)  # full_small, proxy_fmnist, ...
+
+
+def test_count_table_cuts_no_header_or_cell():
+    import os
+
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "count", "--preset", "all",
+                             "--method", "closed-form"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    assert "classifier_channels" in result.stdout and "0,0,128,160,640" in result.stdout
+
+
+def test_csv_writes_counts_as_integers(tmp_path):
+    import pandas as pd
+
+    from rhosearch.output import write_csv
+
+    frame = pd.DataFrame({"number": [0, 1], "params": [5_578_632, None], "top1": [90.0, None],
+                          "classifier_channels": [640.0, 576.0]})
+    write_csv(frame, tmp_path / "t.csv")
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[1:] == ["0,5578632,90.0,640", "1,,,576"]  # top-1 stays a measurement
