@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
@@ -66,6 +67,9 @@ def _folder_classes(root: Path, split: str) -> list[str]:
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     if not classes:
         raise RhoSearchError(f"{split_dir} has no class folders; expected {split}/<class>/<image>")
+    if len(classes) == 1:  # a classifier of one class learns nothing: top-1 is always 100 %
+        raise RhoSearchError(f"{split_dir} has one class folder ({classes[0]}); a classifier "
+                             "needs at least 2")
     for name in classes:
         if not any(f.is_file() for f in (split_dir / name).iterdir()):
             raise RhoSearchError(f"class folder {split_dir / name} has no images")
@@ -324,7 +328,7 @@ class _CheckedImageFolder(Dataset):
         path, label = self.folder.samples[index]
         try:
             return self.folder.loader(path), label
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
             raise RhoSearchError(f"cannot read image {path}: {exc}") from None
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import sys
+import threading
 from dataclasses import dataclass
 
 # Read once when Ray is imported, so set before it: Ray's driver otherwise folds repeated worker
@@ -89,19 +92,51 @@ def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool
     """
     if ray.is_initialized():  # a caller (e.g. a test declaring logical GPUs) owns Ray
         return False
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
-        have = ray.cluster_resources().get("GPU", 0)
-        if budget.gpus > have:
-            ray.shutdown()
-            raise RhoSearchError(f"budget asks for {budget.gpus:g} GPUs but the cluster at "
-                                 f"{address} has {have:g}; lower --budget")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # ray.init installs a SIGTERM handler that kills Ray's processes and exits mid-write (a C++
+    # abort, trials left RUNNING); the caller's handler (the CLI's: an interrupt) stays.
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        if address:
+            _join_ray(address, log_to_driver=log_to_driver)
+            have = ray.cluster_resources().get("GPU", 0)
+            if budget.gpus > have:
+                ray.shutdown()
+                raise RhoSearchError(f"budget asks for {budget.gpus:g} GPUs but the cluster "
+                                     f"at {address} has {have:g}; lower --budget")
+            return True
+        check_local_gpus(budget)
+        cpus = budget.cpus or float(os.cpu_count() or 1)
+        # "local": a Ray of our own holding exactly the budget, even when `ray start` runs on
+        # this machine or a dead one left its address file (joining those is --address auto).
+        ray.init(address="local", num_cpus=cpus, num_gpus=budget.gpus, include_dashboard=False,
+                 log_to_driver=log_to_driver, configure_logging=False)
         return True
-    check_local_gpus(budget)
-    cpus = budget.cpus or float(os.cpu_count() or 1)
-    ray.init(num_cpus=cpus, num_gpus=budget.gpus, include_dashboard=False,
-             log_to_driver=log_to_driver, configure_logging=False)
-    return True
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _join_ray(address: str, *, log_to_driver: bool) -> None:
+    """Joins the cluster at `address` (host:port, ray://host:port or auto), or says in one line
+    why not; an address where nothing listens fails in seconds, not Ray's minutes of retries."""
+    given = address if address != os.environ.get("RAY_ADDRESS") else f"{address} (RAY_ADDRESS)"
+    if address != "auto":
+        host, sep, port = address.removeprefix("ray://").rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise RhoSearchError(f"--address {given}: write host:port, ray://host:port or auto")
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as exc:
+            raise RhoSearchError(f"--address {given}: nothing answers at {host}:{port} "
+                                 f"({exc.strerror or exc}); start the cluster or drop "
+                                 "--address for a local Ray") from None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
+    except (ConnectionError, ValueError, TimeoutError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RhoSearchError(f"--address {given}: cannot join a Ray cluster: {first}") from None
 
 
 def trial_resources(
@@ -112,7 +147,15 @@ def trial_resources(
     if gpus is None:
         gpus = 1.0 if budget.gpus else 0.0
     cpus = cpus_per_trial or 1.0
-    if gpus and budget.gpus and gpus > budget.gpus:
+    # A trial larger than the budget would wait for ever for resources that never come.
+    if gpus < 0 or cpus <= 0:
+        raise RhoSearchError("--gpus-per-trial and --cpus-per-trial must be positive")
+    if gpus and gpus > budget.gpus:
         raise RhoSearchError(
-            f"--gpus-per-trial {gpus:g} exceeds the budget's {budget.gpus:g} GPUs")
+            f"--gpus-per-trial {gpus:g} exceeds the budget's {budget.gpus:g} GPUs"
+            + ("" if budget.gpus else "; give a GPU budget (e.g. --budget 1gpu) or drop it"))
+    have_cpus = budget.cpus or float(os.cpu_count() or 1)
+    if cpus > have_cpus:
+        raise RhoSearchError(f"--cpus-per-trial {cpus:g} exceeds the budget's {have_cpus:g} "
+                             "CPUs; lower it or raise --budget")
     return {"cpu": cpus, "gpu": gpus}

@@ -37,10 +37,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from rhosearch.data import validation_size
-from rhosearch.errors import RhoSearchError
+from rhosearch.errors import RhoSearchError, Terminated
+from rhosearch.lease import DriverLease
 from rhosearch.output import write_csv
 from rhosearch.resources import Budget, check_local_gpus, start_ray, trial_resources
-from rhosearch.searcher import STAGE, Progress, StudySearcher, proxy_trial
+from rhosearch.searcher import STAGE, Progress, StudySearcher, drop_checkpoints, proxy_trial
 from rhosearch.space import SearchSpace, baseline_config, load_presets
 from rhosearch.stats import noise_sentence
 from rhosearch.study import (
@@ -158,13 +159,31 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
 
 
 def _fail_interrupted(study: optuna.Study) -> int:
-    """Marks trials a killed or interrupted driver left RUNNING as FAIL; returns how many."""
+    """Marks trials a killed or interrupted driver left RUNNING as FAIL and enqueues each
+    proxy trial's rho again, so a resumed search runs those very configurations (a paper
+    configuration cut short is measured, not replaced by a new proposal); returns how many.
+
+    Only the lease holder calls this: another driver's RUNNING trials are not stale.
+    """
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         record_attrs(study, trial._trial_id, {"status": "interrupted",
                                               "reason": "the search stopped while it ran"})
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        # A trial killed inside Optuna's ask has no stage yet, and its params may not be set
+        # yet either (then an enqueued one's are in its fixed_params; else none was chosen).
+        params = trial.params or trial.system_attrs.get("fixed_params")
+        if trial.user_attrs.get("stage", STAGE) == STAGE and params:
+            source = trial.user_attrs.get("source", "sampler")
+            study.enqueue_trial(params, user_attrs={
+                "source": f"rerun of #{trial.number} ({source})"})
     return len(stale)
+
+
+def _reruns_waiting(study: optuna.Study) -> int:
+    """Interrupted trials queued to run again (by this driver or the one before it)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if str(t.user_attrs.get("source", "")).startswith("rerun of #"))
 
 
 def _close_waiting(study: optuna.Study, space: SearchSpace) -> int:
@@ -218,19 +237,30 @@ def run_search(
     resources = trial_resources(settings.budget, gpus_per_trial=settings.gpus_per_trial,
                                 cpus_per_trial=settings.cpus_per_trial)
     check_local_gpus(settings.budget, address=settings.address)
+    url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
+    with DriverLease.acquire(url, settings.study, command="search"):
+        return _run_search_leased(settings, recipe, resources, trial_fn, log, n_val=n_val)
+
+
+def _run_search_leased(
+    settings: SearchSettings, recipe: Any, resources: dict[str, float],
+    trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, n_val: int,
+) -> dict[str, Any]:
+    """`run_search` once this process holds the study's lease: nothing else writes to it."""
     folder = study_dir(settings.study, settings.reports_dir)
     study = open_search_study(settings)
     study.set_user_attr("n_val", n_val)
-    interrupted_before = _fail_interrupted(study) if settings.resume else 0
-    if interrupted_before:
-        log(f"resume: {interrupted_before} interrupted trial(s) will be run again")
+    if settings.resume:
+        _fail_interrupted(study)  # what a killed (kill -9) driver left RUNNING
+        if reruns := _reruns_waiting(study):
+            log(f"resume: {reruns} interrupted trial(s) will be run again (same rho)")
     # Quiet Tune's own console tables (our _Progress prints the search's state), and let Ctrl-C
     # reach us as KeyboardInterrupt so interrupted trials are marked and a resume is printed.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     started_ray = start_ray(settings.budget, address=settings.address)
     started = time.time()
-    interrupted = False
+    interrupted = terminated = False
     try:
         if settings.stage in ("oneshot", "all"):
             _run_oneshot_stage(study, settings, recipe, resources, log)
@@ -239,8 +269,8 @@ def run_search(
                                            n_val=n_val)
             if not interrupted:  # an interrupted search keeps its queue for --resume
                 _close_waiting(study, settings.space)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it
+        interrupted, terminated = True, isinstance(exc, Terminated)
     finally:
         _fail_interrupted(study)
         if started_ray:
@@ -255,7 +285,8 @@ def run_search(
     front = pareto_front(frame)
     return {"study": study, "trials": frame, "front": front, "fidelity": fidelity,
             "noise": noise, "verdict": verdict(frame, noise, settings.space.backbone),
-            "interrupted": interrupted, "wall_s": time.time() - started, "folder": folder}
+            "interrupted": interrupted, "terminated": terminated,
+            "wall_s": time.time() - started, "folder": folder}
 
 
 def verdict(frame: pd.DataFrame, noise: dict[str, Any] | None, backbone: str) -> str:
@@ -330,17 +361,23 @@ def _run_oneshot_stage(
     from rhosearch import oneshot
 
     out_dir = study_dir(settings.study, settings.reports_dir) / "supernet"
-    # The supernet gets the whole budget: it is the only thing running in this stage.
-    cpus = settings.budget.cpus or float(os.cpu_count() or 1)
-    gpus = 1.0 if settings.budget.gpus else 0.0
-    log(f"one-shot: training the supernet over {settings.space.size} rho vectors "
-        f"({recipe.epochs} epochs, {cpus:g} CPU{', 1 GPU' if gpus else ''})")
-    task = ray.remote(_train_supernet_task).options(num_cpus=cpus, num_gpus=gpus)
-    ray.get(task.remote(settings, recipe, out_dir))
-    scores = oneshot.run_oneshot_stage(
-        stage_study(study, "oneshot"), settings.space, data=settings.data, recipe=recipe,
-        out_dir=out_dir, seed=settings.seed, data_root=settings.data_root, progress=False,
-    )
+    scored = _oneshot_scores(study, out_dir)
+    if scored is not None:  # a resumed search: the stage finished, its checkpoint may be gone
+        scores = scored
+    else:
+        # The supernet gets the whole budget: it is the only thing running in this stage.
+        cpus = settings.budget.cpus or float(os.cpu_count() or 1)
+        gpus = 1.0 if settings.budget.gpus else 0.0
+        log(f"one-shot: training the supernet over {settings.space.size} rho vectors "
+            f"({recipe.epochs} epochs, {cpus:g} CPU{', 1 GPU' if gpus else ''})")
+        task = ray.remote(_train_supernet_task).options(num_cpus=cpus, num_gpus=gpus)
+        ray.get(task.remote(settings, recipe, out_dir))
+        scores = oneshot.run_oneshot_stage(
+            stage_study(study, "oneshot"), settings.space, data=settings.data, recipe=recipe,
+            out_dir=out_dir, seed=settings.seed, data_root=settings.data_root, progress=False,
+        )
+        if not settings.keep_checkpoints:  # ~60 MB; every score is in the study and scores.csv
+            drop_checkpoints(out_dir)
     front = oneshot.oneshot_front(scores)
     log(f"one-shot: scored {len(scores)} configurations; front of {len(front)}: "
         + ", ".join(c.name for c in front))
@@ -353,6 +390,16 @@ def _run_oneshot_stage(
             params = params_of(settings.space, config)
             if config.rho_text not in queued and params not in waiting:
                 study.enqueue_trial(params, user_attrs={"source": "oneshot-front"})
+
+
+def _oneshot_scores(study: optuna.Study, out_dir: Path) -> pd.DataFrame | None:
+    """The one-shot stage's scores when an earlier run finished it (every row of `scores.csv`
+    recorded in the study), else None."""
+    path, recorded = out_dir / "scores.csv", stage_study(study, "oneshot", create=False)
+    if not path.is_file() or recorded is None:
+        return None
+    scores = pd.read_csv(path)
+    return scores if len(recorded.get_trials(deepcopy=False)) >= len(scores) else None
 
 
 def _train_supernet_task(settings: SearchSettings, recipe: Any, out_dir: Path) -> None:

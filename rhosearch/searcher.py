@@ -7,6 +7,7 @@ in a Ray worker and reports each epoch. `Progress` prints the search's state aft
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -247,24 +248,41 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
     # initialisation with seed s, so differences against it are paired.
     seed = config.get("seed", settings.seed)
     out_dir = trial_dir(settings, config["number"], rho, stage=stage)
+    done = {"epochs_done": 0}
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        # Every epoch's report carries what the record needs: ASHA may stop the trial (or
+        # max_t end it) at any of them, and Tune keeps the last one.
+        done["epochs_done"] = metrics["epoch"]
+        _report({**metrics, **given, "epochs_done": metrics["epoch"],
+                 "wall_s": round(time.time() - given["started_at"], 2)})
+
     try:
         recipe = load_recipe(settings.recipe, settings.recipe_overrides)
         result = train_config(
             rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=seed,
             data_root=settings.data_root, download=settings.download, progress=False,
-            # Every epoch's report carries what the record needs: ASHA may stop the trial
-            # (or max_t end it) at any of them, and Tune keeps the last one.
-            on_epoch=lambda metrics: tune.report({
-                **metrics, **given, "epochs_done": metrics["epoch"],
-                "wall_s": round(time.time() - given["started_at"], 2)}),
+            on_epoch=on_epoch,
         )
     except Exception as exc:  # recorded as the trial's failure reason; the search goes on
-        tune.report({**given, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        _report({**given, **done, "status": "failed", "reason": reason})
         return
     finally:
         if not settings.keep_checkpoints:  # result.json and metrics.jsonl stay
             drop_checkpoints(out_dir)
-    tune.report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
+    _report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
+
+
+def _report(metrics: dict[str, Any]) -> None:
+    """Reports to Tune only what its scheduler can read. Tune refuses a result without the
+    searcher's metric (`top1`) and ASHA multiplies it with its sign, so a result without a
+    finite top-1 (a failure, a run diverged in its first epoch) carries `top1: None` and no
+    `epoch`, which ASHA skips; the searcher records it as FAIL with its reason."""
+    top1 = metrics.get("top1")
+    if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not math.isfinite(top1):
+        metrics = {**{k: v for k, v in metrics.items() if k != "epoch"}, "top1": None}
+    tune.report(metrics)
 
 
 def trial_dir(settings: SearchSettings, number: int, config: RhoConfig, *,

@@ -47,6 +47,8 @@ BACKBONE_WIDTHS: dict[str, tuple[int, ...]] = {
 }
 _SHORT = {"mobilevit_s": "S", "mobilevit_xs": "XS", "mobilevit_xxs": "XXS"}
 BASELINE_RHO = (0, 0, 0, 0, 4)
+# Choices one block of a search space may have (a `{min, max, step}` range expands to a list).
+MAX_CHOICES = 1000
 
 
 def _search_space_dir() -> Path:
@@ -246,6 +248,10 @@ def _read_yaml(path: Path) -> Any:
         raise RhoSearchError(f"file not found: {path}; check the path")
     try:
         return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise RhoSearchError(f"{path} is not a text file (not UTF-8); give a YAML file") from None
+    except OSError as exc:
+        raise RhoSearchError(f"cannot read {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
@@ -364,6 +370,10 @@ def _range_choices(spec: dict[str, Any], *, where: str, problems: list[str]) -> 
         problems.append(f"{where}: needs step > 0 and max >= min")
         return []
     count = int((high - low) / step) + 1
+    if count > MAX_CHOICES:  # beyond this a list of choices would not fit in memory anyway
+        problems.append(f"{where}: a range of {count:,} values; at most {MAX_CHOICES:,} per "
+                        "block (raise step or narrow min..max)")
+        return []
     return [low + i * step for i in range(count)]
 
 

@@ -86,6 +86,8 @@ def default_storage_url(study_name: str, reports_dir: Path | str = "reports") ->
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for `url`; SQLite gets a busy timeout for concurrent readers."""
+    if url.startswith("sqlite:///"):
+        _refuse_damaged_sqlite(Path(url.removeprefix("sqlite:///")))
     try:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +100,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as exc:  # sqlalchemy raises its own errors for bad URLs and servers
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RhoSearchError(f"cannot open storage {url!r}: {first}") from None
+
+
+def _refuse_damaged_sqlite(path: Path) -> None:
+    """Refuses a SQLite file that fails SQLite's own check (truncated, garbage written into
+    it, not a database), before Optuna meets it mid-search as a `StorageInternalError`."""
+    import sqlite3
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as connection:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check(1)")]
+        connection.close()
+    except sqlite3.Error as exc:
+        problems = [str(exc)]
+    if problems == ["ok"]:
+        return
+    kept = path.parent / "trials.csv"
+    raise RhoSearchError(
+        f"study database {path} is damaged ({problems[0]}); it was left as it is: start "
+        f"afresh with --storage sqlite:///NEW.db or another --study"
+        + (f" (the trials it held when last written are in {kept})" if kept.is_file() else ""))
 
 
 def load_study(

@@ -1,0 +1,155 @@
+"""One driver per study: the lease refuses a second driver while the first lives, and is taken
+over from a dead one (at once on this host, after expiry from another); two real drivers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from rhosearch.errors import RhoSearchError
+from rhosearch.lease import DriverLease, lease_name
+from rhosearch.study import open_storage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def test_a_second_driver_is_refused_naming_the_holder(url):
+    with DriverLease.acquire(url, "s", command="search"):
+        with pytest.raises(RhoSearchError) as refused:
+            DriverLease.acquire(url, "s", command="search")
+    message = str(refused.value)
+    assert f"host {socket.gethostname()}, pid {os.getpid()}" in message
+    assert "\n" not in message and "--resume" in message
+    DriverLease.acquire(url, "s", command="search").release()  # released: free again
+
+
+def test_other_studies_in_the_same_storage_are_not_held(url):
+    with DriverLease.acquire(url, "a", command="search"):
+        DriverLease.acquire(url, "b", command="train-best").release()
+
+
+def _plant(url, study, **holder):
+    """A lease as another driver would have left it."""
+    storage = open_storage(url)
+    lease_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
+                                        study_name=lease_name(study))
+    for key, value in holder.items():
+        storage.set_study_user_attr(lease_id, key, value)
+
+
+def test_a_dead_local_holder_is_taken_over_at_once(url):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _plant(url, "s", host=socket.gethostname(), pid=dead.pid, command="search",
+           expires=time.time() + 3600)
+    DriverLease.acquire(url, "s", command="search").release()
+
+
+def test_a_remote_holder_is_refused_until_its_lease_expires(url):
+    _plant(url, "s", host="elsewhere", pid=1, command="search", expires=time.time() + 3600)
+    with pytest.raises(RhoSearchError, match="host elsewhere, pid 1"):
+        DriverLease.acquire(url, "s", command="search")
+    storage = open_storage(url)
+    storage.set_study_user_attr(storage.get_study_id_from_name(lease_name("s")), "expires",
+                                time.time() - 1)
+    DriverLease.acquire(url, "s", command="search").release()
+
+
+def test_the_heartbeat_renews_the_lease(url):
+    lease = DriverLease.acquire(url, "s", command="search", ttl_s=2, heartbeat_s=0.2)
+    try:
+        storage = open_storage(url)
+        first = storage.get_study_user_attrs(lease.lease_id)["expires"]
+        time.sleep(0.8)
+        assert storage.get_study_user_attrs(lease.lease_id)["expires"] > first
+    finally:
+        lease.release()
+
+
+# --- two real drivers on one SQLite study -----------------------------------------------------
+
+SPACE_YAML = """backbone: mobilevit_xxs
+rho:
+  rho_3: [0, 1/3, 1]
+  rho_4: [0, 1/4, 1]
+  rho_5: [3, 4]
+"""
+
+
+def _search_command(tmp_path, *extra):
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    return [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2cpus", "--trials", "3",
+            "--study", "k", "--space", str(tmp_path / "space.yaml"), "--epochs", "1",
+            "--stage", "proxy", "--noise-seeds", "0", "--set", "subset=64",
+            "--set", "val_subset=64", "--set", "batch_size=32", "--set", "resolution=32",
+            "--reports-dir", str(tmp_path), *extra]
+
+
+def _trials(tmp_path):
+    if not (tmp_path / "k" / "study.db").exists():
+        return []
+    storage = f"sqlite:///{tmp_path / 'k' / 'study.db'}"
+    try:
+        return optuna.load_study(study_name="k", storage=storage).get_trials()
+    except KeyError:  # the file exists a moment before the study's row does
+        return []
+
+
+def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_path):
+    first = subprocess.Popen(_search_command(tmp_path), cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None and not any(
+                t.state.name == "RUNNING" and "rho" in t.user_attrs for t in _trials(tmp_path)):
+            time.sleep(0.5)
+        assert first.poll() is None, "the first driver ended before a trial ran"
+        # Frozen, it stays alive with its trials RUNNING for as long as the check takes.
+        first.send_signal(signal.SIGSTOP)
+        second = subprocess.run(_search_command(tmp_path, "--resume"), cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        # The refused driver left the first one's running trials alone.
+        assert not [t for t in _trials(tmp_path) if t.user_attrs.get("status") == "interrupted"]
+        running = {_params(t) for t in _trials(tmp_path) if t.state.name == "RUNNING"}
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver, its Ray and its workers
+        first.wait()
+    assert running
+    before = {t.number: (t.user_attrs["rho"], t.values) for t in _trials(tmp_path)
+              if t.state.name == "COMPLETE"}
+    resumed = subprocess.run(_search_command(tmp_path, "--resume"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _trials(tmp_path)
+    trained = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("trained")]
+    assert all(number in {t.number for t in trained} for number in before)
+    assert len(trained) == 3  # the target: none lost, none trained twice
+    assert len({t.user_attrs["rho"] for t in trained}) == 3
+    # Each trial the kill interrupted ran again as itself (same rho), not as another proposal
+    # (one killed between Optuna's ask and its first record has its params only).
+    interrupted = {_params(t) for t in trials if t.user_attrs.get("status") == "interrupted"}
+    assert interrupted == running
+    # (): one frozen inside Optuna's ask, before it had any params; nothing to re-run.
+    assert len(interrupted - {()}) >= 1
+    assert interrupted - {()} <= {_params(t) for t in trained}
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+def _params(trial):
+    return tuple(sorted(trial.params.items()))
