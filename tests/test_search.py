@@ -272,3 +272,16 @@ def test_oneshot_scores_stay_out_of_the_samplers_history(tmp_path):
     frame = outcome["trials"]
     oneshot = frame[frame["stage"] == "oneshot"]
     assert len(oneshot) == 4 and oneshot[["top1", "top1_lo", "top1_hi"]].notna().all().all()
+
+
+def test_finished_oneshot_stage_leaves_its_scores_not_its_checkpoint(tmp_path):
+    space = _space(rho_3=[0, 1], rho_4=[0, 1], rho_5=[4])
+    run_search(_settings(tmp_path, space=space, stage="oneshot"), log=lambda line: None)
+    supernet = tmp_path / "t" / "supernet"
+    assert (supernet / "scores.csv").is_file() and (supernet / "metrics.jsonl").is_file()
+    assert not list(supernet.glob("checkpoint.pt*"))
+    lines = []  # resumed: the scores are read back, the supernet is not trained again
+    again = run_search(_settings(tmp_path, space=space, stage="oneshot", resume=True),
+                       log=lines.append)
+    assert not any("training the supernet" in line for line in lines), lines
+    assert (again["trials"]["stage"] == "oneshot").sum() == 4
