@@ -76,7 +76,7 @@ def print_frame(
             table.add_column(str(column), justify="right" if numeric else "left", no_wrap=True)
         for row in frame.itertuples(index=False):
             table.add_row(*(_cell(v) for v in row))
-        needed = Console(width=100_000).measure(table).maximum
+        needed = max(Console(width=100_000).measure(table).maximum, len(title or ""))
         console = Console(width=max(Console().width, needed))
         console.print(table)
         for note in notes or []:
