@@ -161,6 +161,10 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-seeds", type=int, default=3, metavar="K",
                         help="also train the baseline with K more seeds to measure the noise "
                         "floor every result is judged against (default: 3; 0: off)")
+    parser.add_argument("--enqueue-oneshot-front", action="store_true",
+                        help="queue the one-shot front as the first proxy trials after the "
+                        "paper's (off: the one-shot ranking does not agree with longer "
+                        "training beyond noise, see README)")
     parser.add_argument("--early-stop", choices=("none", "asha"), default="none",
                         help="none (default): every proxy trial runs all its epochs; asha: Ray "
                         "Tune's ASHA stops weak trials at half the epochs (see README: on a "
@@ -199,6 +203,7 @@ def _search(args: argparse.Namespace) -> int:
         resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
         stage=args.stage, noise_seeds=args.noise_seeds, early_stop=args.early_stop,
+        enqueue_oneshot_front=args.enqueue_oneshot_front,
         keep_checkpoints=args.keep_checkpoints,
     )
     print(f"search {settings.study!r}: {settings.trials} trials on {settings.budget.describe()}, "
