@@ -5,9 +5,9 @@ scores.
     python benchmarks/sampler_table.py --seeds 20 --trials 12,24,48,96 --workers 2
 
 1. The table: every configuration of the space scored once by a trained supernet (the fidelity
-   benchmark's `supernet-seed0` checkpoint when it is there, else one trained here on the same
-   recipe), with its `overhead_params` priced like the search prices them (256 px, 1000
-   classes); saved to `--out/table.csv` and reused on reruns.
+   benchmark's `supernet-seed0` and its `scores.csv` when they are there, else one trained and
+   scored here on the same recipe), with its `overhead_params` priced like the search prices
+   them (256 px, 1000 classes); saved to `--out/table.csv` and reused on reruns.
 2. The searches: NSGA-II, TPE, GP and random search, built by the search's own
    `_make_sampler` and asking over the search's own parameter mapping (`space_distributions`,
    `config_from_params`), answer each suggestion by looking it up in the table (maximise top-1,
@@ -71,21 +71,28 @@ def price_table(space: SearchSpace, top1: dict[str, float], *,
 
 def build_table(space: SearchSpace, *, data: str, recipe_name: str, supernet_dir: Path,
                 seed: int) -> pd.DataFrame:
-    """Scores every configuration with the supernet in `supernet_dir` (trained there first
-    unless its finished checkpoint is already there)."""
-    import torch
+    """Every configuration's one-shot top-1 from the supernet in `supernet_dir`: its
+    `scores.csv` when the fidelity benchmark left one there, else scored here (training the
+    supernet first unless its finished checkpoint is there)."""
+    scores_path = supernet_dir / "scores.csv"
+    if scores_path.is_file():
+        scores = pd.read_csv(scores_path, dtype={"rho": str})
+        print(f"one-shot scores: {scores_path} (reused)")
+    else:
+        import torch
 
-    from rhosearch.oneshot import score_space, train_supernet
-    from rhosearch.train import load_recipe, make_loaders
+        from rhosearch.oneshot import score_space, train_supernet
+        from rhosearch.train import load_recipe, make_loaders
 
-    torch.set_num_threads(1)
-    recipe = load_recipe(recipe_name)
-    supernet, result = train_supernet(space, data=data, recipe=recipe, out_dir=supernet_dir,
-                                      seed=seed, resume=True, progress=True)
-    print(f"supernet {supernet_dir}: {result['status']}, {result['epochs_done']} epochs, "
-          f"{result['wall_s']:.0f} s of training")
-    scores = score_space(supernet, make_loaders(data, recipe, seed=seed).val,
-                         list(space.configs()))
+        torch.set_num_threads(1)
+        recipe = load_recipe(recipe_name)
+        supernet, result = train_supernet(space, data=data, recipe=recipe,
+                                          out_dir=supernet_dir, seed=seed, resume=True)
+        print(f"supernet {supernet_dir}: {result['status']}, {result['epochs_done']} epochs, "
+              f"{result['wall_s']:.0f} s of training")
+        scores = score_space(supernet, make_loaders(data, recipe, seed=seed).val,
+                             list(space.configs()))
+        scores.to_csv(scores_path, index=False)
     return price_table(space, dict(zip(scores["rho"], scores["top1"], strict=True)))
 
 
