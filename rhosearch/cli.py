@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -116,6 +117,10 @@ def _count(args: argparse.Namespace) -> int:
     from rhosearch.cost import cost_table
     from rhosearch.output import print_frame
 
+    if args.resolution < 16:  # MobileViT halves the input 5 times; below 16 a conv has no room
+        raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")
+    if args.classes < 1:
+        raise RhoSearchError(f"--classes {args.classes}: give at least 1")
     configs = _configs_from_args(args, allow_all=True)
     frame, notes = cost_table(
         configs, resolution=args.resolution, num_classes=args.classes,
@@ -287,11 +292,18 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / config.key
     _check_device(args.device)
     _check_writable(out, flag="--out")
-    result = train_config(
-        config, data=args.data, recipe=recipe, out_dir=out, seed=args.seed, resume=args.resume,
-        data_root=args.data_root, download=args.download, device=args.device,
-        progress=not args.no_progress,
-    )
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        result = train_config(
+            config, data=args.data, recipe=recipe, out_dir=out, seed=args.seed,
+            resume=args.resume, data_root=args.data_root, download=args.download,
+            device=args.device, progress=not args.no_progress,
+        )
+    except RhoSearchError:  # refused (e.g. an image found broken): no empty run folder stays
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something to keep
+                folder.rmdir()
+        raise
     ema = f" (EMA {result['ema_top1']:.2f}%)" if result["ema_top1"] is not None else ""
     top1 = "n/a" if result["top1"] is None else f"{result['top1']:.2f}%"
     top5 = "n/a" if result["top5"] is None else f"{result['top5']:.2f}%"

@@ -28,7 +28,8 @@ import ray  # noqa: E402
 
 from rhosearch.errors import RhoSearchError
 
-__all__ = ["Budget", "check_local_gpus", "parse_budget", "start_ray", "trial_resources"]
+__all__ = ["Budget", "check_local_gpus", "check_ray_address", "parse_budget", "start_ray",
+           "trial_resources"]
 
 
 @dataclass(frozen=True)
@@ -118,20 +119,30 @@ def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool
             signal.signal(signal.SIGTERM, sigterm)
 
 
+def check_ray_address(address: str | None) -> None:
+    """Refuses a cluster address (`--address`, else `RAY_ADDRESS`) that is malformed or where
+    nothing listens, in seconds and before anything is written, not after Ray's minutes of
+    retries; `auto` is left to Ray, which fails at once when it finds no cluster."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None or address == "auto":
+        return
+    given = address if address != os.environ.get("RAY_ADDRESS") else f"{address} (RAY_ADDRESS)"
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RhoSearchError(f"--address {given}: write host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise RhoSearchError(f"--address {given}: nothing answers at {host}:{port} "
+                             f"({exc.strerror or exc}); start the cluster or drop --address "
+                             "for a local Ray") from None
+
+
 def _join_ray(address: str, *, log_to_driver: bool) -> None:
     """Joins the cluster at `address` (host:port, ray://host:port or auto), or says in one line
-    why not; an address where nothing listens fails in seconds, not Ray's minutes of retries."""
+    why not."""
+    check_ray_address(address)
     given = address if address != os.environ.get("RAY_ADDRESS") else f"{address} (RAY_ADDRESS)"
-    if address != "auto":
-        host, sep, port = address.removeprefix("ray://").rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise RhoSearchError(f"--address {given}: write host:port, ray://host:port or auto")
-        try:
-            socket.create_connection((host, int(port)), timeout=10).close()
-        except OSError as exc:
-            raise RhoSearchError(f"--address {given}: nothing answers at {host}:{port} "
-                                 f"({exc.strerror or exc}); start the cluster or drop "
-                                 "--address for a local Ray") from None
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
     except (ConnectionError, ValueError, TimeoutError) as exc:

@@ -40,9 +40,15 @@ from rhosearch.data import validation_size
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.lease import DriverLease
 from rhosearch.output import write_csv
-from rhosearch.resources import Budget, check_local_gpus, start_ray, trial_resources
+from rhosearch.resources import (
+    Budget,
+    check_local_gpus,
+    check_ray_address,
+    start_ray,
+    trial_resources,
+)
 from rhosearch.searcher import STAGE, Progress, StudySearcher, drop_checkpoints, proxy_trial
-from rhosearch.space import SearchSpace, baseline_config, load_presets
+from rhosearch.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.stats import noise_sentence
 from rhosearch.study import (
     config_from_params,
@@ -99,6 +105,9 @@ class SearchSettings:
     stage: str = "proxy"
     keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
     noise_seeds: int = 3  # extra seeds of the baseline: the noise floor (0: not measured)
+    # The one-shot front as the proxy stage's first proposals: off, since the one-shot ranking
+    # does not agree with longer training beyond noise (benchmarks/fidelity.py).
+    enqueue_oneshot_front: bool = False
     early_stop: str = "none"  # "asha": Ray Tune's ASHA stops trials at half the proxy epochs
 
     @property
@@ -237,6 +246,7 @@ def run_search(
     resources = trial_resources(settings.budget, gpus_per_trial=settings.gpus_per_trial,
                                 cpus_per_trial=settings.cpus_per_trial)
     check_local_gpus(settings.budget, address=settings.address)
+    check_ray_address(settings.address)
     url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
     with DriverLease.acquire(url, settings.study, command="search"):
         return _run_search_leased(settings, recipe, resources, trial_fn, log, n_val=n_val)
@@ -357,7 +367,8 @@ def _run_oneshot_stage(
     study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
     log: Callable[[str], None],
 ) -> None:
-    """Trains the supernet as one Ray task on the budget, scores the space, enqueues its front."""
+    """Trains the supernet as one Ray task on the budget, scores the space, and (when asked)
+    enqueues its front."""
     from rhosearch import oneshot
 
     out_dir = study_dir(settings.study, settings.reports_dir) / "supernet"
@@ -378,10 +389,17 @@ def _run_oneshot_stage(
         )
         if not settings.keep_checkpoints:  # ~60 MB; every score is in the study and scores.csv
             drop_checkpoints(out_dir)
-    front = oneshot.oneshot_front(scores)
+    frame = scores.assign(stage="oneshot", state="COMPLETE")
+    front = [RhoConfig.parse(rho, backbone=backbone) for rho, backbone in
+             pareto_front(frame, stage="oneshot")[["rho", "backbone"]].itertuples(index=False)]
     log(f"one-shot: scored {len(scores)} configurations; front of {len(front)}: "
         + ", ".join(c.name for c in front))
-    if settings.stage == "all":
+    if settings.stage == "all" and not settings.enqueue_oneshot_front:
+        log("one-shot: its front is not queued for the proxy stage (--enqueue-oneshot-front "
+            "does): benchmarks/fidelity.py measures one-shot rankings as not agreeing with "
+            "longer training beyond noise (README, 'How sure is a result'); the stage is "
+            "kept to measure that agreement on every search")
+    if settings.stage == "all" and settings.enqueue_oneshot_front:
         queued = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
                   if t.user_attrs.get("stage") == STAGE}
         waiting = [t.params for t in study.get_trials(deepcopy=False,

@@ -1,0 +1,213 @@
+"""Bad input, as a new or a hostile user gives it: every case is refused with exit 2 and one line
+on stderr that names the flag or file at fault, no traceback, and every file as it was.
+
+Each case runs `rhosearch.cli.main` in this process (no Ray starts: every refusal comes before
+it), in a folder holding the files the case needs; the folder's every file is compared before
+and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from test_data import write_image_folder
+
+from rhosearch.cli import main
+
+# A search that would train (were it not refused): tiny, and never reaching Ray.
+SEARCH = ["search", "--budget", "2cpus", "--stage", "proxy", "--noise-seeds", "0"]
+SPACE_YAML = "backbone: mobilevit_xxs\nrho: {rho_3: [0, 1], rho_5: [4]}\n"
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` pixels: PIL refuses it as a bomb on open."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+def _damaged_study(folder: Path) -> None:
+    """A real study's SQLite file with garbage written into its middle."""
+    storage = f"sqlite:///{folder / 'reports' / 's' / 'study.db'}"
+    (folder / "reports" / "s").mkdir(parents=True)
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize"])
+    for value in range(200):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"x": "y" * 200}))
+    del study
+    db = folder / "reports" / "s" / "study.db"
+    size = db.stat().st_size
+    with db.open("r+b") as file:
+        file.seek(size // 2)
+        file.write(os.urandom(8192))
+    (folder / "reports" / "s" / "trials.csv").write_text("number\n0\n")
+
+
+def _files(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file and folder under `root`: mode and content hash (folders: their name)."""
+    files = {str(p.relative_to(root)): (p.stat().st_mode, _sha(p))
+             for p in root.rglob("*") if p.is_file()}
+    return files | {f"{p.relative_to(root)}/": (0, "") for p in root.rglob("*") if p.is_dir()}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _setup(folder: Path, what: str | None) -> None:
+    (folder / "space.yaml").write_text(SPACE_YAML)
+    if what == "binary":
+        (folder / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    elif what == "huge":
+        (folder / "huge.yaml").write_text(
+            "backbone: mobilevit_s\nrho:\n  rho_5: {min: 0, max: 1000000000, step: 1/1000}\n")
+    elif what == "one-class":
+        write_image_folder(folder / "pets", classes=("cat",))
+    elif what == "bomb":
+        write_image_folder(folder / "pets", per_class=2)
+        for image in (folder / "pets" / "train" / "cat").iterdir():
+            image.write_bytes(_png_claiming(30_000, 30_000))
+    elif what == "damaged":
+        _damaged_study(folder)
+    elif what == "file":
+        (folder / "taken").write_text("a user's file\n")
+    elif what == "weights":
+        (folder / "model.safetensors").write_bytes(b"not really weights")
+
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+
+CASES = [
+    # (command line, files it needs, what the one line must name)
+    ("count --backbone nosuchnet --preset all", None, "--backbone 'nosuchnet'"),
+    ("count --backbone nosuchnet --rho 1,1,4", None, "nosuchnet"),
+    ("count --backbone mobilevit_xs --preset exmvit-928", None, "--backbone mobilevit_xs"),
+    ("count --rho 1,1,abc", None, "'abc'"),
+    ("count --resolution 0 --method closed-form", None, "resolution"),
+    ("count --classes 0 --method closed-form", None, "classes"),
+    ("search --seed -1", None, "--seed"),
+    ("search --seed 99999999999", None, "--seed"),
+    ("train --seed -1", None, "--seed"),
+    ("train-best --study s --seed 4294967296", None, "--seed"),
+    ("search --space binary.yaml", "binary", "binary.yaml"),
+    ("search --space huge.yaml", "huge", "huge.yaml"),
+    ("search --space nosuchfile.yaml", None, "nosuchfile.yaml"),
+    ("search --space . ", None, "'.'"),
+    ("search --space space.yaml --set epochs=abc", "space", "'epochs'"),
+    ("search --space space.yaml --set nosuchkey=1", "space", "'nosuchkey'"),
+    ("search --space space.yaml --set epochs", "space", "--set 'epochs'"),
+    ("train --set epochs=abc", None, "'epochs'"),
+    ("search --space space.yaml --cpus-per-trial 100", "space", "--cpus-per-trial 100"),
+    ("search --space space.yaml --gpus-per-trial 1", "space", "--gpus-per-trial 1"),
+    ("search --space space.yaml --cpus-per-trial -1", "space", "--cpus-per-trial"),
+    ("search --space space.yaml --address bogus:1", "space", "--address bogus:1"),
+    ("search --space space.yaml --address 127.0.0.1:1", "space", "--address 127.0.0.1:1"),
+    ("search --space space.yaml --address nonsense", "space", "--address nonsense"),
+    ("search --space space.yaml --data pets", "one-class", "one class folder"),
+    ("train --data pets", "one-class", "one class folder"),
+    ("search --space space.yaml --study s --resume", "damaged", "study.db is damaged"),
+    ("search --space space.yaml --study s", "damaged", "study.db is damaged"),
+    ("report --study s", "damaged", "study.db is damaged"),
+    ("report --study s --format csv", "damaged", "study.db is damaged"),
+    ("train-best --study s", "damaged", "study.db is damaged"),
+    ("search --space space.yaml --trials 0", "space", "--trials 0"),
+    ("search --space space.yaml --noise-seeds -1", "space", "--noise-seeds -1"),
+    ("search --space space.yaml --study ../x", "space", "'../x'"),
+    ("search --space space.yaml --budget 4tpus", "space", "4tpus"),
+    ("search --space space.yaml --budget 64gpus", "space", "GPUs"),
+    ("search --space space.yaml --storage nosuch://x", "space", "nosuch://x"),
+    ("search --space space.yaml --data nosuchdata", "space", "nosuchdata"),
+    ("train --device meta", None, "--device meta"),
+    ("train --device nonsense", None, "--device 'nonsense'"),
+    pytest.param("train --device cuda", None, "--device cuda", marks=NO_GPU),
+    pytest.param("train --device cuda:7", None, "--device cuda:7", marks=NO_GPU),
+    ("train --out taken", "file", "--out taken"),
+    ("train --out taken/run", "file", "taken"),
+    ("train --out /proc/rhosearch-run", None, "--out /proc/rhosearch-run"),
+    ("train --data pets --set workers=0 --set epochs=1 --set resolution=32 --no-progress",
+     "bomb", "decompression bomb"),
+    ("train --recipe binary.yaml", "binary", "binary.yaml"),
+    ("train --recipe nosuchrecipe", None, "nosuchrecipe"),
+    ("train-best --study nosuch", None, "nosuch"),
+    ("train-best --study s --gpus-per-trial 1 --budget 2cpus", "damaged", "damaged"),
+    ("report --study nosuch", None, "nosuch"),
+    ("export --weights nosuch.safetensors --out m.onnx", None, "nosuch.safetensors"),
+    ("export --weights model.safetensors --out model.safetensors", "weights",
+     "model.safetensors"),
+    ("export --weights model.safetensors --out m.onnx", "weights", "model.safetensors"),
+]
+
+
+def _id(case) -> str:
+    argv = case.values[0] if hasattr(case, "values") else case[0]
+    return argv.replace(" ", "_")[:70]
+
+
+@pytest.mark.parametrize("argv, setup, names", CASES, ids=[_id(c) for c in CASES])
+def test_a_bad_input_is_one_line_exit_2_and_changes_nothing(
+        tmp_path, monkeypatch, capsys, argv, setup, names):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _setup(tmp_path, setup)
+    argv = argv.split()
+    if argv[0] == "search" and "--space" not in argv:
+        argv += ["--space", "exmobilevit_s"]
+    if argv[0] == "search":
+        argv = [*SEARCH, *argv[1:]]
+    before = _files(tmp_path)
+    started = time.time()
+    try:
+        code = main(argv)
+    except SystemExit as exited:  # argparse's own refusals (e.g. --seed's type)
+        code = exited.code
+    wall = time.time() - started
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert names in lines[0], lines[0]
+    assert _files(tmp_path) == before, "a refused command changed files"
+    assert wall < 30, f"took {wall:.0f} s to refuse"
+
+
+def test_a_stale_ray_address_file_is_ignored(tmp_path, monkeypatch):
+    """A dead `ray start` leaves /tmp/ray/ray_current_cluster behind; a search starts its own
+    Ray all the same (joining one is --address auto), never `num_cpus ... must not be
+    provided`."""
+    import ray
+
+    from rhosearch.resources import Budget, start_ray
+
+    temp = Path("/tmp") / f"rr{os.getpid()}"  # short: Ray's socket paths must stay < 108
+    (temp / "ray").mkdir(parents=True, exist_ok=True)
+    (temp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+    monkeypatch.setenv("RAY_TMPDIR", str(temp))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    try:
+        assert start_ray(Budget(cpus=1))
+        assert ray.cluster_resources()["CPU"] == 1
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_sqlite_quick_check_accepts_a_healthy_study(tmp_path):
+    from rhosearch.study import open_storage
+
+    url = f"sqlite:///{tmp_path / 'ok.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    open_storage(url)  # no refusal
+    assert sqlite3.connect(tmp_path / "ok.db").execute("PRAGMA quick_check").fetchone() == ("ok",)
