@@ -330,8 +330,7 @@ def table5_extended(marked: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
         marked: `mark_fronts` output.
         paper: `paper_points()`.
     """
-    best = _best_per_stage(marked) if not marked.empty else pd.DataFrame(
-        columns=["backbone", "rho"])
+    best = _best_per_stage(marked)  # every top1_<stage> column, also when no trial has one
     costs = marked.sort_values("number").drop_duplicates(["backbone", "rho"])[
         ["backbone", "rho", "name", "classifier_channels", "params", "overhead_params"]]
     ours = best.merge(costs, on=["backbone", "rho"], how="left")
