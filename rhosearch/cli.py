@@ -235,7 +235,7 @@ def _search(args: argparse.Namespace) -> int:
           + ("" if args.keep_checkpoints else " (proxy checkpoints deleted; --keep-checkpoints)"))
     if outcome["interrupted"]:
         print(f"interrupted; resume with: {_resume_command()}", file=sys.stderr)
-        return 143 if outcome.get("terminated") else 130
+        return _interrupted_code()
     return 0
 
 
@@ -493,8 +493,17 @@ def _quiet_ray_output() -> None:
 _NOT_SET = object()
 
 
+_TERMINATED: list[int] = []  # set by the handler: an interrupt may reach us re-raised by Ray
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _TERMINATED.append(signum)
     raise Terminated()
+
+
+def _interrupted_code() -> int:
+    """143 after SIGTERM (128 + 15), 130 after Ctrl-C (128 + 2), as shells report them."""
+    return 143 if _TERMINATED else 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -503,17 +512,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: the drivers mark their
     # running trials and say how to resume; `start_ray` keeps Ray from replacing this handler.
     in_main = threading.current_thread() is threading.main_thread()
+    _TERMINATED.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else _NOT_SET
     try:
         return args.run(args)
     except RhoSearchError as exc:
         print(f"rhosearch {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt:
         resume = (f"; resume with: {_resume_command()}"
                   if args.command in ("train", "train-best") else "")
         print(f"rhosearch {args.command}: interrupted{resume}", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return _interrupted_code()
     finally:
         if previous is not _NOT_SET:
             signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
