@@ -4,7 +4,7 @@
                                       out_dir=Path("runs/supernet"))
     scores = score_space(supernet, val_loader, list(space.configs()))    # one row per config
     scores = run_oneshot_stage(study, space, data="digits", recipe=recipe, out_dir=..., seed=0)
-    front = oneshot_front(scores)                     # the configurations the proxy stage trains
+    front = pareto_front(scores.assign(stage="oneshot", state="COMPLETE"), stage="oneshot")
 
 Training is the sandwich rule with in-place distillation (BigNAS / OFA): every step trains the
 largest configuration (label-smoothed CE), the smallest and two random ones (soft cross-entropy
@@ -34,7 +34,6 @@ channels, evaluated for many configurations at once from per-block prefix sums (
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -46,7 +45,6 @@ import optuna
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
@@ -62,10 +60,7 @@ __all__ = [
     "STAGE",
     "SandwichStep",
     "config_logits",
-    "kendall_tau",
     "largest_config",
-    "oneshot_fidelity",
-    "oneshot_front",
     "run_oneshot_stage",
     "sandwich_configs",
     "sandwich_step",
@@ -443,45 +438,3 @@ def run_oneshot_stage(
         ))
     study.add_trials(trials)
     return scores
-
-
-def oneshot_front(scores: pd.DataFrame) -> list[RhoConfig]:
-    """Non-dominated configurations (max top1, min overhead_params), by increasing overhead."""
-    order = scores.sort_values(["overhead_params", "top1"], ascending=[True, False])
-    front, best = [], -math.inf
-    for _, group in order.groupby("overhead_params", sort=True):
-        group_best = group["top1"].max()
-        if group_best > best:
-            front += [RhoConfig.parse(rho, backbone=backbone) for rho, backbone in
-                      group.loc[group["top1"] == group_best, ["rho", "backbone"]].itertuples(
-                          index=False)]
-            best = group_best
-    return front
-
-
-# --- how well the one-shot ranking predicts the proxy's -----------------------------------------
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> tuple[float, int]:
-    """Kendall's tau-b between two score lists and the number of pairs it rests on (NaN if n<2)."""
-    if len(a) != len(b):
-        raise ValueError(f"kendall_tau needs equal lengths, got {len(a)} and {len(b)}")
-    n = len(a)
-    if n < 2:
-        return math.nan, n
-    return float(stats.kendalltau(a, b).statistic), n
-
-
-def oneshot_fidelity(frame: pd.DataFrame) -> tuple[float, int]:
-    """Kendall's tau between one-shot and proxy top-1 over configurations (`rho`) with both.
-
-    Args:
-        frame: a `trials_frame` table; COMPLETE trials of stages "oneshot" and "proxy" count.
-    """
-    done = frame[(frame["state"] == "COMPLETE") & frame["top1"].notna()]
-    by_stage = {
-        stage: done[done["stage"] == stage].drop_duplicates("rho").set_index("rho")["top1"]
-        for stage in (STAGE, "proxy")
-    }
-    both = pd.concat(by_stage, axis=1, join="inner").astype(float)
-    return kendall_tau(both[STAGE].tolist(), both["proxy"].tolist())

@@ -16,10 +16,7 @@ from rhosearch.errors import RhoSearchError
 from rhosearch.model import RhoSupernet
 from rhosearch.oneshot import (
     config_logits,
-    kendall_tau,
     largest_config,
-    oneshot_fidelity,
-    oneshot_front,
     run_oneshot_stage,
     sandwich_step,
     score_features,
@@ -29,7 +26,7 @@ from rhosearch.oneshot import (
     widest_features,
 )
 from rhosearch.space import RhoConfig, parse_search_space
-from rhosearch.study import trials_frame
+from rhosearch.study import pareto_front, trials_frame
 from rhosearch.train import load_recipe
 
 SPACE = parse_search_space({
@@ -176,33 +173,18 @@ def test_smallest_and_largest():
     assert largest_config(SPACE).shortcut_channels == widest == (0, 24, 48, 32, 320)
 
 
-def test_kendall_tau_known_rankings():
-    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == (pytest.approx(1.0), 4)
-    assert kendall_tau([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == (pytest.approx(-1.0), 5)
-    tau, n = kendall_tau([1, 2, 3], [1, 3, 2])
-    assert (tau, n) == (pytest.approx(1 / 3), 3)
-    tau, n = kendall_tau([1.0], [2.0])
-    assert math.isnan(tau) and n == 1
-
-
-def test_oneshot_fidelity_pairs_by_rho():
-    rows = [("oneshot", "COMPLETE", "a", 10.0), ("oneshot", "COMPLETE", "b", 20.0),
-            ("oneshot", "COMPLETE", "c", 30.0), ("oneshot", "COMPLETE", "d", 40.0),
-            ("proxy", "COMPLETE", "a", 1.0), ("proxy", "COMPLETE", "b", 3.0),
-            ("proxy", "COMPLETE", "c", 2.0), ("proxy", "PRUNED", "d", None)]
-    frame = pd.DataFrame(rows, columns=["stage", "state", "rho", "top1"])
-    assert oneshot_fidelity(frame) == (pytest.approx(1 / 3), 3)
-
-
 def test_oneshot_front_is_non_dominated():
     scores = pd.DataFrame({
         "rho": ["0,0,0,0,2", "0,0,0,0,4", "0,0,1,0,2", "0,0,1,1/2,4", "0,1,0,0,2"],
         "backbone": SPACE.backbone,
+        "params": [1100, 1300, 1200, 1400, 1200],
         "overhead_params": [100, 300, 200, 400, 200],
         "top1": [50.0, 70.0, 60.0, 65.0, 60.0],
     })
-    front = [c.rho_text for c in oneshot_front(scores)]
-    assert front == ["0,0,0,0,2", "0,0,1,0,2", "0,1,0,0,2", "0,0,0,0,4"]
+    # The one Pareto rule of rhosearch (study.pareto_front), applied to one-shot scores as the
+    # search does: ties on both objectives both stay.
+    front = pareto_front(scores.assign(stage="oneshot", state="COMPLETE"), stage="oneshot")
+    assert set(front["rho"]) == {"0,0,0,0,2", "0,0,1,0,2", "0,1,0,0,2", "0,0,0,0,4"}
 
 
 TINY = dict(epochs=2, batch_size=16, subset=32, warmup_fraction=0.5)
@@ -245,8 +227,8 @@ def test_run_oneshot_stage_records_every_config(tmp_path):
     assert trial.values == [trial.user_attrs["top1"], trial.user_attrs["overhead_params"]]
     assert set(trial.params) == {"rho_3", "rho_4", "rho_5"}
     assert trial.user_attrs["gmacs"] > 0 and trial.user_attrs["status"] == "ok"
-    front = oneshot_front(scores)
-    assert front and all(SMALL_SPACE.contains(c) for c in front)
+    front = pareto_front(scores.assign(stage="oneshot", state="COMPLETE"), stage="oneshot")
+    assert len(front) and set(front["rho"]) <= {c.rho_text for c in SMALL_SPACE.configs()}
     # A rerun loads the finished supernet and adds no duplicate trials.
     run_oneshot_stage(study, SMALL_SPACE, data="digits", recipe=recipe, out_dir=tmp_path, seed=0,
                       progress=False)
