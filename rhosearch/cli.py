@@ -292,6 +292,9 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / config.key
     _check_device(args.device)
     _check_writable(out, flag="--out")
+    if not args.resume and any((out / name).exists() for name in RUN_FILES):
+        raise RhoSearchError(f"--out {out} holds a run already; add --resume to continue it "
+                             "or give another --out (nothing was changed)")
     created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     try:
         result = train_config(
@@ -312,6 +315,10 @@ def _train(args: argparse.Namespace) -> int:
           f"at {result['resolution']}px, {result['epochs_done']} epochs in {result['wall_s']:.0f}s"
           f" -> {out / 'result.json'}")
     return 0 if result["status"] == "ok" else 1
+
+
+# What a run folder holds once a run has started (see train.py): never overwritten unasked.
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json")
 
 
 def _check_device(text: str | None) -> None:
@@ -434,6 +441,11 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.resolution is not None and args.resolution < 16:
         raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")
+    if args.out.is_dir():
+        raise RhoSearchError(f"--out {args.out} is a folder; give the .onnx file to write")
+    if args.out.exists() and args.weights.exists() and args.out.samefile(args.weights):
+        raise RhoSearchError(f"--out {args.out} is the --weights file; the export would "
+                             "overwrite its own input (give another --out)")
     model = load_model(args.weights)
     trained_at = weights_resolution(args.weights)
     resolution = args.resolution or trained_at or 256

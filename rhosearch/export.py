@@ -26,6 +26,7 @@ random batches (two sizes and two batch sizes when dynamic), and a max abs diffe
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -179,9 +180,25 @@ def export_onnx(
 
     Raises:
         RhoSearchError: a size the graph cannot serve, or outputs that differ by more than
-            `atol` (the file is removed).
+            `atol` (whatever was at `path` stays as it was).
     """
-    path = Path(path)
+    # Written beside `path` and moved onto it once checked: a failed export leaves what was
+    # there before.
+    final = Path(path)
+    scratch = final.with_name(f".{final.name}.tmp")
+    try:
+        exported = _export_checked(model, scratch, resolution=resolution,
+                                   batch_size=batch_size, atol=atol, seed=seed, opset=opset,
+                                   dynamic_size=dynamic_size)
+        os.replace(scratch, final)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return exported._replace(path=final)
+
+
+def _export_checked(model: ExMobileViT, path: Path, *, resolution: int, batch_size: int,
+                    atol: float, seed: int, opset: int, dynamic_size: bool) -> OnnxExport:
+    """`export_onnx`'s work, into `path`."""
     multiple = size_multiple(model.config)
     if dynamic_size and resolution % multiple:
         raise RhoSearchError(
@@ -216,12 +233,12 @@ def export_onnx(
             path.unlink(missing_ok=True)
             first = str(exc).splitlines()[0][:200]
             raise RhoSearchError(f"the ONNX graph fails on a {tuple(images.shape)} input "
-                                 f"({first}); {path} was removed; try --static-size") from None
+                                 f"({first}); nothing was written; try --static-size") from None
         diff = max(diff, float((got - expected).abs().max()))
         if not diff <= atol:  # also catches NaN
             path.unlink(missing_ok=True)
             raise RhoSearchError(f"ONNX output differs from PyTorch by {diff:.3g} (> {atol:g}) "
-                                 f"at {images.shape[-1]}px; {path} was removed")
+                                 f"at {images.shape[-1]}px; nothing was written")
     _add_onnx_metadata(path, {
         "rhosearch.backbone": model.config.backbone, "rhosearch.rho": model.config.rho_text,
         "rhosearch.resolution": str(resolution), "rhosearch.input": spec})

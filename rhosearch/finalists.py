@@ -42,10 +42,12 @@ from optuna.trial import TrialState
 
 from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
+from rhosearch.lease import DriverLease
 from rhosearch.output import write_csv
 from rhosearch.resources import Budget, start_ray
 from rhosearch.space import RhoConfig, baseline_config, load_search_space
 from rhosearch.study import (
+    default_storage_url,
     load_study,
     params_of,
     pareto_front,
@@ -478,6 +480,10 @@ def train_finalists(settings: FinalistSettings, *,
                        download=True)
     resources = _worker_resources(settings, len(picks))
     folder = study_dir(settings.study, settings.reports_dir)
+    if not settings.resume and any((folder / "finalists").glob("*")):  # weights, checkpoints
+        raise RhoSearchError(f"train-best already ran on study {settings.study!r} (see "
+                             f"{folder / 'finalists'}); add --resume to continue it (nothing "
+                             "was changed)")
     log(f"train-best {settings.study!r}: {len(picks)} finalists ("
         + ", ".join(f"{c.name} [{c.rho_text}] ({why})" for c, why in picks)
         + f"), recipe {recipe.name}, {recipe.epochs} epochs at {recipe.resolution}px on {data}, "
@@ -485,6 +491,8 @@ def train_finalists(settings: FinalistSettings, *,
         + (f" + {resources['gpu']:g} GPU" if resources["gpu"] else "") + " each")
 
     started, rows = time.time(), []
+    lease = DriverLease.acquire(settings.storage or default_storage_url(
+        settings.study, settings.reports_dir), settings.study, command="train-best")
     started_ray = start_ray(settings.budget, address=settings.address, log_to_driver=True)
     try:
         for config, reason, seed, result in _run_all(picks, settings, data, resources,
@@ -511,6 +519,7 @@ def train_finalists(settings: FinalistSettings, *,
     finally:
         if started_ray:
             ray.shutdown()
+        lease.release()
     order = {config.rho_text: i for i, (config, _) in enumerate(picks)}
     # The pick order, not the finishing order; each finalist's seeds together.
     rows.sort(key=lambda row: (order[row["rho"]], row["seed"]))

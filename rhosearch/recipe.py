@@ -130,6 +130,8 @@ def _check_ranges(recipe: Recipe) -> None:
 def _read_recipes(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise RhoSearchError(f"recipe file {path} is not a text file (not UTF-8)") from None
     except OSError as exc:
         raise RhoSearchError(f"cannot read recipe file {path}: {exc.strerror}") from None
     except yaml.YAMLError:

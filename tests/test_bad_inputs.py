@@ -23,6 +23,8 @@ import torch
 from test_data import write_image_folder
 
 from rhosearch.cli import main
+from rhosearch.lease import lease_name
+from rhosearch.study import default_storage_url, open_storage
 
 # A search that would train (were it not refused): tiny, and never reaching Ray.
 SEARCH = ["search", "--budget", "2cpus", "--stage", "proxy", "--noise-seeds", "0"]
@@ -85,6 +87,37 @@ def _setup(folder: Path, what: str | None) -> None:
         (folder / "taken").write_text("a user's file\n")
     elif what == "weights":
         (folder / "model.safetensors").write_bytes(b"not really weights")
+    elif what == "real-weights":
+        _save_small_weights(folder / "model.safetensors")
+    elif what in ("finalists", "leased"):
+        from test_finalists import _hand_study
+
+        (folder / "reports").mkdir()
+        _hand_study(folder / "reports", [("0,0,1/3,0,3", -500.0, 70.0)])
+        if what == "finalists":
+            (folder / "reports" / "hand" / "finalists" / "mobilevit_xxs__0_0_0_0_4").mkdir(
+                parents=True)
+        else:  # a live driver on another host holds the study
+            storage = open_storage(default_storage_url("hand", folder / "reports"))
+            lease = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
+                                             study_name=lease_name("hand"))
+            for key, value in dict(host="node7", pid=4242, command="search",
+                                   expires=time.time() + 3600).items():
+                storage.set_study_user_attr(lease, key, value)
+    elif what == "run":
+        (folder / "run").mkdir()
+        (folder / "run" / "result.json").write_text('{"top1": 90.0}\n')
+        (folder / "run" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+
+
+def _save_small_weights(path: Path) -> Path:
+    from rhosearch.export import save_weights
+    from rhosearch.model import create_model
+    from rhosearch.space import parse_rho
+
+    torch.manual_seed(0)
+    model = create_model(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"), num_classes=10)
+    return save_weights(model.eval(), path)
 
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -147,6 +180,13 @@ CASES = [
     ("export --weights model.safetensors --out model.safetensors", "weights",
      "model.safetensors"),
     ("export --weights model.safetensors --out m.onnx", "weights", "model.safetensors"),
+    ("export --weights model.safetensors --out ./model.safetensors", "real-weights",
+     "--out model.safetensors is the --weights file"),
+    ("export --weights model.safetensors --out .", "real-weights", "--out . is a folder"),
+    ("train --out run", "run", "--out run holds a run"),
+    ("train-best --study hand", "finalists", "train-best already ran"),
+    ("train-best --study hand --resume", "leased", "host node7, pid 4242"),
+    ("search --study hand --resume --space reports/space.yaml", "leased", "host node7, pid 4242"),
 ]
 
 
@@ -211,3 +251,15 @@ def test_sqlite_quick_check_accepts_a_healthy_study(tmp_path):
     optuna.create_study(study_name="s", storage=url)
     open_storage(url)  # no refusal
     assert sqlite3.connect(tmp_path / "ok.db").execute("PRAGMA quick_check").fetchone() == ("ok",)
+
+
+def test_an_export_that_fails_its_check_leaves_the_file_that_was_there(tmp_path):
+    from rhosearch.errors import RhoSearchError
+    from rhosearch.export import export_onnx, load_model
+
+    model = load_model(_save_small_weights(tmp_path / "m.safetensors"))
+    (tmp_path / "m.onnx").write_bytes(b"an earlier export")
+    with pytest.raises(RhoSearchError, match="nothing was written"):
+        export_onnx(model, tmp_path / "m.onnx", resolution=32, atol=-1.0, dynamic_size=False)
+    assert (tmp_path / "m.onnx").read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.safetensors"]
