@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 Z95 = 1.959963984540054  # the normal quantile of 97.5 %: two-sided 95 % intervals
+# Below this many pairs a bootstrap of tau only redraws the same few points (n = 2 always gives
+# [+1, +1] or [-1, -1]): no interval is given.
+MIN_BOOTSTRAP_PAIRS = 4
 
 
 def wilson_interval(top1: float, n: int, *, z: float = Z95) -> tuple[float, float]:
@@ -93,7 +96,8 @@ class Tau(NamedTuple):
         if not self.defined:
             return f"undefined (all scores tie, n = {self.n})"
         interval = (f"95% CI [{self.lo:+.2f}, {self.hi:+.2f}]" if not math.isnan(self.lo)
-                    else "95% CI undefined")
+                    else f"no 95% CI with n < {MIN_BOOTSTRAP_PAIRS}"
+                    if self.n < MIN_BOOTSTRAP_PAIRS else "95% CI undefined")
         return f"{self.value:+.2f} ({interval}, n = {self.n})"
 
     def as_dict(self) -> dict[str, float | int | None]:
@@ -120,7 +124,7 @@ def kendall_tau(
     if n < 2:
         return Tau(math.nan, n, math.nan, math.nan)
     value = float(kendalltau(xs, ys).statistic)
-    if math.isnan(value):
+    if math.isnan(value) or n < MIN_BOOTSTRAP_PAIRS:
         return Tau(value, n, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     draws = []

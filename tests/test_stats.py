@@ -68,6 +68,12 @@ def test_kendall_tau_value_and_bootstrap_interval():
     assert "95% CI [+1.00, +1.00], n = 8" in same.text()
 
 
+def test_no_interval_from_too_few_pairs():
+    tau = kendall_tau([1, 2, 3], [1, 3, 2])
+    assert tau.value == pytest.approx(1 / 3) and math.isnan(tau.lo) and math.isnan(tau.hi)
+    assert tau.text() == "+0.33 (no 95% CI with n < 4, n = 3)"
+
+
 def test_tau_says_why_it_is_undefined():
     assert kendall_tau([1, 2, 3], [5, 5, 5]).text() == "undefined (all scores tie, n = 3)"
     assert kendall_tau([1], [2]).text().startswith("undefined (n = 1")
