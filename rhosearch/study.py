@@ -55,6 +55,8 @@ __all__ = [
 # The stages that write trials, in the order a search runs them ("noise": the baseline's extra
 # seeds, measured beside the proxy stage).
 STAGES = ("oneshot", "noise", "proxy", "full")
+# The stages with a front of their own (the noise stage only repeats the baseline).
+FRONT_STAGES = ("oneshot", "proxy", "full")
 # Stages kept in their own study, out of the sampler's history (see the module docstring).
 COMPANION_STAGES = ("oneshot", "noise")
 
@@ -208,12 +210,12 @@ def stage_noise(frame: pd.DataFrame, stage: str) -> dict[str, Any] | None:
 
 def stage_agreement(frame: pd.DataFrame, stage_a: str, stage_b: str) -> Tau:
     """Kendall's tau (with its bootstrap interval) between two stages' top-1 over the
-    configurations (`rho`) both measured: the one way rhosearch pairs trials across stages
-    (first COMPLETE measurement of each rho per stage)."""
+    configurations (`rho`) both measured: the one way rhosearch pairs trials across stages.
+    A configuration measured several times in a stage (seeds) counts with its mean top-1."""
     done = frame[(frame["state"] == "COMPLETE") & frame["top1"].notna()]
-    first = [done[done["stage"] == stage].drop_duplicates("rho").set_index("rho")["top1"]
+    means = [done[done["stage"] == stage].astype({"top1": float}).groupby("rho")["top1"].mean()
              for stage in (stage_a, stage_b)]
-    both = pd.concat(first, axis=1, join="inner", keys=["a", "b"]).astype(float)
+    both = pd.concat(means, axis=1, join="inner", keys=["a", "b"])
     return kendall_tau(both["a"].tolist(), both["b"].tolist())
 
 

@@ -24,8 +24,8 @@ from rhosearch.report import (
     mark_fronts,
     paper_points,
     rank_agreement,
-    render_html,
 )
+from rhosearch.report_html import render_html
 from rhosearch.stats import Z95
 from rhosearch.study import TRIAL_COLUMNS
 
