@@ -3,6 +3,7 @@
     python benchmarks/fidelity.py                        # fashion-mnist, ~45 min on 2 CPUs
     python benchmarks/fidelity.py --extra 4 --reference-epochs 12 --workers 2
     python benchmarks/fidelity.py --out reports/benchmarks/fidelity   # rerun: reuses results
+    python benchmarks/fidelity.py --import-study fmnist  # reuse a search's identical runs
 
 Trains M configurations of the MobileViT-S space (the paper's six from `paper_table5.yaml`,
 then the narrowest and widest feasible ones, then `--extra` more spread over classifier widths)
@@ -155,6 +156,61 @@ def run_all(jobs: list[Job], *, workers: int, **settings: Any) -> list[dict]:
     return records
 
 
+def import_study(jobs: list[Job], *, study_name: str, reports_dir: Path, out: Path, data: str,
+                 recipe_name: str) -> int:
+    """Writes `record.json` for every job a finished search already ran identically: a proxy
+    run of the same rho, seed, data and recipe (the search's proxy and noise-floor trials call
+    the same `train_config` with one torch thread, as here), or the supernet of its one-shot
+    stage (seed = the search's seed; that one trained with the search's 2 threads). Each record
+    says where it came from. Returns how many were imported."""
+    from rhosearch.study import load_study, trials_frame
+
+    study = load_study(study_name, reports_dir=reports_dir)
+    if (study.user_attrs.get("data"), study.user_attrs.get("recipe")) != (data, recipe_name):
+        raise SystemExit(f"--import-study {study_name}: it searched {study.user_attrs.get('data')}"
+                         f" with {study.user_attrs.get('recipe')}, not {data} with {recipe_name}")
+    frame = trials_frame(study)
+    done = frame[frame["stage"].isin(["proxy", "noise"]) & (frame["state"] == "COMPLETE")
+                 & (frame["status"] == "ok")]
+    folder = reports_dir / study_name
+    imported = 0
+    for job in jobs:
+        target = job.folder(out) / "record.json"
+        if target.is_file() or job.kind == "reference":
+            continue
+        record: dict[str, Any] = {**asdict(job), "imported_from": study_name}
+        if job.kind == "supernet":
+            scores = folder / "supernet" / "scores.csv"
+            if job.seed != study.user_attrs.get("seed", 0) or not scores.is_file():
+                continue
+            import pandas as pd
+
+            table = pd.read_csv(scores)
+            wall = [json.loads(line).get("epoch_s", 0) for line in
+                    (folder / "supernet" / "metrics.jsonl").read_text().splitlines()]
+            record.update(status="ok", wall_s=round(sum(wall), 2), process_s=None,
+                          scores=dict(zip(table["rho"], table["top1"].astype(float),
+                                          strict=True)))
+        else:
+            match = done[(done["rho"] == job.rho) & (done["seed"] == job.seed)
+                         & (done["epochs_done"] == job.epochs)]
+            if match.empty:
+                continue
+            row = match.iloc[0]
+            key = RhoConfig.parse(job.rho, backbone=job.backbone).key
+            run = (folder / "noise" / f"seed{job.seed:03d}_{key}" if row["stage"] == "noise"
+                   else folder / "trials" / f"{int(row['number']):04d}_{key}")
+            record.update(status="ok", wall_s=float(row["wall_s"]), process_s=None,
+                          top1=float(row["top1"]),
+                          top1_by_epoch=_epoch_top1(run / "metrics.jsonl"))
+            if len(record["top1_by_epoch"]) != job.epochs:
+                continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(record, indent=1) + "\n")
+        imported += 1
+    return imported
+
+
 # --- the figures (pure: records in, numbers out) -----------------------------------------------
 
 
@@ -212,6 +268,12 @@ def report(records: list[dict], configs: list[RhoConfig], args: argparse.Namespa
               + (f"{np.mean(p):7.2f}{np.std(p, ddof=1):6.2f}" if len(p) > 1 else "")
               + f"{reference.get(rho, math.nan):7.2f}  " + "".join(f"{v:8.2f}" for v in s))
 
+    imported = [r for r in records if r.get("imported_from")]
+    if imported:
+        print(f"  ({len(imported)} runs imported from study "
+              f"{', '.join(sorted({r['imported_from'] for r in imported}))}: "
+              + ", ".join(f"{r['kind']} {r['rho']} seed {r['seed']}".replace("  ", " ")
+                          for r in imported) + ")")
     stds, pooled = seed_spread({rho: proxy[rho] for rho in rhos if rho in proxy})
     means = [float(np.mean(proxy[rho])) for rho in rhos if rho in proxy]
     p_mean = np.mean(means) / 100
@@ -276,6 +338,11 @@ def main() -> None:
                         help="default: 3x the proxy recipe's epochs")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--import-study", metavar="STUDY",
+                        help="reuse the identical proxy runs and supernet of a finished "
+                        "`rhosearch search --data fashion-mnist --study STUDY` (same recipe, "
+                        "seed and data): they are not trained again")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
     args = parser.parse_args()
 
     from rhosearch.train import load_recipe
@@ -293,6 +360,10 @@ def main() -> None:
                for s in range(args.supernet_seeds)]
             + [Job("proxy", s, recipe.epochs, c.rho_text, c.backbone) for s in range(args.seeds)
                for c in configs])
+    if args.import_study:
+        count = import_study(jobs, study_name=args.import_study, reports_dir=args.reports_dir,
+                             out=args.out, data=args.data, recipe_name=args.recipe)
+        print(f"imported {count} identical runs from study {args.import_study!r}", flush=True)
     started = time.perf_counter()
     records = run_all(jobs, workers=args.workers, out=args.out, data=args.data,
                       recipe_name=args.recipe, space_name=args.space)

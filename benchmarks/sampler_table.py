@@ -4,10 +4,11 @@ scores.
     python benchmarks/sampler_table.py                  # after benchmarks/fidelity.py: ~10 min
     python benchmarks/sampler_table.py --seeds 20 --trials 12,24,48,96 --workers 2
 
-1. The table: every configuration of the space scored once by a trained supernet (the fidelity
-   benchmark's `supernet-seed0` and its `scores.csv` when they are there, else one trained and
-   scored here on the same recipe), with its `overhead_params` priced like the search prices
-   them (256 px, 1000 classes); saved to `--out/table.csv` and reused on reruns.
+1. The table: every configuration of the space scored once by a trained supernet (the scores
+   the fidelity benchmark recorded for `supernet-seed0` when they are there, or `--supernet`
+   pointing at a search's `supernet` folder, else one trained and scored here), with its
+   `overhead_params` priced like the search prices them (256 px, 1000 classes); saved to
+   `--out/table.csv` and reused on reruns.
 2. The searches: NSGA-II, TPE, GP and random search, built by the search's own
    `_make_sampler` and asking over the search's own parameter mapping (`space_distributions`,
    `config_from_params`), answer each suggestion by looking it up in the table (maximise top-1,
@@ -26,10 +27,11 @@ scores.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
@@ -71,11 +73,17 @@ def price_table(space: SearchSpace, top1: dict[str, float], *,
 
 def build_table(space: SearchSpace, *, data: str, recipe_name: str, supernet_dir: Path,
                 seed: int) -> pd.DataFrame:
-    """Every configuration's one-shot top-1 from the supernet in `supernet_dir`: its
-    `scores.csv` when the fidelity benchmark left one there, else scored here (training the
-    supernet first unless its finished checkpoint is there)."""
-    scores_path = supernet_dir / "scores.csv"
-    if scores_path.is_file():
+    """Every configuration's one-shot top-1 from the supernet in `supernet_dir`: the scores
+    the fidelity benchmark recorded there (`record.json`) or a search's one-shot stage left
+    there (`scores.csv`), else scored here (training the supernet first unless its finished
+    checkpoint is there)."""
+    record_path, scores_path = supernet_dir / "record.json", supernet_dir / "scores.csv"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record.get("scores"):
+        scores = pd.DataFrame({"rho": list(record["scores"]),
+                               "top1": list(record["scores"].values())})
+        print(f"one-shot scores: {record_path} (reused)")
+    elif scores_path.is_file():
         scores = pd.read_csv(scores_path, dtype={"rho": str})
         print(f"one-shot scores: {scores_path} (reused)")
     else:
@@ -158,6 +166,24 @@ def _one(task: tuple[pd.DataFrame, SearchSpace, str, int, int]) -> dict:
             "seconds": time.perf_counter() - started}
 
 
+def run_searches(table: pd.DataFrame, space: SearchSpace, wanted: list[tuple[str, int, int]],
+                 path: Path, *, workers: int) -> pd.DataFrame:
+    """One row per (sampler, trials, seed) in `wanted`: read from `path` when an earlier run
+    left it there, else searched `workers` at a time and added to `path` as each ends."""
+    key = ["sampler", "trials", "seed"]
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=key)
+    have = set(done[key].itertuples(index=False, name=None))
+    todo = [w for w in wanted if w not in have]
+    rows = done.to_dict("records")
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_one, (table, space, *w)) for w in todo]
+        for future in as_completed(futures):
+            rows.append(future.result())
+            pd.DataFrame(rows).to_csv(path, index=False)
+    runs = pd.DataFrame(rows)
+    return runs.merge(pd.DataFrame(wanted, columns=key), on=key)
+
+
 # --- the figures ------------------------------------------------------------------------------
 
 
@@ -228,14 +254,11 @@ def main() -> None:
           "(= 1.000 below)")
 
     counts = [int(t) for t in args.trials.split(",")]
-    tasks = [(table, space, s, t, seed) for t in counts for s in SAMPLERS
-             for seed in range(args.seeds)]
+    wanted = [(s, t, seed) for t in counts for s in SAMPLERS for seed in range(args.seeds)]
     started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        runs = pd.DataFrame(list(pool.map(_one, tasks)))
-    runs.to_csv(args.out / "runs.csv", index=False)
-    print(f"{len(runs)} searches in {time.perf_counter() - started:.0f} s wall "
-          f"({args.workers} workers); seconds per search by sampler: "
+    runs = run_searches(table, space, wanted, args.out / "runs.csv", workers=args.workers)
+    print(f"{len(runs)} searches ({time.perf_counter() - started:.0f} s wall now, "
+          f"{args.workers} workers; cached ones cost nothing); seconds per search by sampler: "
           + ", ".join(f"{s} {runs[runs['sampler'] == s]['seconds'].mean():.1f}"
                       for s in SAMPLERS))
 

@@ -134,3 +134,14 @@ def test_summarize_ratio_to_random_and_verdicts():
     (line,) = sampler_table.verdicts(summary.reset_index())
     assert line.startswith(" 12 trials: best tpe (0.900 +- 0.100)")
     assert "lead over random +0.400, beyond the seed std (0.100)" in line
+
+
+def test_run_searches_reuses_cached_rows(tmp_path):
+    space = _tiny_space()
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"sampler": ["random", "random", "tpe"], "trials": [4, 4, 4], "seed": [0, 1, 0],
+                  "found": [4, 4, 4], "hypervolume": [1.0, 2.0, 3.0],
+                  "seconds": [0.1] * 3}).to_csv(path, index=False)
+    runs = sampler_table.run_searches(_tiny_table(space), space, [("random", 4, 1),
+                                                                  ("tpe", 4, 0)], path, workers=1)
+    assert sorted(runs["hypervolume"]) == [2.0, 3.0]  # nothing searched, the unwanted row left
