@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -102,6 +103,22 @@ def _epoch_top1(metrics: Path) -> list[float]:
     return [json.loads(line)["top1"] for line in lines if line.strip()]
 
 
+def _resuming(train: Callable[[bool], Any], folder: Path) -> Any:
+    """`train(resume=True)`; a checkpoint this code cannot resume (written by another version
+    of the training loop, or for another recipe) is deleted and the run starts over."""
+    from rhosearch.errors import RhoSearchError
+
+    try:
+        return train(True)
+    except RhoSearchError as exc:
+        checkpoint = folder / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise
+        print(f"{folder}: cannot resume ({exc}); starting over", flush=True)
+        checkpoint.unlink()
+        return train(False)
+
+
 def run_job(job: Job, *, out: Path, data: str, recipe_name: str, space_name: str) -> dict:
     """Trains `job` (resuming its checkpoint) and returns its record, written to record.json."""
     from rhosearch.oneshot import score_space, train_supernet
@@ -113,8 +130,9 @@ def run_job(job: Job, *, out: Path, data: str, recipe_name: str, space_name: str
     record: dict[str, Any] = asdict(job)
     if job.kind == "supernet":
         space = load_search_space(space_name)
-        supernet, result = train_supernet(space, data=data, recipe=recipe, out_dir=folder,
-                                          seed=job.seed, resume=True, progress=False)
+        supernet, result = _resuming(
+            lambda resume: train_supernet(space, data=data, recipe=recipe, out_dir=folder,
+                                          seed=job.seed, resume=resume, progress=False), folder)
         scores = score_space(supernet, make_loaders(data, recipe, seed=job.seed).val,
                              list(space.configs()))
         scores.to_csv(folder / "scores.csv", index=False)
@@ -122,8 +140,9 @@ def run_job(job: Job, *, out: Path, data: str, recipe_name: str, space_name: str
                       scores=dict(zip(scores["rho"], scores["top1"].astype(float), strict=True)))
     else:
         config = RhoConfig.parse(job.rho, backbone=job.backbone)
-        result = train_config(config, data=data, recipe=recipe, out_dir=folder, seed=job.seed,
-                              resume=True, progress=False)
+        result = _resuming(
+            lambda resume: train_config(config, data=data, recipe=recipe, out_dir=folder,
+                                        seed=job.seed, resume=resume, progress=False), folder)
         record.update(status=result["status"], wall_s=result["wall_s"], top1=result["top1"],
                       top1_by_epoch=_epoch_top1(folder / "metrics.jsonl"))
         (folder / "checkpoint.pt").unlink(missing_ok=True)  # ~60 MB each; the record is the cache
@@ -148,7 +167,13 @@ def run_all(jobs: list[Job], *, workers: int, **settings: Any) -> list[dict]:
                              initializer=_init_worker) as pool:
         futures = {pool.submit(run_job, job, **settings): job for job in todo}
         for done, future in enumerate(as_completed(futures), start=1):
-            record = future.result()
+            job = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # one failed run must not stop the others' reports
+                print(f"[{done}/{len(todo)}] {job.kind} {job.rho} seed {job.seed} FAILED: "
+                      f"{type(exc).__name__}: {exc}", flush=True)
+                continue
             records.append(record)
             top1 = f"top-1 {record['top1']:.2f}%" if "top1" in record else record["status"]
             print(f"[{done}/{len(todo)}] {record['kind']} {record['rho'] or ''} seed "

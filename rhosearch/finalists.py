@@ -49,6 +49,7 @@ from rhosearch.space import RhoConfig, baseline_config, load_search_space
 from rhosearch.study import (
     default_storage_url,
     load_study,
+    objective_names,
     params_of,
     pareto_front,
     space_distributions,
@@ -399,7 +400,7 @@ def _record(study: optuna.Study, config: RhoConfig, reason: str, result: dict[st
                  run_dir=str(out_dir))
     attrs.update(rho=config.rho_text)
     ok = result.get("status") == "ok" and result.get("top1") is not None
-    names = study.metric_names or ["top1", "overhead_params", "gmacs"][: len(study.directions)]
+    names = study.metric_names or objective_names(gmacs=len(study.directions) == 3)
     trial = optuna.trial.create_trial(
         state=TrialState.COMPLETE if ok else TrialState.FAIL,
         values=[float(attrs[name]) for name in names] if ok else None,

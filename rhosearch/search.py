@@ -51,8 +51,10 @@ from rhosearch.searcher import STAGE, Progress, StudySearcher, drop_checkpoints,
 from rhosearch.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.stats import noise_sentence
 from rhosearch.study import (
+    OBJECTIVES,
     config_from_params,
     default_storage_url,
+    objective_names,
     open_storage,
     params_of,
     pareto_front,
@@ -112,7 +114,7 @@ class SearchSettings:
 
     @property
     def objectives(self) -> list[str]:
-        return ["top1", "overhead_params"] + (["gmacs"] if self.gmacs_objective else [])
+        return objective_names(gmacs=self.gmacs_objective)
 
 
 def proxy_recipe_for(data: str) -> str:
@@ -148,7 +150,7 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
         )
     if settings.resume and not exists:
         raise RhoSearchError(f"no study {settings.study!r} to resume in {url}; drop --resume")
-    directions = [{"top1": "maximize"}.get(o, "minimize") for o in settings.objectives]
+    directions = [OBJECTIVES[name] for name in settings.objectives]
     study = optuna.create_study(
         study_name=settings.study, storage=storage, directions=directions, load_if_exists=True,
         sampler=_make_sampler(settings.sampler, settings.seed, settings.trials),

@@ -33,6 +33,7 @@ from rhosearch.stats import Tau, kendall_tau, significance, top1_interval
 __all__ = [
     "TRIAL_COLUMNS",
     "OBJECTIVES",
+    "objective_names",
     "default_storage_url",
     "open_storage",
     "load_study",
@@ -60,7 +61,14 @@ FRONT_STAGES = ("oneshot", "proxy", "full")
 # Stages kept in their own study, out of the sampler's history (see the module docstring).
 COMPANION_STAGES = ("oneshot", "noise")
 
+# The objectives and their directions, in the order Optuna stores a trial's values: the one
+# place that order is written down.
 OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize"}
+
+
+def objective_names(*, gmacs: bool = False) -> list[str]:
+    """The search's objectives in value order: top-1, overhead params (and GMACs when asked)."""
+    return [name for name in OBJECTIVES if name != "gmacs" or gmacs]
 
 # One row per trial in `trials.csv` and in what reports read.
 TRIAL_COLUMNS = [
