@@ -301,15 +301,20 @@ def report(records: list[dict], configs: list[RhoConfig], args: argparse.Namespa
                           for r in imported) + ")")
     stds, pooled = seed_spread({rho: proxy[rho] for rho in rhos if rho in proxy})
     means = [float(np.mean(proxy[rho])) for rho in rhos if rho in proxy]
-    p_mean = np.mean(means) / 100
     print("\n== noise ==")
-    print(f"  proxy seed std per config: min {min(stds.values()):.2f}, median "
-          f"{np.median(list(stds.values())):.2f}, max {max(stds.values()):.2f} pts; pooled "
-          f"{pooled:.2f} pts ({len(stds)} configs x {args.seeds} seeds)")
-    print(f"  spread between configs (std of seed means): {np.std(means, ddof=1):.2f} pts; "
-          f"range {min(means):.2f}-{max(means):.2f}")
-    print(f"  validation binomial SE at {100 * p_mean:.1f}%: "
-          f"{100 * math.sqrt(p_mean * (1 - p_mean) / args.val_images):.2f} pts")
+    if stds:
+        print(f"  proxy seed std per config: min {min(stds.values()):.2f}, median "
+              f"{np.median(list(stds.values())):.2f}, max {max(stds.values()):.2f} pts; pooled "
+              f"{pooled:.2f} pts ({len(stds)} configs x {args.seeds} seeds)")
+    else:
+        print(f"  proxy seed std: not measured (no configuration has {args.seeds} proxy seeds)")
+    if len(means) > 1:
+        print(f"  spread between configs (std of seed means): {np.std(means, ddof=1):.2f} pts; "
+              f"range {min(means):.2f}-{max(means):.2f}")
+    if means:
+        p_mean = np.mean(means) / 100
+        print(f"  validation binomial SE at {100 * p_mean:.1f}%: "
+              f"{100 * math.sqrt(p_mean * (1 - p_mean) / args.val_images):.2f} pts")
     if shot:
         _, shot_pooled = seed_spread({rho: shot[rho] for rho in rhos})
         print(f"  one-shot supernet-to-supernet std, pooled over the M configs: "
@@ -323,8 +328,13 @@ def report(records: list[dict], configs: list[RhoConfig], args: argparse.Namespa
     shot_mean = [float(np.mean(shot[rho])) for rho in both]
     ref = [reference[rho] for rho in both]
     print(f"\n== Kendall's tau-b (bootstrap 95% CI; M = {len(both)} configs) ==")
-    print(_tau_line("proxy self-agreement tau(seed 0, seed 1)",
-                    [proxy[r][0] for r in both], [proxy[r][1] for r in both]))
+    if args.seeds > 1:
+        print(_tau_line("proxy self-agreement tau(seed 0, seed 1)",
+                        [proxy[r][0] for r in both], [proxy[r][1] for r in both]))
+    else:
+        print("  proxy self-agreement: not measured (one proxy seed per configuration)")
+    if len(nets) < 2:
+        print("  one-shot self-agreement: not measured (one supernet)")
     if len(nets) > 1:
         print(_tau_line("one-shot self-agreement tau(supernet 0, supernet 1), M",
                         [shot[r][0] for r in both], [shot[r][1] for r in both]))
@@ -368,6 +378,9 @@ def main() -> None:
                         "`rhosearch search --data fashion-mnist --study STUDY` (same recipe, "
                         "seed and data): they are not trained again")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: print the figures the cached runs allow (with "
+                        "--seeds 1 --supernet-seeds 1 for a partial run)")
     args = parser.parse_args()
 
     from rhosearch.train import load_recipe
@@ -390,8 +403,13 @@ def main() -> None:
                              out=args.out, data=args.data, recipe_name=args.recipe)
         print(f"imported {count} identical runs from study {args.import_study!r}", flush=True)
     started = time.perf_counter()
-    records = run_all(jobs, workers=args.workers, out=args.out, data=args.data,
-                      recipe_name=args.recipe, space_name=args.space)
+    if args.report_only:
+        records = [json.loads((job.folder(args.out) / "record.json").read_text())
+                   for job in jobs if (job.folder(args.out) / "record.json").is_file()]
+        print(f"report only: {len(records)} of {len(jobs)} runs cached", flush=True)
+    else:
+        records = run_all(jobs, workers=args.workers, out=args.out, data=args.data,
+                          recipe_name=args.recipe, space_name=args.space)
     print(f"all runs done in {time.perf_counter() - started:.0f} s wall "
           f"(cached runs cost nothing)")
     report(records, configs, args)
