@@ -2,6 +2,9 @@
 
     rhosearch count --preset all
     rhosearch --help
+
+Longer than ~400 lines because it is seven commands' flags and help texts side by side, each
+with its one-line checks; every runner only parses, calls one package function and prints.
 """
 
 from __future__ import annotations
@@ -91,12 +94,11 @@ def _add_data_recipe_args(parser: argparse.ArgumentParser) -> None:
                         help="override any recipe field (repeatable)")
 
 
-def _resume_command() -> str:
+def _resume_command(argv: Sequence[str]) -> str:
     """The command line that was run, with `--resume` added: what to type after an interrupt."""
     import shlex
 
-    argv = [a for a in sys.argv[1:] if a != "--resume"]
-    return shlex.join(["rhosearch", *argv, "--resume"])
+    return shlex.join(["rhosearch", *(a for a in argv if a != "--resume"), "--resume"])
 
 
 # --- count ------------------------------------------------------------------------------------
@@ -234,7 +236,7 @@ def _search(args: argparse.Namespace) -> int:
           f"\nreport: {report}\ndisk:   {human_size(folder_size(folder))} in {folder}"
           + ("" if args.keep_checkpoints else " (proxy checkpoints deleted; --keep-checkpoints)"))
     if outcome["interrupted"]:
-        print(f"interrupted; resume with: {_resume_command()}", file=sys.stderr)
+        print(f"interrupted; resume with: {_resume_command(args.argv)}", file=sys.stderr)
         return _interrupted_code()
     return 0
 
@@ -519,7 +521,13 @@ def _interrupted_code() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; `argv` defaults to the process's own arguments (the console script).
+
+    The only place rhosearch reads `sys.argv`: the rest of the package gets what it needs as
+    arguments (the resume hint is built from `argv`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)  # argparse itself exits with code 2 on a bad flag
+    args.argv = argv
     _quiet_ray_output()
     # SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: the drivers mark their
     # running trials and say how to resume; `start_ray` keeps Ray from replacing this handler.
@@ -532,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rhosearch {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = (f"; resume with: {_resume_command()}"
+        resume = (f"; resume with: {_resume_command(args.argv)}"
                   if args.command in ("train", "train-best") else "")
         print(f"rhosearch {args.command}: interrupted{resume}", file=sys.stderr)
         return _interrupted_code()

@@ -20,6 +20,10 @@ Each finalist's folder `reports/<study>/finalists/<key>/` holds train.py's `chec
 workers see, as on one machine), and `model.safetensors` (EMA weights when the recipe has EMA;
 load with `export.load_model`). Results go into the study as trials of stage "full" and into
 `reports/<study>/finalists.csv`; the study's HTML report is rewritten at the end.
+
+Over ~400 lines because the full stage has two executors (a Ray task per run, or Ray Train
+DDP across workers) behind one `train_finalists`; picking, recording and the seed summary are
+the short rest.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ rho_5 = 4 with rho_1..4 = 0 is plain MobileViT (160 -> 640 final conv for Mobile
 Rounding rule: rho_k * C~_k is rounded to the nearest integer, halves rounded up, and any
 rho_k > 0 keeps at least one channel. All of the paper's ratios give integers on MobileViT-S,
 so the rule only matters for the XS/XXS backbones and user-chosen ratios.
+
+Over ~400 lines: `RhoConfig` (exact fractions, channels, names, depth) and `SearchSpace`
+(YAML validated with every problem named by its key path) are the two halves of one job.
 """
 
 from __future__ import annotations
