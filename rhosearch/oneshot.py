@@ -29,6 +29,9 @@ Why one forward serves all four configurations, and why scoring needs no BN reca
 Scoring follows from the same argument: the widest pooled features of the validation set are
 computed once (N x sum of widths) and every configuration is the classifier restricted to its
 channels, evaluated for many configurations at once from per-block prefix sums (`score_features`).
+
+Just over ~400 lines: the sandwich step, supernet training through `train.fit`, and scoring
+the whole space from cached features are one stage; each part is a screen or less.
 """
 
 from __future__ import annotations

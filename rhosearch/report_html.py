@@ -7,6 +7,8 @@ computing from drawing): one row of panels per stage, each with its own top-1 sc
 bars and the baseline's noise band; the paper's points; the hypervolume curve; the front table
 and "Table 5, extended". Tests assert on the `FrontInfo`; `tests/render_report.py` looks at
 the pixels in headless Chromium.
+
+Just over ~400 lines of drawing only: four figures and two HTML tables.
 """
 
 from __future__ import annotations
