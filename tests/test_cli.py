@@ -12,10 +12,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rhosearch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd=cwd,
-    )
+def rhosearch(*args: str) -> subprocess.CompletedProcess:
+    """Runs the command line in this process (an interpreter start costs seconds here); only
+    what needs a fresh process (imports at --help, the terminal's width) starts one."""
+    import contextlib
+    import io
+
+    from rhosearch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse: --help and unknown flags
+            code = exit_.code or 0
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, fragment: str) -> None:
