@@ -145,9 +145,9 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="search space name in search_spaces/ or a .yaml path "
                         "(default: %(default)s)")
     _add_data_recipe_args(parser)
-    parser.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "gp", "random"),
+    parser.add_argument("--sampler", default="gp", choices=("gp", "tpe", "nsga2", "random"),
                         help="the Optuna sampler that proposes rho vectors (default: "
-                        "%(default)s)")
+                        "%(default)s, the best of benchmarks/sampler_table.py; see README)")
     parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the sampler, the weights and the data order (default: 0)")
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
