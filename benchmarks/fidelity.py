@@ -317,8 +317,12 @@ def report(records: list[dict], configs: list[RhoConfig], args: argparse.Namespa
               f"{100 * math.sqrt(p_mean * (1 - p_mean) / args.val_images):.2f} pts")
     if shot:
         _, shot_pooled = seed_spread({rho: shot[rho] for rho in rhos})
+        # A supernet-wide offset counts here but not in tau: print each supernet's level too.
+        levels = ", ".join(f"{np.mean([v[i] for v in shot.values()]):.2f}%"
+                           for i in range(len(nets)))
         print(f"  one-shot supernet-to-supernet std, pooled over the M configs: "
-              f"{shot_pooled:.2f} pts")
+              f"{shot_pooled:.2f} pts (mean one-shot top-1 over the space per supernet: "
+              f"{levels})")
     base = next(c for c in configs if c.is_baseline)
     print(f"  baseline {base.name} proxy top-1 per seed: "
           + ", ".join(f"seed {s}: {v:.2f}%" for s, v in enumerate(proxy.get(base.rho_text, []))))
