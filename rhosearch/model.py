@@ -13,6 +13,7 @@ into `shortcuts.4` and the baseline configuration is MobileViT itself. Note timm
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import timm
@@ -24,7 +25,9 @@ from torch import nn
 
 from rhosearch.space import RhoConfig, SearchSpace, load_presets
 
-__all__ = ["ExMobileViT", "RhoSupernet", "create_model", "load_timm_weights"]
+__all__ = [
+    "ExMobileViT", "RhoSupernet", "create_model", "init_head_weights", "load_timm_weights",
+]
 
 
 class ExMobileViT(nn.Module):
@@ -65,6 +68,8 @@ class ExMobileViT(nn.Module):
         ]
         self.pretrained_cfg = dict(backbone.pretrained_cfg, classifier="fc",
                                    num_classes=num_classes)
+        self.shortcuts.apply(init_head_weights)
+        self.fc.apply(init_head_weights)
 
     def forward_blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of blocks 1..depth (the feature maps F~_k of Algorithm 1)."""
@@ -98,9 +103,34 @@ class ExMobileViT(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.fc.apply(init_head_weights)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def init_head_weights(module: nn.Module) -> None:
+    """timm's MobileViT initialisation (`byobnet._init_weights`), for the modules we add.
+
+    timm initialises its own `final_conv` and `head.fc` this way when it builds MobileViT; the
+    ExShortcuts and the classifier are built here instead, so without this they would keep
+    PyTorch's defaults and every configuration, the baseline included, would start its head
+    differently from MobileViT. Conv: normal, std sqrt(2 / fan_out); BN: 1 and 0; classifier:
+    normal std 0.01, zero bias (timm's choice, not cvnets' truncated normal 0.02). Copied
+    rather than imported: `_init_weights` is private to timm's byobnet module.
+    """
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+        nn.init.normal_(module.weight, mean=0.0, std=math.sqrt(2.0 / (fan_out // module.groups)))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.01)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def load_timm_weights(model: ExMobileViT, timm_state: dict[str, torch.Tensor]) -> None:
