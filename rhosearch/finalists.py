@@ -22,8 +22,8 @@ load with `export.load_model`). Results go into the study as trials of stage "fu
 `reports/<study>/finalists.csv`; the study's HTML report is rewritten at the end.
 
 Over ~400 lines because the full stage has two executors (a Ray task per run, or Ray Train
-DDP across workers) behind one `train_finalists`; picking, recording and the seed summary are
-the short rest.
+DDP across workers) behind one `train_finalists`; picking and recording are the short rest. The
+seed summary (`study.summarize_seeds`) lives with the record, so the report draws the same one.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from rhosearch.study import (
     pareto_front,
     space_distributions,
     study_dir,
+    summarize_seeds,
     trials_frame,
 )
 
@@ -430,10 +431,6 @@ def _already_recorded(study: optuna.Study, out_dir: Path, epochs_done: int) -> i
 # The whole stage.
 
 
-SUMMARY_COLUMNS = ["pick", "name", "rho", "backbone", "params", "overhead_params", "gmacs",
-                   "seeds", "top1", "top1_std", "top1_runs", "vs_baseline", "top1_diff",
-                   "p_value", "epochs_done", "status", "weights", "reason"]
-
 FINALIST_COLUMNS = ["pick", "name", "rho", "backbone", "seed", "params", "overhead_params",
                     "gmacs", "top1", "top5", "raw_top1", "raw_top5", "epochs_done", "wall_s",
                     "status", "workers", "trial", "weights", "reason"]
@@ -453,8 +450,9 @@ def train_finalists(settings: FinalistSettings, *,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Picks the finalists of a study, trains them on Ray and records them as stage "full".
 
-    Returns a dict with `finalists` (a frame with `FINALIST_COLUMNS`), `csv`, `report` (the
-    HTML report's path), `folder` and `wall_s`.
+    Returns a dict with `finalists` (one row per finalist over its seeds, with
+    `study.SEED_SUMMARY_COLUMNS`), `runs` (one row per run, `FINALIST_COLUMNS`), `csv`, `report`
+    (the HTML report's path), `folder` and `wall_s`.
     """
     from rhosearch.data import build_datasets, dataset_info
     from rhosearch.report import write_report
@@ -587,29 +585,3 @@ def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, dat
             result = failed(exc)
         yield config, reason, seed, result
 
-
-def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
-    """One row per finalist: top-1 mean and std over its seeds, and a paired comparison with
-    the baseline control trained with the same seeds (`stats.paired_difference`)."""
-    from rhosearch.stats import paired_difference
-
-    ok = runs[(runs["status"] == "ok") & runs["top1"].notna()]
-    control = ok[ok["rho"] == baseline_rho].set_index("seed")["top1"]
-    rows = []
-    for rho, group in runs.groupby("rho", sort=False):
-        done = ok[ok["rho"] == rho].set_index("seed")["top1"].astype(float)
-        first = group.iloc[0].to_dict()
-        row = {key: first.get(key) for key in FINALIST_COLUMNS}
-        row.update(seeds=len(done), top1=round(float(done.mean()), 3) if len(done) else None,
-                   top1_std=round(float(done.std(ddof=1)), 3) if len(done) > 1 else None,
-                   top1_runs="; ".join(f"{v:.2f}" for v in done),
-                   status="ok" if len(done) == len(group) else first.get("status"))
-        shared = done.index.intersection(control.index)
-        if rho == baseline_rho:
-            row["vs_baseline"] = "baseline control"
-        elif len(shared):
-            paired = paired_difference(done[shared].tolist(), control[shared].astype(float))
-            row.update(vs_baseline=paired.label, top1_diff=round(paired.mean_diff, 3),
-                       p_value=None if pd.isna(paired.p_value) else round(paired.p_value, 4))
-        rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)

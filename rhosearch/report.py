@@ -4,7 +4,8 @@
     rhosearch report --study digits --format csv    # the front as CSV on stdout
 
 `front_info` turns the trials table (`study.trials_frame`) into a `FrontInfo` of plain frames
-and numbers (fronts, tables, axis ranges, the noise band, rank agreements);
+and numbers (fronts, tables, axis ranges, the noise band, rank agreements, the finalists over
+seeds);
 `report_html.render_html` draws a `FrontInfo` into one offline HTML file (plotly.js embedded, no
 network). Tests assert on the `FrontInfo`, not on pixels (the split of Optuna's `visualization`
 code).
@@ -17,8 +18,10 @@ stage is at least as good in both objectives and strictly better in one, so exac
 the front together. The paper's configurations are reference points measured on ImageNet-1k:
 they sit beside ours in "Table 5, extended" and never in a front.
 
-Over ~400 lines: the fronts, the tables (front, Table 5 extended), axis spans, the noise
-band, hypervolume and rank agreements are all computed here; drawing is in `report_html.py`.
+Over ~400 lines: the fronts, the tables (front, Table 5 extended, finalists over seeds), axis
+spans, the noise band, hypervolume and rank agreements are all computed here; drawing is in
+`report_html.py`. The finalists' seed summary itself is `study.summarize_seeds`, the one that
+`train-best` writes to `finalists.csv`.
 """
 
 from __future__ import annotations
@@ -31,13 +34,22 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.space import baseline_config
 from rhosearch.stats import Z95, Tau
-from rhosearch.study import FRONT_STAGES, dominated, stage_agreement
+from rhosearch.study import (
+    FRONT_STAGES,
+    SEED_SUMMARY_COLUMNS,
+    dominated,
+    stage_agreement,
+    summarize_seeds,
+)
 
 __all__ = [
+    "FINALIST_TABLE_COLUMNS",
     "STAGES",
     "FrontInfo",
     "Panel",
+    "finalists_over_seeds",
     "front_info",
     "front_table",
     "hypervolume_2d",
@@ -89,6 +101,8 @@ class FrontInfo(NamedTuple):
         `dominated_<x>` for both x columns, and the configuration's per-stage top-1/top-5.
     front: one row per configuration on some stage's front (see `front_table`).
     table5: the paper's six configurations and the best found ones (`table5_extended`).
+    finalists: the full stage over seeds, paired with the baseline control
+        (`finalists_over_seeds`); empty when there is no full stage.
     panels: per stage with usable trials, its `Panel` (own top-1 scale, noise band).
     x_ranges: per cost column, the (low, high) every panel shares.
     hypervolume: proxy-stage hypervolume after each proxy trial run (`run`, `number`,
@@ -105,6 +119,7 @@ class FrontInfo(NamedTuple):
     trials: pd.DataFrame
     front: pd.DataFrame
     table5: pd.DataFrame
+    finalists: pd.DataFrame
     panels: dict[str, Panel]
     x_ranges: dict[str, tuple[float, float]]
     hypervolume: pd.DataFrame
@@ -360,6 +375,42 @@ def table5_extended(marked: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# The seed summary's columns, then the seeds run (failed included) and the seeds of its runs.
+FINALIST_TABLE_COLUMNS = [*SEED_SUMMARY_COLUMNS, "seeds_run", "seed_list"]
+
+
+def finalists_over_seeds(trials: pd.DataFrame) -> pd.DataFrame:
+    """The full stage (`train-best --seeds N`) over seeds, one row per configuration.
+
+    `study.summarize_seeds` of the full-stage runs (top-1 mean, std, the runs in seed order,
+    the paired comparison with the baseline control trained with the same seeds), plus
+    `seeds_run` (runs recorded, failed ones included) and `seed_list` (the seeds behind
+    `top1_runs`, in that order). Best mean top-1 first, the baseline control last. A run
+    recorded twice (resumed with more epochs, or failed then resumed) counts with its last
+    record. Empty, with `FINALIST_TABLE_COLUMNS`, when there is no full stage.
+    """
+    full = trials[(trials["stage"] == "full") & trials["state"].isin(["COMPLETE", "FAIL"])]
+    if full.empty:
+        return pd.DataFrame(columns=FINALIST_TABLE_COLUMNS)
+    full = full.assign(seed=pd.to_numeric(full["seed"], errors="coerce"),
+                       top1=pd.to_numeric(full["top1"], errors="coerce"))
+    runs = full.sort_values("number").drop_duplicates(["backbone", "rho", "seed"], keep="last")
+    runs = runs.sort_values(["seed", "number"], na_position="last")
+    backbone = runs["backbone"].dropna()
+    control = (baseline_config(backbone.iloc[0]) if len(backbone) else baseline_config()).rho_text
+    summary = summarize_seeds(runs, control)
+    ok = runs[(runs["status"] == "ok") & runs["top1"].notna()]
+    seed_lists = ok.groupby("rho", sort=False)["seed"].agg(
+        lambda seeds: ", ".join("?" if pd.isna(s) else str(int(s)) for s in seeds))
+    summary["seeds_run"] = summary["rho"].map(runs.groupby("rho").size())
+    summary["seed_list"] = summary["rho"].map(seed_lists).fillna("")
+    is_control = summary["rho"] == control
+    summary = pd.concat([summary[~is_control].sort_values("top1", ascending=False,
+                                                           na_position="last"),
+                         summary[is_control]])
+    return summary.reset_index(drop=True)[FINALIST_TABLE_COLUMNS]
+
+
 def _check_x(x: str) -> None:
     if x not in X_LABELS:
         raise RhoSearchError(f"unknown x {x!r}; choose one of: overhead_params, gmacs")
@@ -455,6 +506,7 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
         trials=with_stages,
         front=front_table(marked, x=x),
         table5=table5_extended(marked, paper),
+        finalists=finalists_over_seeds(trials),
         panels=_panels(marked, noise),
         x_ranges=x_ranges,
         hypervolume=history,

@@ -4,11 +4,11 @@
 
 Everything here only draws what `rhosearch.report.front_info` computed (Optuna's split of
 computing from drawing): one row of panels per stage, each with its own top-1 scale, 95 % error
-bars and the baseline's noise band; the paper's points; the hypervolume curve; the front table
-and "Table 5, extended". Tests assert on the `FrontInfo`; `tests/render_report.py` looks at
-the pixels in headless Chromium.
+bars and the baseline's noise band; the paper's points; the hypervolume curve; the finalists
+over seeds, the front table and "Table 5, extended". Tests assert on the `FrontInfo`;
+`tests/render_report.py` looks at the pixels in headless Chromium.
 
-Just over ~400 lines of drawing only: four figures and two HTML tables.
+Over ~400 lines of drawing only: four figures and three HTML tables.
 """
 
 from __future__ import annotations
@@ -247,10 +247,14 @@ def _top1_cell(top1: object, lo: object, hi: object) -> tuple[str, str]:
     return f"{float(top1):.1f}{small}", f" data-v=\"{float(top1)!r}\""
 
 
-def _cell(value: object, digits: int = 2) -> tuple[str, str]:
+def _sort_key(value: object) -> str:
+    """The `data-v` attribute `sortBy` sorts a numeric cell by ("" for text or none)."""
     number = None if _missing(value) or isinstance(value, str) else float(value)
-    key = "" if number is None else f" data-v=\"{number!r}\""
-    return html.escape(_fmt(value, digits)), key
+    return "" if number is None else f" data-v=\"{number!r}\""
+
+
+def _cell(value: object, digits: int = 2) -> tuple[str, str]:
+    return html.escape(_fmt(value, digits)), _sort_key(value)
 
 
 def _vs_baseline(row: Any) -> str:
@@ -308,6 +312,67 @@ def _table5_html(table: pd.DataFrame, data: str) -> str:
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
+_LEFT = " class=\"text\""  # a column of sentences (the verdicts), aligned left
+
+
+def _finalist_cells(row: Any) -> list[tuple[str, str]]:
+    """(html, attributes) cells of one finalist over its seeds."""
+    seeds = int(row.seeds)
+    run = int(row.seeds_run) if not _missing(row.seeds_run) else seeds
+    mean = "–" if _missing(row.top1) else f"{float(row.top1):.2f}"
+    if not _missing(row.top1_std):
+        mean += f" ± {float(row.top1_std):.2f}"
+    runs = html.escape(row.top1_runs or "–")
+    if row.seed_list:
+        runs += f"<br><small>seeds {html.escape(row.seed_list)}</small>"
+    control = row.vs_baseline == "baseline control"
+    diff = "–" if control or _missing(row.top1_diff) else f"{float(row.top1_diff):+.2f}"
+    p_value = "–" if _missing(row.p_value) else f"{float(row.p_value):.2g}"
+    verdict = "–" if _missing(row.vs_baseline) else str(row.vs_baseline)
+    return [
+        _cell(row.name), _cell(row.rho),
+        (str(seeds) if seeds == run else f"{seeds} of {run}", _sort_key(seeds)),
+        (mean, _sort_key(row.top1)), (runs, ""),
+        (diff, "" if control else _sort_key(row.top1_diff)),
+        (p_value, _sort_key(row.p_value)), (html.escape(verdict), _LEFT),
+        _cell(row.epochs_done),
+    ]
+
+
+def _finalists_html(finalists: pd.DataFrame) -> str:
+    """The finalists over seeds: a note on how they were compared, then the table."""
+    if finalists.empty:
+        return ""
+    seeds = int(finalists["seeds_run"].max())
+    control = finalists[finalists["vs_baseline"] == "baseline control"]
+    if control.empty:
+        paired = ("No baseline control in the full stage: nothing to pair the finalists with "
+                  "(<code>train-best</code> trains one with the same seeds).")
+    else:
+        name, rho = control.iloc[0]["name"], control.iloc[0]["rho"]
+        paired = (f"The baseline control ({html.escape(str(name))}, ρ {html.escape(rho)}) "
+                  "trained with the same seeds, so each seed's data order and initialisation "
+                  "are shared: Δ is the mean over seeds of (finalist − control), p a two-sided "
+                  "paired t-test, beyond noise when p < 0.05.")
+    if seeds < 2:
+        spread = ("One seed per run: no std, and a paired test needs ≥ 2 seeds (Δ is the one "
+                  "seed's difference); <code>train-best --seeds 3</code> gives one.")
+    else:
+        spread = f"n = {seeds} seeds per configuration; mean ± std (n − 1) over them."
+    heads = ["configuration", "ρ", "seeds", "top-1 % (mean ± std)", "runs (top-1 %)",
+             "Δ top-1 vs control (pts)", "p (paired t)", "vs control", "epochs"]
+    head = "".join(f"<th onclick=\"sortBy(this)\"{_LEFT if h == 'vs control' else ''}>"
+                   f"{html.escape(h)}</th>" for h in heads)
+    body = ["<tr>" + "".join(f"<td{attrs}>{text}</td>" for text, attrs in _finalist_cells(row))
+            + "</tr>" for row in finalists.itertuples(index=False)]
+    return (f"<h2>Finalists over seeds (paired with the baseline control)</h2>\n"
+            f"<p class=\"note\" id=\"finalists-note\">Full-stage runs (<code>train-best "
+            f"--seeds N</code>); top-1 is the EMA model's when the recipe has EMA. {spread} "
+            f"{paired}</p>\n"
+            f"<table id=\"finalists\" class=\"fit\"><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
 _SORT_JS = """
 function sortBy(th) {
   const table = th.closest('table'), body = table.tBodies[0];
@@ -336,6 +401,7 @@ td:nth-child(-n+2), tr:first-child > th:nth-child(-n+2) { text-align: left; }
 th.paper { background: #efe9f6; } th.ours { background: #fdf0e2; }
 tr.found td { background: #fffaf3; } tr.found td:first-child { font-weight: 600; }
 .note { color: #555; font-size: 13px; max-width: 1100px; }
+th.text, td.text { text-align: left; }
 """
 
 
@@ -390,6 +456,7 @@ proxy and full runs are not comparable with each other. Within a stage, the line
 ImageNet setting) whatever {data} the search trained on, so they compare with the paper's.</p>
 <p class="note" id="noise">{html.escape(_noise_text(info))}</p>
 {stages}
+{_finalists_html(info.finalists)}
 <h2>Table 5, extended: the paper's configurations beside ours</h2>
 <p class="note">The paper's six configurations (its Tables 1–2, ImageNet-1k) next to our
 measurements of the same ρ on {data}, then the best configurations this search found. The two

@@ -28,7 +28,7 @@ import pandas as pd
 
 from rhosearch.errors import RhoSearchError
 from rhosearch.space import RhoConfig, SearchSpace, baseline_config
-from rhosearch.stats import Tau, kendall_tau, significance, top1_interval
+from rhosearch.stats import Tau, kendall_tau, paired_difference, significance, top1_interval
 
 __all__ = [
     "TRIAL_COLUMNS",
@@ -48,6 +48,8 @@ __all__ = [
     "stage_noise",
     "noise_floor",
     "stage_agreement",
+    "SEED_SUMMARY_COLUMNS",
+    "summarize_seeds",
     "space_distributions",
     "params_of",
     "config_from_params",
@@ -225,6 +227,50 @@ def stage_agreement(frame: pd.DataFrame, stage_a: str, stage_b: str) -> Tau:
              for stage in (stage_a, stage_b)]
     both = pd.concat(means, axis=1, join="inner", keys=["a", "b"])
     return kendall_tau(both["a"].tolist(), both["b"].tolist())
+
+
+# One row per finalist over its seeds: `finalists.csv` and the report's finalists table.
+SEED_SUMMARY_COLUMNS = [
+    "pick", "name", "rho", "backbone", "params", "overhead_params", "gmacs", "seeds", "top1",
+    "top1_std", "top1_runs", "vs_baseline", "top1_diff", "p_value", "epochs_done", "status",
+    "weights", "reason",
+]
+# What a finalist's row takes from its first run (the same for every seed, or the first's).
+_FIRST_RUN = ("pick", "name", "rho", "backbone", "params", "overhead_params", "gmacs",
+              "epochs_done", "status", "weights", "reason")
+
+
+def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
+    """One row per configuration (`rho`, in order of first appearance) with
+    `SEED_SUMMARY_COLUMNS`: top-1 mean and std over its seeds, the runs in their order, and a
+    paired comparison with the baseline control trained with the same seeds
+    (`stats.paired_difference`).
+
+    Args:
+        runs: one row per run with `rho`, `seed`, `top1` and `status` ("ok" counts); the other
+            `_FIRST_RUN` columns are taken from each configuration's first row when present.
+        baseline_rho: the control's ρ (`baseline_config(backbone).rho_text`).
+    """
+    ok = runs[(runs["status"] == "ok") & runs["top1"].notna()]
+    control = ok[ok["rho"] == baseline_rho].set_index("seed")["top1"]
+    rows = []
+    for rho, group in runs.groupby("rho", sort=False):
+        done = ok[ok["rho"] == rho].set_index("seed")["top1"].astype(float)
+        first = group.iloc[0].to_dict()
+        row = {key: first.get(key) for key in _FIRST_RUN}
+        row.update(seeds=len(done), top1=round(float(done.mean()), 3) if len(done) else None,
+                   top1_std=round(float(done.std(ddof=1)), 3) if len(done) > 1 else None,
+                   top1_runs="; ".join(f"{v:.2f}" for v in done),
+                   status="ok" if len(done) == len(group) else first.get("status"))
+        shared = done.index.intersection(control.index)
+        if rho == baseline_rho:
+            row["vs_baseline"] = "baseline control"
+        elif len(shared):
+            paired = paired_difference(done[shared].tolist(), control[shared].astype(float))
+            row.update(vs_baseline=paired.label, top1_diff=round(paired.mean_diff, 3),
+                       p_value=None if pd.isna(paired.p_value) else round(paired.p_value, 4))
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=SEED_SUMMARY_COLUMNS)
 
 
 def noise_floor(study: optuna.Study) -> dict[str, Any] | None:

@@ -85,8 +85,9 @@ def build_demo_study(storage: str, name: str = "demo", *, seed: int = 0,
     """A study as `rhosearch search` (and `train-best`) leave it, with synthetic top-1s.
 
     fresh: 40 one-shot scores, 24 proxy trials (the paper's six first; 2 pruned, 1 failed) and
-        the baseline's 3 noise seeds; trained: the same plus 5 full-stage finalists after 2
-        epochs, near chance (10-35 %); ties: every top-1 equal (a 3-class folder at chance).
+        the baseline's 3 noise seeds; trained: the same plus 5 full-stage finalists (the
+        baseline control among them) trained with seeds 0, 1, 2 for 2 epochs, near chance
+        (10-35 %); ties: every top-1 equal (a 3-class folder at chance).
     """
     from rhosearch.cost import CostModel
     from rhosearch.space import baseline_config, load_presets, load_search_space
@@ -143,9 +144,13 @@ def build_demo_study(storage: str, name: str = "demo", *, seed: int = 0,
     std = (sum((v - mean) ** 2 for v in runs) / (len(runs) - 1)) ** 0.5
     study.set_user_attr("noise_floor", {"mean": mean, "std": std, "seeds": [0, 1, 2, 3],
                                         "top1": runs, "n_val": n_val})
-    if variant == "trained":
-        for config in [*found[:3], paper[3], baseline]:
-            add(study, config, "full", top1_of(10 + 25 * rng.random()))
+    if variant == "trained":  # as `train-best --seeds 3` leaves it
+        finalists = [*found[:3], paper[3], baseline]
+        levels = [10 + 25 * rng.random() for _ in finalists]
+        for full_seed in (0, 1, 2):
+            for config, level in zip(finalists, levels, strict=True):
+                add(study, config, "full", top1_of(level + rng.gauss(0, 1.5)),
+                    trial_seed=full_seed)
     return study
 
 

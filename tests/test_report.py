@@ -261,6 +261,96 @@ def test_trial_numbers_repeat_across_stages():
     assert info.trials.groupby("stage").size().to_dict() == {"oneshot": 2, "proxy": 2}
 
 
+# --- the finalists over seeds (train-best --seeds N) ------------------------------------------
+
+CONTROL = "0,0,0,0,4"  # MobileViT-S, the baseline control train-best adds
+# Top-1 per seed 0, 1, 2. Against the control: A's differences 2, 3, 1 (mean 2, std 1), B's 5,
+# 6, 5.5 (mean 5.5, std 0.5).
+SEED_RUNS = {"A": [82.0, 84.0, 83.0], "B": [85.0, 87.0, 87.5], CONTROL: [80.0, 81.0, 82.0]}
+
+
+def seed_trials(runs: dict[str, list[float]] = SEED_RUNS, *, extra=()) -> pd.DataFrame:
+    """The proxy and one-shot trials of `TRIALS`, then a full stage run once per seed, seed by
+    seed as train-best records it; `extra`: more full-stage rows as (state, config, seed,
+    top1, status)."""
+    rows = [(seed, config, top1s[seed], "COMPLETE", "ok") for seed in range(3)
+            for config, top1s in runs.items() if seed < len(top1s)]
+    rows += [(seed, config, top1, state, status) for state, config, seed, top1, status in extra]
+    trials = make_trials(TRIALS[:10] + [(20 + i, "full", state, config, top1, 100, 1.0)
+                                        for i, (_, config, top1, state, _) in enumerate(rows)])
+    full = trials["stage"] == "full"
+    trials.loc[full, "seed"] = [seed for seed, *_ in rows]
+    trials.loc[full, "status"] = [status for *_, status in rows]
+    trials.loc[trials["rho"] == CONTROL, "name"] = "MobileViT-S"
+    return trials
+
+
+def t_test_p_df2(diffs: list[float]) -> float:
+    """Two-sided p of a paired t-test over 3 seeds, by hand: t with 2 degrees of freedom has
+    P(|T| > t) = 1 - t / sqrt(2 + t^2)."""
+    mean = sum(diffs) / 3
+    std = (sum((d - mean) ** 2 for d in diffs) / 2) ** 0.5
+    t = mean / (std / 3**0.5)
+    return 1 - t / (2 + t * t) ** 0.5
+
+
+def test_finalists_over_seeds_are_paired_with_the_control():
+    finalists = front_info(seed_trials()).finalists
+    assert list(finalists["rho"]) == [RHO["B"], RHO["A"], CONTROL]  # best first, control last
+    rows = finalists.set_index("rho")
+    a, b, control = rows.loc[RHO["A"]], rows.loc[RHO["B"]], rows.loc[CONTROL]
+    assert (a["seeds"], a["seeds_run"], a["seed_list"]) == (3, 3, "0, 1, 2")
+    assert a["top1"] == 83.0 and a["top1_std"] == 1.0 and a["top1_runs"] == "82.00; 84.00; 83.00"
+    assert a["top1_diff"] == 2.0
+    assert a["p_value"] == pytest.approx(t_test_p_df2([2, 3, 1]), abs=1e-4)  # 0.0742
+    assert a["vs_baseline"] == "within noise (p = 0.074)"
+    assert b["top1"] == 86.5 and b["top1_std"] == pytest.approx(1.75**0.5, abs=1e-3)
+    assert b["top1_diff"] == 5.5
+    assert b["p_value"] == pytest.approx(t_test_p_df2([5, 6, 5.5]), abs=1e-4)  # 0.0027
+    assert b["vs_baseline"] == "beyond noise (+5.5, p = 0.0027)"
+    assert control["vs_baseline"] == "baseline control" and control["name"] == "MobileViT-S"
+    assert control["top1"] == 81.0 and control["top1_std"] == 1.0
+    assert pd.isna(control["top1_diff"]) and pd.isna(control["p_value"])
+
+
+def test_a_rerun_counts_once_and_failed_seeds_are_counted_apart():
+    runs = {**SEED_RUNS, "C": [81.0, 83.0]}
+    extra = [("FAIL", "C", 2, None, "failed"),
+             ("COMPLETE", "A", 2, 99.0, "ok"),  # A's seed 2 resumed with more epochs: counts
+             ("RUNNING", "B", 3, None, None)]  # not finished: not a run yet
+    rows = front_info(seed_trials(runs, extra=extra)).finalists.set_index("rho")
+    assert rows.loc[RHO["A"], "top1_runs"] == "82.00; 84.00; 99.00"
+    assert rows.loc[RHO["B"], "seeds_run"] == 3
+    c = rows.loc[RHO["C"]]
+    assert (c["seeds"], c["seeds_run"], c["seed_list"]) == (2, 3, "0, 1")
+    assert c["top1_diff"] == 1.5  # paired on the seeds both have: (81 - 80 + 83 - 81) / 2
+    assert c["vs_baseline"].startswith("within noise")
+
+
+def test_finalists_table_in_the_html(tmp_path):
+    text = render_html(front_info(seed_trials()), tmp_path / "a.html", title="t").read_text()
+    assert "Finalists over seeds (paired with the baseline control)" in text
+    assert text.count('<table id="finalists" class="fit">') == 1 and "n = 3 seeds" in text
+    table = text.split('<table id="finalists"')[1].split("</table>")[0]
+    assert "86.50 ± 1.32" in table and "85.00; 87.00; 87.50" in table and "+5.50" in table
+    assert "beyond noise (+5.5, p = 0.0027)" in table and "within noise (p = 0.074)" in table
+    assert "seeds 0, 1, 2" in table and "baseline control" in table
+
+    one_seed = {config: top1s[:1] for config, top1s in SEED_RUNS.items()}
+    info = front_info(seed_trials(one_seed))
+    assert info.finalists["top1_std"].isna().all() and info.finalists["p_value"].isna().all()
+    assert info.finalists.set_index("rho").loc[RHO["A"], "vs_baseline"] == "one seed: no test"
+    text = render_html(info, tmp_path / "b.html", title="t").read_text()
+    table = text.split('<table id="finalists"')[1].split("</table>")[0]
+    assert "a paired test needs ≥ 2 seeds" in text and "+2.00" in table
+    assert "<td data-v=\"82.0\">82.00</td>" in table and not re.search(r"\d ± \d", table)
+
+    no_full = front_info(make_trials(TRIALS[:10]))
+    assert no_full.finalists.empty
+    text = render_html(no_full, tmp_path / "c.html", title="t").read_text()
+    assert "Finalists over seeds" not in text
+
+
 # --- end to end through cli.py, on a real Optuna SQLite study ---------------------------------
 
 
@@ -343,7 +433,8 @@ def test_report_draws_in_headless_chromium(tmp_path, variant):
     assert dom.count('<path class="point') >= 40 + 21 + 14 * 2
     # Both tables fit a 1,400 px page (24 px margins): their laid-out widths, read in Chromium.
     widths = [int(w) for w in re.findall(r'class="fit" data-width="(\d+)"', dom)]
-    assert len(widths) == 2 and max(widths) <= 1400 - 48, widths
+    tables = 3 if variant == "trained" else 2  # the finalists over seeds, when trained
+    assert len(widths) == tables and max(widths) <= 1400 - 48, widths
     stddev, colours = pixel_spread(screenshot)
     assert stddev > 5 and colours > 50, (stddev, colours)
     if variant == "ties":
