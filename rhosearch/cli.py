@@ -158,6 +158,10 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="keep each proxy trial's checkpoint.pt (~57 MB each on MobileViT-S; "
                         "default: deleted when the trial ends, its metrics and result stay)")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
+    parser.add_argument("--storage-path", metavar="URI",
+                        help="where Ray jobs keep checkpoints and files on their way to this "
+                        "driver: a folder every Ray node can write, or a bucket (s3://..., "
+                        "gs://...) (default: reports/STUDY/ray on this machine)")
     parser.add_argument("--gpus-per-trial", type=float, help="fractional allowed, e.g. 0.5")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
     parser.add_argument("--stage", choices=("all", "oneshot", "proxy"), default="all",
@@ -211,7 +215,7 @@ def _search(args: argparse.Namespace) -> int:
         cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
         stage=args.stage, noise_seeds=args.noise_seeds, early_stop=args.early_stop,
         enqueue_oneshot_front=args.enqueue_oneshot_front,
-        keep_checkpoints=args.keep_checkpoints,
+        keep_checkpoints=args.keep_checkpoints, storage_path=args.storage_path,
     )
     print(f"search {settings.study!r}: {settings.trials} trials on {settings.budget.describe()}, "
           f"space {settings.space.name} ({settings.space.size} rho vectors), data {settings.data}")
@@ -395,6 +399,10 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue each finalist from its checkpoint")
     parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
+    parser.add_argument("--storage-path", metavar="URI",
+                        help="where Ray jobs keep checkpoints and files on their way to this "
+                        "driver: a folder every Ray node can write, or a bucket (s3://..., "
+                        "gs://...) (default: reports/STUDY/ray on this machine)")
 
 
 def _train_best(args: argparse.Namespace) -> int:
@@ -408,7 +416,7 @@ def _train_best(args: argparse.Namespace) -> int:
         workers_per_finalist=args.workers_per_finalist, recipe=args.recipe,
         recipe_overrides=_recipe_overrides(args), data=args.data, data_root=args.data_root,
         download=args.download, seed=args.seed, seeds=args.seeds, resume=args.resume,
-        address=args.address,
+        address=args.address, storage_path=args.storage_path,
     )
     outcome = train_finalists(settings)
     frame = outcome["finalists"]

@@ -21,6 +21,7 @@ IDX checks, CIFAR, image folders, stratified subsets) plus the multi-scale sampl
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -359,21 +360,32 @@ def build_datasets(
         seed: unused for the subsets, which stay fixed whatever the training seed, so runs
             with different seeds (and the noise floor) see the same images.
     """
+    train_base, val_base = _base_datasets(name, Path(root) if root else None, download,
+                                          subset, val_subset)
+    train = ScaledDataset(train_base, resolution=resolution, train=True, crop_scale=crop_scale,
+                          hflip=hflip)
+    val = ScaledDataset(val_base, resolution=resolution, train=False, crop_pct=crop_pct)
+    return train, val
+
+
+@functools.lru_cache(maxsize=4)
+def _base_datasets(name: str, root: Path | None, download: bool, subset: int | None,
+                   val_subset: int | None) -> tuple[Dataset, Dataset]:
+    """The untransformed training and validation sets, cached per process: a warm Ray worker
+    runs trial after trial on the same data, and reading Fashion-MNIST's IDX files or scanning
+    an ImageFolder tree each time is the start-up tax warm workers exist to avoid. Safe to
+    share: nothing writes to them (the transforms live in `ScaledDataset`, made per call), and
+    a failure is not cached."""
     folder = _as_folder(name)
     if folder is not None:
         train_base, val_base = _image_folder(folder)
     elif name == "digits":
         train_base, val_base = _digits()
     elif name == "fashion-mnist":
-        train_base, val_base = _fashion_mnist(Path(root) if root else None)
+        train_base, val_base = _fashion_mnist(root)
     else:
-        train_base, val_base = _cifar(name, Path(root) if root else None, download)
-    train_base = _stratified_subset(train_base, subset)
-    val_base = _stratified_subset(val_base, val_subset)
-    train = ScaledDataset(train_base, resolution=resolution, train=True, crop_scale=crop_scale,
-                          hflip=hflip)
-    val = ScaledDataset(val_base, resolution=resolution, train=False, crop_pct=crop_pct)
-    return train, val
+        train_base, val_base = _cifar(name, root, download)
+    return _stratified_subset(train_base, subset), _stratified_subset(val_base, val_subset)
 
 
 def _labels(dataset: Dataset) -> list[int]:

@@ -15,11 +15,12 @@ Ray with the budget's resources, one of two ways:
   its shard of the multi-scale sampler, rank 0 validates and checkpoints. Finalists then train
   one after another.
 
-Each finalist's folder `reports/<study>/finalists/<key>/` holds train.py's `checkpoint.pt`,
-`metrics.jsonl` and `result.json` (so `--resume` continues it; the files must be on storage all
-workers see, as on one machine), and `model.safetensors` (EMA weights when the recipe has EMA;
-load with `export.load_model`). Results go into the study as trials of stage "full" and into
-`reports/<study>/finalists.csv`; the study's HTML report is rewritten at the end.
+Each run trains in a scratch folder on its worker's node and pushes it to the job store
+(`--storage-path`, see jobstore.py) after every epoch; the driver pulls each finished run into
+`reports/<study>/finalists/<key>/`: `metrics.jsonl`, `result.json` and `model.safetensors` (EMA
+weights when the recipe has EMA; load with `export.load_model`). The checkpoint stays in the
+store, where `--resume` continues it from any node. Results go into the study as trials of stage
+"full" and into `reports/<study>/finalists.csv`; the study's HTML report is rewritten at the end.
 
 Over ~400 lines because the full stage has two executors (a Ray task per run, or Ray Train
 DDP across workers) behind one `train_finalists`; picking and recording are the short rest. The
@@ -46,6 +47,7 @@ from optuna.trial import TrialState
 
 from rhosearch.cost import CostModel
 from rhosearch.errors import RhoSearchError
+from rhosearch.jobstore import CHECKPOINTS, JobStore
 from rhosearch.lease import DriverLease
 from rhosearch.output import write_csv
 from rhosearch.resources import Budget, start_ray
@@ -208,15 +210,25 @@ class FinalistSettings:
     seeds: int = 1  # each finalist and the baseline control trained with seeds seed..seed+N-1
     resume: bool = False
     address: str | None = None
+    storage_path: str | None = None  # the job store (see jobstore.py); None: reports/<study>/ray
 
     def run_seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
 
+    def job_store(self) -> JobStore:
+        return JobStore.for_study(self.study, reports_dir=self.reports_dir,
+                                  storage_path=self.storage_path)
+
+
+def run_job(config: RhoConfig, seed: int, first_seed: int) -> str:
+    """A finalist run's folder name, under `reports/<study>/` and in the job store:
+    `finalists/<key>` for the first seed, `finalists/<key>-seed<s>` after."""
+    return "finalists/" + (config.key if seed == first_seed else f"{config.key}-seed{seed}")
+
 
 def run_dir(folder: Path, config: RhoConfig, seed: int, first_seed: int) -> Path:
-    """A finalist run's folder: `finalists/<key>/` for the first seed, `<key>-seed<s>/` after."""
-    name = config.key if seed == first_seed else f"{config.key}-seed{seed}"
-    return folder / "finalists" / name
+    """A finalist run's folder in the driver's `reports/<study>/`."""
+    return folder / run_job(config, seed, first_seed)
 
 
 def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, float]:
@@ -267,9 +279,11 @@ def _save_finalist_weights(out_dir: Path, config: RhoConfig, result: dict[str, A
     return str(path)
 
 
-def _train_one(config: RhoConfig, out_dir: Path, settings: FinalistSettings,
+def _train_one(config: RhoConfig, job: str, settings: FinalistSettings,
                data: str) -> dict[str, Any]:
-    """A Ray task: trains one finalist with train.py's `train_config` and saves its weights."""
+    """A Ray task, on any node: trains one finalist with train.py's `train_config` in a scratch
+    folder (resuming its checkpoint from the job store), saves its weights, and pushes the
+    folder to the store after every epoch and at the end."""
     import torch
 
     from rhosearch.data import dataset_info
@@ -278,19 +292,23 @@ def _train_one(config: RhoConfig, out_dir: Path, settings: FinalistSettings,
     assigned = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
+    store = settings.job_store()
+    with store.workdir(job, resume=settings.resume) as out_dir:
 
-    def log_epoch(metrics: dict[str, Any]) -> None:
-        print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/{recipe.epochs}: "
-              f"loss {metrics['loss']:.3f}, top-1 {metrics['top1']:.2f}%", flush=True)
+        def log_epoch(metrics: dict[str, Any]) -> None:
+            store.push(out_dir, job)
+            print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/{recipe.epochs}: "
+                  f"loss {metrics['loss']:.3f}, top-1 {metrics['top1']:.2f}%", flush=True)
 
-    result = train_config(
-        config, data=data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
-        resume=settings.resume, data_root=settings.data_root, download=settings.download,
-        progress=False, on_epoch=log_epoch,
-    )
-    num_classes = dataset_info(data, settings.data_root)
-    result["weights"] = _save_finalist_weights(out_dir, config, result, num_classes,
-                                               recipe.drop_rate)
+        result = train_config(
+            config, data=data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
+            resume=settings.resume, data_root=settings.data_root, download=settings.download,
+            progress=False, on_epoch=log_epoch,
+        )
+        num_classes = dataset_info(data, settings.data_root)
+        result["weights"] = _save_finalist_weights(out_dir, config, result, num_classes,
+                                                   recipe.drop_rate)
+        store.push(out_dir, job)
     return {**result, "workers": 1, "cpus": assigned.get("CPU", 0), "gpus": assigned.get("GPU", 0)}
 
 
@@ -306,6 +324,9 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     the gradients; rank 0 validates and writes the checkpoint (every rank's random state in
     it, and the world size in its identity: a resume must use as many workers) and the result.
     After each epoch each rank writes `shards/rank<k>.json`, the dataset indices of its shard.
+    Each rank works in a scratch folder on its node (with the checkpoint from the job store on
+    a resume: every rank restores its own random state from it) and pushes its files to the
+    store: rank 0 the run's, the others their shard files.
     """
     import ray.train
     import ray.train.torch
@@ -316,7 +337,7 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
 
     settings: FinalistSettings = loop_config["settings"]
     config = RhoConfig.parse(loop_config["rho"], backbone=loop_config["backbone"])
-    out_dir, data = Path(loop_config["out_dir"]), loop_config["data"]
+    job, data = loop_config["job"], loop_config["data"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(loop_config["threads"])
@@ -329,56 +350,74 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(
         create_model(config, num_classes=loaders.num_classes, drop_rate=recipe.drop_rate))
     on_epoch = loop_config.get("on_epoch")
+    store = settings.job_store()
 
-    def report(metrics: dict[str, Any]) -> None:
-        (out_dir / "shards").mkdir(parents=True, exist_ok=True)
-        (out_dir / "shards" / f"rank{rank}.json").write_text(json.dumps(dict(
-            rank=rank, world_size=world_size, epoch=metrics["epoch"], pid=os.getpid(),
-            indices=loaders.sampler.shard(metrics["epoch"] - 1))))
-        if rank == 0:
-            print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/{recipe.epochs} "
-                  f"on {world_size} workers: top-1 {metrics['top1']:.2f}%", flush=True)
-        ray.train.report({k: metrics[k] for k in ("epoch", "top1") if k in metrics})
-        if on_epoch is not None:
-            on_epoch(metrics)
+    with store.workdir(job, resume=settings.resume) as out_dir:
 
-    def summarize(run: train.Run) -> dict[str, Any]:
-        result = train.config_result(config, run, recipe=recipe, data=str(data),
-                                     num_classes=loaders.num_classes, seed=settings.seed)
-        result["weights"] = _save_finalist_weights(out_dir, config, result,
-                                                   loaders.num_classes, recipe.drop_rate)
-        return result
+        def push() -> None:
+            if rank == 0:
+                store.push(out_dir, job)
+            else:
+                store.push(out_dir / "shards", f"{job}/shards")
 
-    identity = dict(config=config.key, data=str(data), seed=settings.seed,
-                    recipe=dataclasses.asdict(recipe))
-    train.fit(model, loaders, recipe, out_dir, identity=identity, device=device,
-              seed=settings.seed, resume=settings.resume, rank=rank, world_size=world_size,
-              on_epoch=report, progress=False, summarize=summarize)
+        def report(metrics: dict[str, Any]) -> None:
+            (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+            (out_dir / "shards" / f"rank{rank}.json").write_text(json.dumps(dict(
+                rank=rank, world_size=world_size, epoch=metrics["epoch"], pid=os.getpid(),
+                indices=loaders.sampler.shard(metrics["epoch"] - 1))))
+            push()
+            if rank == 0:
+                print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/"
+                      f"{recipe.epochs} on {world_size} workers: top-1 {metrics['top1']:.2f}%",
+                      flush=True)
+            ray.train.report({k: metrics[k] for k in ("epoch", "top1") if k in metrics})
+            if on_epoch is not None:
+                on_epoch(metrics)
+
+        def summarize(run: train.Run) -> dict[str, Any]:
+            result = train.config_result(config, run, recipe=recipe, data=str(data),
+                                         num_classes=loaders.num_classes, seed=settings.seed)
+            result["weights"] = _save_finalist_weights(out_dir, config, result,
+                                                       loaders.num_classes, recipe.drop_rate)
+            return result
+
+        identity = dict(config=config.key, data=str(data), seed=settings.seed,
+                        recipe=dataclasses.asdict(recipe))
+        train.fit(model, loaders, recipe, out_dir, identity=identity, device=device,
+                  seed=settings.seed, resume=settings.resume, rank=rank, world_size=world_size,
+                  on_epoch=report, progress=False, summarize=summarize)
+        push()
 
 
-def _train_ddp(config: RhoConfig, out_dir: Path, settings: FinalistSettings, data: str,
-               resources: dict[str, float], *,
+def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSettings,
+               data: str, resources: dict[str, float], *,
                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Trains one finalist on `workers_per_finalist` Ray Train workers; returns its result.
-    `on_epoch` is called on every worker with its epoch's metrics (and may raise to stop)."""
+    """Trains one finalist on `workers_per_finalist` Ray Train workers; returns its result
+    (read from the run's files, pulled from the job store into `out_dir`). `on_epoch` is
+    called on every worker with its epoch's metrics (and may raise to stop)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     workers = settings.workers_per_finalist
     result_path = out_dir / "result.json"
     result_path.unlink(missing_ok=True)
+    store = settings.job_store()
+    store.drop(job, ("result.json",))
     trainer = TorchTrainer(
         _ddp_worker,
         train_loop_config=dict(settings=settings, rho=config.rho_text, backbone=config.backbone,
-                               out_dir=str(out_dir), data=data, on_epoch=on_epoch,
+                               job=job, data=data, on_epoch=on_epoch,
                                threads=max(1, int(resources["cpu"]))),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=bool(resources["gpu"]),
             resources_per_worker={"CPU": resources["cpu"], "GPU": resources["gpu"]}
             if resources["gpu"] else {"CPU": resources["cpu"]}),
-        run_config=RunConfig(name=config.key, storage_path=str(out_dir.parent / "ray")),
+        run_config=RunConfig(name=config.key, storage_path=store.tune_path),
     )
-    trainer.fit()  # a worker's exception comes back as ray.train's TrainingFailedError
+    try:
+        trainer.fit()  # a worker's exception comes back as ray.train's TrainingFailedError
+    finally:
+        store.pull(job, out_dir, skip=CHECKPOINTS)
     result = json.loads(result_path.read_text())
     return {**result, "workers": workers, "cpus": resources["cpu"] * workers,
             "gpus": resources["gpu"] * workers}
@@ -483,6 +522,7 @@ def train_finalists(settings: FinalistSettings, *,
                        download=True)
     resources = _worker_resources(settings, len(picks))
     folder = study_dir(settings.study, settings.reports_dir)
+    settings.job_store().check_writable()
     if not settings.resume and any((folder / "finalists").glob("*")):  # weights, checkpoints
         raise RhoSearchError(f"train-best already ran on study {settings.study!r} (see "
                              f"{folder / 'finalists'}); add --resume to continue it (nothing "
@@ -558,30 +598,41 @@ def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, dat
                 "epochs_done": 0}
 
     runs = [(config, reason, seed) for seed in settings.run_seeds() for config, reason in picks]
+    store = settings.job_store()
     if settings.workers_per_finalist > 1:
         for config, reason, seed in runs:
-            out_dir = run_dir(folder, config, seed, settings.seed)
+            job = run_job(config, seed, settings.seed)
+            out_dir = folder / job
             out_dir.mkdir(parents=True, exist_ok=True)
             try:
-                result = _train_ddp(config, out_dir, dataclasses.replace(settings, seed=seed),
-                                    data, resources)
+                result = _train_ddp(config, job, out_dir,
+                                    dataclasses.replace(settings, seed=seed), data, resources)
             except Exception as exc:  # recorded as the finalist's failure; the others go on
                 result = failed(exc)
-            yield config, reason, seed, result
+            yield config, reason, seed, _weights_here(result, out_dir)
         return
     remote = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
                         max_retries=0)(_train_one)
     pending = {}
     for config, reason, seed in runs:
-        out_dir = run_dir(folder, config, seed, settings.seed)
-        pending[remote.remote(config, out_dir, dataclasses.replace(settings, seed=seed),
+        job = run_job(config, seed, settings.seed)
+        pending[remote.remote(config, job, dataclasses.replace(settings, seed=seed),
                               data)] = (config, reason, seed)
     while pending:
         [done], _ = ray.wait(list(pending), num_returns=1)
         config, reason, seed = pending.pop(done)
+        out_dir = run_dir(folder, config, seed, settings.seed)
         try:
             result = ray.get(done)
         except Exception as exc:
             result = failed(exc)
-        yield config, reason, seed, result
+        finally:  # the driver alone writes reports/<study>/; the checkpoint stays in the store
+            store.pull(run_job(config, seed, settings.seed), out_dir, skip=CHECKPOINTS)
+        yield config, reason, seed, _weights_here(result, out_dir)
 
+
+def _weights_here(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The result with its weights' path in the driver's folder, not the worker's scratch."""
+    if result.get("weights"):
+        result["weights"] = str(out_dir / WEIGHTS)
+    return result

@@ -64,11 +64,13 @@ __all__ = [
     "SandwichStep",
     "config_logits",
     "largest_config",
+    "record_scores",
     "run_oneshot_stage",
     "sandwich_configs",
     "sandwich_step",
     "score_features",
     "score_space",
+    "score_supernet",
     "smallest_config",
     "train_supernet",
     "widest_features",
@@ -400,16 +402,28 @@ def run_oneshot_stage(
     seed: int, data_root: Path | None = None, progress: bool = True,
 ) -> pd.DataFrame:
     """Trains the supernet (or loads its finished checkpoint), scores every configuration of the
-    space and records each as a COMPLETE trial with `stage="oneshot"`.
+    space and records each as a COMPLETE trial with `stage="oneshot"` (`score_supernet`, then
+    `record_scores`). Returns the scores with their costs, one row per configuration."""
+    scores = score_supernet(space, data=data, recipe=recipe, out_dir=out_dir, seed=seed,
+                            data_root=data_root, progress=progress)
+    record_scores(study, space, scores)
+    return scores
 
-    Configurations the study already holds from this stage are not written again, so a rerun
-    after an interruption completes the record. Costs are priced like the proxy stage's (256 px,
-    1000 classes). Returns the scores with their costs, one row per configuration.
+
+def score_supernet(
+    space: SearchSpace, *, data: str, recipe: Recipe, out_dir: Path | str, seed: int,
+    data_root: Path | None = None, progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Trains the supernet in `out_dir` (resuming its checkpoint), scores every configuration
+    of the space on the validation set and writes `out_dir/scores.csv`; returns the scores.
+
+    Costs are priced like the proxy stage's (256 px, 1000 classes).
     """
     out_dir = Path(out_dir)
     supernet, result = train_supernet(space, data=data, recipe=recipe, out_dir=out_dir,
                                       seed=seed, resume=True, progress=progress,
-                                      data_root=data_root)
+                                      data_root=data_root, on_epoch=on_epoch)
     if result["status"] != "ok":
         raise RhoSearchError(
             f"supernet training {result['status']} after {result['epochs_done']} epochs "
@@ -421,12 +435,22 @@ def run_oneshot_stage(
     scores = _price(score_space(supernet, loaders.val, configs), configs,
                     CostModel(space.backbone, resolution=256, num_classes=1000))
     scores.to_csv(out_dir / "scores.csv", index=False)
+    return scores
+
+
+def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame) -> None:
+    """Records each scored configuration as a COMPLETE trial with `stage="oneshot"`.
+
+    Configurations the study already holds from this stage are not written again, so a rerun
+    after an interruption completes the record.
+    """
     recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("stage") == STAGE}
     distributions = space_distributions(space)
     objectives = len(study.directions)
     trials = []
-    for config, row in zip(configs, scores.itertuples(index=False), strict=True):
+    for row in scores.itertuples(index=False):
+        config = RhoConfig.parse(row.rho, backbone=row.backbone)
         if config.rho_text in recorded:
             continue
         values = [float(row.top1), float(row.overhead_params), float(row.gmacs)][:objectives]
@@ -440,4 +464,3 @@ def run_oneshot_stage(
             params=params_of(space, config),
         ))
     study.add_trials(trials)
-    return scores

@@ -28,8 +28,8 @@ import ray  # noqa: E402
 
 from rhosearch.errors import RhoSearchError
 
-__all__ = ["Budget", "check_local_gpus", "check_ray_address", "parse_budget", "start_ray",
-           "trial_resources"]
+__all__ = ["Budget", "check_local_gpus", "check_ray_address", "concurrent_trials",
+           "one_node_share", "parse_budget", "start_ray", "trial_resources"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,25 @@ def _join_ray(address: str, *, log_to_driver: bool) -> None:
     except (ConnectionError, ValueError, TimeoutError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RhoSearchError(f"--address {given}: cannot join a Ray cluster: {first}") from None
+
+
+def concurrent_trials(budget: Budget, resources: dict[str, float]) -> int:
+    """How many trials of `resources` (from `trial_resources`) the budget runs side by side."""
+    if resources["gpu"]:
+        return max(1, int(budget.gpus // resources["gpu"]))
+    return max(1, int((budget.cpus or float(os.cpu_count() or 1)) // resources["cpu"]))
+
+
+def one_node_share(cpus: float, gpus: float) -> float:
+    """The CPUs one task asking for `cpus` (and `gpus`) can get on a single node of the running
+    Ray: `cpus`, or the most any node with `gpus` GPUs has. A task asking for more than any node
+    holds would wait for ever (a budget's CPUs summed over a cluster's nodes)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    fitting = [r.get("CPU", 0.0) for r in nodes if r.get("GPU", 0.0) >= gpus]
+    if not fitting or max(fitting) < 1:
+        raise RhoSearchError(f"no Ray node has {gpus:g} GPU(s) and a CPU for one task; "
+                             "add such a node or lower --budget")
+    return min(cpus, max(fitting))
 
 
 def trial_resources(

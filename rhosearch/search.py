@@ -41,16 +41,19 @@ from ray.tune.schedulers import ASHAScheduler
 
 from rhosearch.data import validation_size
 from rhosearch.errors import RhoSearchError, Terminated
+from rhosearch.jobstore import CHECKPOINTS, JobStore
 from rhosearch.lease import DriverLease
 from rhosearch.output import write_csv
 from rhosearch.resources import (
     Budget,
     check_local_gpus,
     check_ray_address,
+    concurrent_trials,
+    one_node_share,
     start_ray,
     trial_resources,
 )
-from rhosearch.searcher import STAGE, Progress, StudySearcher, drop_checkpoints, proxy_trial
+from rhosearch.searcher import STAGE, Progress, StudySearcher, proxy_trial
 from rhosearch.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.stats import noise_sentence
 from rhosearch.study import (
@@ -114,10 +117,20 @@ class SearchSettings:
     # does not agree with longer training beyond noise (benchmarks/fidelity.py).
     enqueue_oneshot_front: bool = False
     early_stop: str = "none"  # "asha": Ray Tune's ASHA stops trials at half the proxy epochs
+    # Where jobs keep their files and Ray Tune its state (a folder every node can write, or a
+    # bucket URI); None: reports/<study>/ray on this machine.
+    storage_path: str | None = None
+    # Warm workers: a Ray worker runs trial after trial (Tune's reuse_actors), paying imports
+    # and data loading once; False starts a fresh worker per trial (benchmarks compare both).
+    reuse_workers: bool = True
 
     @property
     def objectives(self) -> list[str]:
         return objective_names(gmacs=self.gmacs_objective)
+
+    def job_store(self) -> JobStore:
+        return JobStore.for_study(self.study, reports_dir=self.reports_dir,
+                                  storage_path=self.storage_path)
 
 
 def proxy_recipe_for(data: str) -> str:
@@ -141,8 +154,9 @@ def _make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSamp
     raise RhoSearchError(f"unknown sampler {name!r}; choose one of: nsga2, tpe, gp, random")
 
 
-def open_search_study(settings: SearchSettings) -> optuna.Study:
-    """Creates the study (or reopens it with `resume`), enqueuing the paper's configurations."""
+def check_study_name(settings: SearchSettings) -> bool:
+    """Refuses a new search on an existing study, or a resume of a missing one; True if the
+    study exists."""
     url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
     storage = open_storage(url)
     exists = settings.study in {s.study_name for s in optuna.get_all_study_summaries(storage)}
@@ -153,6 +167,14 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
         )
     if settings.resume and not exists:
         raise RhoSearchError(f"no study {settings.study!r} to resume in {url}; drop --resume")
+    return exists
+
+
+def open_search_study(settings: SearchSettings) -> optuna.Study:
+    """Creates the study (or reopens it with `resume`), enqueuing the paper's configurations."""
+    exists = check_study_name(settings)
+    storage = open_storage(settings.storage or default_storage_url(settings.study,
+                                                                   settings.reports_dir))
     directions = [OBJECTIVES[name] for name in settings.objectives]
     study = optuna.create_study(
         study_name=settings.study, storage=storage, directions=directions, load_if_exists=True,
@@ -252,6 +274,7 @@ def run_search(
                                 cpus_per_trial=settings.cpus_per_trial)
     check_local_gpus(settings.budget, address=settings.address)
     check_ray_address(settings.address)
+    settings.job_store().check_writable()
     url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
     with DriverLease.acquire(url, settings.study, command="search"):
         return _run_search_leased(settings, recipe, resources, trial_fn, log, n_val=n_val)
@@ -263,25 +286,33 @@ def _run_search_leased(
 ) -> dict[str, Any]:
     """`run_search` once this process holds the study's lease: nothing else writes to it."""
     folder = study_dir(settings.study, settings.reports_dir)
-    study = open_search_study(settings)
+    check_study_name(settings)
+    # Quiet Tune's own console tables (our _Progress prints the search's state), and let Ctrl-C
+    # reach us as KeyboardInterrupt so interrupted trials are marked and a resume is printed.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # Ray first: a cluster short of the budget's GPUs is refused before the study is touched.
+    started_ray = start_ray(settings.budget, address=settings.address)
+    try:
+        study = open_search_study(settings)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
     study.set_user_attr("n_val", n_val)
     if settings.resume:
         _fail_interrupted(study)  # what a killed (kill -9) driver left RUNNING
         if reruns := _reruns_waiting(study):
             log(f"resume: {reruns} interrupted trial(s) will be run again (same rho)")
-    # Quiet Tune's own console tables (our _Progress prints the search's state), and let Ctrl-C
-    # reach us as KeyboardInterrupt so interrupted trials are marked and a resume is printed.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    started_ray = start_ray(settings.budget, address=settings.address)
     started = time.time()
+    deadline = started + settings.budget.wall_s if settings.budget.wall_s else None
     interrupted = terminated = False
     try:
         if settings.stage in ("oneshot", "all"):
             _run_oneshot_stage(study, settings, recipe, resources, log)
         if settings.stage in ("proxy", "all"):
             interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log,
-                                           n_val=n_val)
+                                           n_val=n_val, deadline=deadline)
             if not interrupted:  # an interrupted search keeps its queue for --resume
                 _close_waiting(study, settings.space)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it
@@ -321,16 +352,17 @@ def verdict(frame: pd.DataFrame, noise: dict[str, Any] | None, backbone: str) ->
 def _run_proxy_stage(
     study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
     trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, n_val: int | None = None,
+    deadline: float | None = None,
 ) -> bool:
     """Runs the missing proxy trials (and the baseline's noise seeds) through Ray Tune; True if
-    it was interrupted."""
-    searcher = StudySearcher(study, settings, epochs=recipe.epochs, n_val=n_val)
+    it was interrupted. After `deadline` (the budget's wall time) no trial starts."""
+    searcher = StudySearcher(study, settings, epochs=recipe.epochs, n_val=n_val,
+                             deadline=deadline)
     if searcher.total <= 0:
         return False
     if searcher.noise_pending:
         log(f"noise floor: training the baseline with {len(searcher.noise_pending)} more "
             f"seed(s) ({', '.join(map(str, searcher.noise_pending))}) beside the search")
-    folder = study_dir(settings.study, settings.reports_dir)
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn or proxy_trial, settings=settings), resources)
     tuner = tune.Tuner(
@@ -338,10 +370,13 @@ def _run_proxy_stage(
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=searcher.total,
             scheduler=_scheduler(settings.early_stop, recipe.epochs),
-            time_budget_s=settings.budget.wall_s,
+            reuse_actors=settings.reuse_workers,
+            # Without it Tune holds a custom searcher to one pending trial: a trial waits for
+            # the one before it to start running, and warm workers run one trial at a time.
+            max_concurrent_trials=concurrent_trials(settings.budget, resources),
         ),
         run_config=tune.RunConfig(
-            name=settings.study, storage_path=str(folder / "ray"), verbose=0,
+            name="tune", storage_path=settings.job_store().tune_path, verbose=0,
             callbacks=[Progress(searcher, settings, log)],
         ),
     )
@@ -381,19 +416,27 @@ def _run_oneshot_stage(
     if scored is not None:  # a resumed search: the stage finished, its checkpoint may be gone
         scores = scored
     else:
-        # The supernet gets the whole budget: it is the only thing running in this stage.
-        cpus = settings.budget.cpus or float(os.cpu_count() or 1)
+        # The supernet gets the whole budget (it is the only thing running in this stage), or
+        # as much of it as one node holds: on a cluster the budget is summed over nodes.
         gpus = 1.0 if settings.budget.gpus else 0.0
+        cpus = one_node_share(settings.budget.cpus or float(os.cpu_count() or 1), gpus)
         log(f"one-shot: training the supernet over {settings.space.size} rho vectors "
             f"({recipe.epochs} epochs, {cpus:g} CPU{', 1 GPU' if gpus else ''})")
-        task = ray.remote(_train_supernet_task).options(num_cpus=cpus, num_gpus=gpus)
-        ray.get(task.remote(settings, recipe, out_dir))
-        scores = oneshot.run_oneshot_stage(
-            stage_study(study, "oneshot"), settings.space, data=settings.data, recipe=recipe,
-            out_dir=out_dir, seed=settings.seed, data_root=settings.data_root, progress=False,
-        )
+        task = ray.remote(_supernet_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+        store = settings.job_store()
+        try:
+            ray.get(task.remote(settings, recipe))
+        except ray.exceptions.RayTaskError as exc:  # e.g. a diverged supernet: its one line
+            if isinstance(exc.cause, RhoSearchError):
+                raise exc.cause from None
+            raise
+        finally:  # its metrics, even when it failed
+            store.pull("supernet", out_dir,
+                       skip=() if settings.keep_checkpoints else CHECKPOINTS)
+        scores = pd.read_csv(out_dir / "scores.csv")
+        oneshot.record_scores(stage_study(study, "oneshot"), settings.space, scores)
         if not settings.keep_checkpoints:  # ~60 MB; every score is in the study and scores.csv
-            drop_checkpoints(out_dir)
+            store.drop("supernet")
     frame = scores.assign(stage="oneshot", state="COMPLETE")
     front = [RhoConfig.parse(rho, backbone=backbone) for rho, backbone in
              pareto_front(frame, stage="oneshot")[["rho", "backbone"]].itertuples(index=False)]
@@ -425,15 +468,21 @@ def _oneshot_scores(study: optuna.Study, out_dir: Path) -> pd.DataFrame | None:
     return scores if len(recorded.get_trials(deepcopy=False)) >= len(scores) else None
 
 
-def _train_supernet_task(settings: SearchSettings, recipe: Any, out_dir: Path) -> None:
+def _supernet_task(settings: SearchSettings, recipe: Any) -> None:
+    """A Ray task, on any node: trains the supernet (resuming its checkpoint in the job store)
+    and scores the space, pushing its folder to the store after every epoch and at the end."""
     import torch
 
-    from rhosearch.oneshot import train_supernet
+    from rhosearch.oneshot import score_supernet
 
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources()
                                      .get("CPU", 1))))
-    train_supernet(settings.space, data=settings.data, recipe=recipe, out_dir=out_dir,
-                   seed=settings.seed, resume=True, progress=False, data_root=settings.data_root)
+    store = settings.job_store()
+    with store.workdir("supernet", resume=True) as out_dir:
+        score_supernet(settings.space, data=settings.data, recipe=recipe, out_dir=out_dir,
+                       seed=settings.seed, data_root=settings.data_root, progress=False,
+                       on_epoch=lambda metrics: store.push(out_dir, "supernet"))
+        store.push(out_dir, "supernet")
 
 
 def _record_fidelity(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any] | None:

@@ -8,9 +8,9 @@ in a Ray worker and reports each epoch. `Progress` prints the search's state aft
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -21,6 +21,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from ray.tune.search import Searcher
 
 from rhosearch.cost import CostModel
+from rhosearch.jobstore import CHECKPOINTS
 from rhosearch.space import RhoConfig, baseline_config
 from rhosearch.study import (
     config_from_params,
@@ -36,7 +37,7 @@ from rhosearch.study import (
 if TYPE_CHECKING:
     from rhosearch.search import SearchSettings
 
-__all__ = ["STAGE", "Progress", "StudySearcher", "proxy_trial"]
+__all__ = ["STAGE", "Progress", "StudySearcher", "proxy_trial", "trial_job"]
 
 STAGE = "proxy"
 
@@ -51,7 +52,7 @@ class StudySearcher(Searcher):
     """
 
     def __init__(self, study: optuna.Study, settings: SearchSettings, *, epochs: int,
-                 n_val: int | None = None) -> None:
+                 n_val: int | None = None, deadline: float | None = None) -> None:
         super().__init__(metric="top1", mode="max")
         self.study = study
         self.settings = settings
@@ -70,6 +71,9 @@ class StudySearcher(Searcher):
         # Tune trial id -> rho, remembered here: a running trial's own record is not re-read.
         self.live_rho: dict[str, str] = {}
         self.events: list[str] = []
+        self.store = settings.job_store()
+        # --budget ...,2h: no trial starts after this moment; running ones finish.
+        self.deadline = deadline
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study in its storage is the searcher's whole state."""
@@ -100,6 +104,12 @@ class StudySearcher(Searcher):
         return self.remaining + len(self.noise_pending)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.deadline is not None and time.time() >= self.deadline and self.total > 0:
+            self.events.append(
+                f"wall-time budget ({self.settings.budget.describe()}) spent: no more trials "
+                f"start ({self.remaining} search trial(s) and {len(self.noise_pending)} noise "
+                "seed(s) not run); running trials finish; --resume continues")
+            self.remaining, self.noise_pending = 0, []
         if self.noise_pending:
             seed = self.noise_pending.pop(0)
             self.live_noise[trial_id] = seed
@@ -149,68 +159,65 @@ class StudySearcher(Searcher):
         if trial is None:
             return
         self.live_rho.pop(trial_id, None)
-        result = result or {}
+        config = config_from_params(self.space, trial.params)
+        attrs, complete = self._result_attrs(result or {}, error, trial_job(trial.number, config))
         # Cost figures stay the ones priced at suggestion time (256 px, 1000 classes: the
         # paper's setting), whatever data set the proxy trains on.
-        attrs = {k: v for k, v in result.items()
-                 if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
         priced = trial.user_attrs
         attrs.update({k: priced[k] for k in ("params", "overhead_params", "overhead_pct",
                                              "gmacs")})
-        attrs["trained"] = True
-        attrs["n_val"] = self.n_val
-        status = result.get("status", "error" if error else "ok")
-        epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
-        attrs["epochs_done"] = epochs_done
-        if error or status in ("failed", "diverged", "error"):
-            attrs["status"] = status
-            attrs.setdefault("reason", "the trial's worker died (see the Ray logs)")
-            state, values = TrialState.FAIL, None
-        elif attrs.get("top1") is None:
-            attrs.update(status="error", reason="the trial reported no top1")
-            state, values = TrialState.FAIL, None
-        elif epochs_done < self.epochs:
-            attrs["status"] = "stopped"
-            attrs["reason"] = f"ASHA stopped it after {epochs_done} of {self.epochs} epochs"
+        if complete:
+            values = [float(attrs[name]) for name in self.settings.objectives]
+            state = TrialState.COMPLETE
+        elif attrs["status"] == "stopped":
+            attrs["reason"] = (f"ASHA stopped it after {attrs['epochs_done']} of {self.epochs} "
+                               "epochs")
             state, values = TrialState.PRUNED, None
         else:
-            attrs["status"] = "ok"
-            state = TrialState.COMPLETE
-            values = [float(attrs[name]) for name in self.settings.objectives]
+            state, values = TrialState.FAIL, None
         record_attrs(self.study, trial, attrs)
         self.study.tell(trial, values, state=state)
-        if not self.settings.keep_checkpoints:  # ASHA-stopped trials never reach their end
-            drop_checkpoints(trial_dir(self.settings, trial.number, config_from_params(
-                self.space, trial.params)))
         self.events.append(f"#{trial.number} {priced.get('name')} rho={priced.get('rho')}: "
                            f"{attrs['status']}" + (f" top1={values[0]:.2f}" if values else ""))
-
 
     def _record_noise(self, seed: int, result: dict[str, Any], error: bool) -> None:
         """Adds a finished baseline seed to the noise study (never seen by the sampler)."""
         baseline = baseline_config(self.space.backbone)
-        cost = self.cost.price(baseline).as_dict()
-        attrs = {k: v for k, v in result.items()
-                 if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
-        attrs.update({**cost, **baseline.as_dict(), "stage": "noise", "seed": seed,
-                      "trained": True, "n_val": self.n_val})
-        epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
-        attrs["epochs_done"] = epochs_done
-        complete = (not error and result.get("top1") is not None
-                    and result.get("status", "ok") == "ok" and epochs_done >= self.epochs)
+        attrs, complete = self._result_attrs(result, error, trial_job(seed, baseline,
+                                                                      stage="noise"))
+        attrs.update({**self.cost.price(baseline).as_dict(), **baseline.as_dict(),
+                      "stage": "noise", "seed": seed})
         if complete:
-            attrs["status"] = "ok"
             values = [float(attrs[name]) for name in self.settings.objectives]
             trial = optuna.trial.create_trial(values=values, user_attrs=attrs)
         else:
-            attrs["status"] = "failed" if error or "reason" in attrs else "stopped"
-            attrs.setdefault("reason", f"stopped after {epochs_done} of {self.epochs} epochs")
+            attrs.setdefault("reason", f"stopped after {attrs['epochs_done']} of {self.epochs} "
+                                       "epochs")
             trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
         self.noise_study.add_trial(trial)
-        if not self.settings.keep_checkpoints:
-            drop_checkpoints(trial_dir(self.settings, seed, baseline, stage="noise"))
         self.events.append(f"noise floor: baseline seed {seed}: {attrs['status']}"
                            + (f" top1={attrs['top1']:.2f}" if complete else ""))
+
+    def _result_attrs(self, result: dict[str, Any], error: bool,
+                      job: str) -> tuple[dict[str, Any], bool]:
+        """A finished trial's record from its last Tune result, and whether it completed; its
+        files (metrics, result) are pulled from the store into `reports/<study>/`."""
+        keep = () if self.settings.keep_checkpoints else CHECKPOINTS
+        self.store.pull(job, study_dir(self.settings.study, self.settings.reports_dir) / job,
+                        skip=keep)
+        attrs = {k: v for k, v in result.items()
+                 if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
+        epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
+        attrs.update(trained=True, n_val=self.n_val, epochs_done=epochs_done)
+        status = result.get("status", "error" if error else "ok")
+        if error or status in ("failed", "diverged", "error"):
+            attrs["status"] = status
+            attrs.setdefault("reason", "the trial's worker died (see the Ray logs)")
+        elif attrs.get("top1") is None:
+            attrs.update(status="error", reason="the trial reported no top1")
+        else:
+            attrs["status"] = "ok" if epochs_done >= self.epochs else "stopped"
+        return attrs, attrs["status"] == "ok"
 
 
 def _noise_seeds_missing(noise_study: optuna.Study | None, settings: SearchSettings) -> list[int]:
@@ -233,13 +240,22 @@ _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "sho
 
 
 def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
-    """Trains one configuration and reports every epoch to Tune (ASHA reads `top1`)."""
+    """Trains one configuration and reports every epoch to Tune (ASHA reads `top1`).
+
+    With warm workers (`reuse_workers`, Tune's `reuse_actors`) one Ray worker runs trial after
+    trial: imports and the cached data set (`data.build_datasets`) are paid once per worker,
+    while everything a trial trains with (model, optimizer, RNG, loaders) is made afresh from
+    its seed by `train_config`. The trial works in a scratch folder on its node and copies it
+    to the job store after every epoch; the driver pulls it into `reports/<study>/`.
+    """
     import torch
 
     from rhosearch.train import load_recipe, train_config
 
-    assigned = ray.get_runtime_context().get_assigned_resources()
+    context = ray.get_runtime_context()
+    assigned = context.get_assigned_resources()
     given = {"cpus": assigned.get("CPU", 0.0), "gpus": assigned.get("GPU", 0.0),
+             "node": context.get_node_id(), "worker_pid": os.getpid(),
              "started_at": time.time()}
     torch.set_num_threads(max(1, int(given["cpus"])))
     rho = RhoConfig.parse(config["rho"], backbone=config["backbone"])
@@ -247,30 +263,32 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
     # Common random numbers: every trial with seed s shares the baseline's data order and trunk
     # initialisation with seed s, so differences against it are paired.
     seed = config.get("seed", settings.seed)
-    out_dir = trial_dir(settings, config["number"], rho, stage=stage)
+    store, job = settings.job_store(), trial_job(config["number"], rho, stage=stage)
+    skip = () if settings.keep_checkpoints else CHECKPOINTS  # nothing resumes a proxy trial
     done = {"epochs_done": 0}
+    with store.workdir(job) as out_dir:
 
-    def on_epoch(metrics: dict[str, Any]) -> None:
-        # Every epoch's report carries what the record needs: ASHA may stop the trial (or
-        # max_t end it) at any of them, and Tune keeps the last one.
-        done["epochs_done"] = metrics["epoch"]
-        _report({**metrics, **given, "epochs_done": metrics["epoch"],
-                 "wall_s": round(time.time() - given["started_at"], 2)})
+        def on_epoch(metrics: dict[str, Any]) -> None:
+            # Every epoch's report carries what the record needs: ASHA may stop the trial (or
+            # max_t end it) at any of them, and Tune keeps the last one.
+            done["epochs_done"] = metrics["epoch"]
+            store.push(out_dir, job, skip=skip)
+            _report({**metrics, **given, "epochs_done": metrics["epoch"],
+                     "wall_s": round(time.time() - given["started_at"], 2)})
 
-    try:
-        recipe = load_recipe(settings.recipe, settings.recipe_overrides)
-        result = train_config(
-            rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=seed,
-            data_root=settings.data_root, download=settings.download, progress=False,
-            on_epoch=on_epoch,
-        )
-    except Exception as exc:  # recorded as the trial's failure reason; the search goes on
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
-        _report({**given, **done, "status": "failed", "reason": reason})
-        return
-    finally:
-        if not settings.keep_checkpoints:  # result.json and metrics.jsonl stay
-            drop_checkpoints(out_dir)
+        try:
+            recipe = load_recipe(settings.recipe, settings.recipe_overrides)
+            result = train_config(
+                rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=seed,
+                data_root=settings.data_root, download=settings.download, progress=False,
+                on_epoch=on_epoch,
+            )
+        except Exception as exc:  # recorded as the trial's failure reason; the search goes on
+            store.push(out_dir, job, skip=skip)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            _report({**given, **done, "status": "failed", "reason": reason})
+            return
+        store.push(out_dir, job, skip=skip)
     _report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
 
 
@@ -285,22 +303,12 @@ def _report(metrics: dict[str, Any]) -> None:
     tune.report(metrics)
 
 
-def trial_dir(settings: SearchSettings, number: int, config: RhoConfig, *,
-              stage: str = STAGE) -> Path:
-    """A proxy trial's folder, `reports/<study>/trials/<number>_<key>/`, or a noise-floor
-    run's, `reports/<study>/noise/seed<seed>_<key>/`."""
+def trial_job(number: int, config: RhoConfig, *, stage: str = STAGE) -> str:
+    """A proxy trial's folder name, `trials/<number>_<key>`, or a noise-floor run's,
+    `noise/seed<seed>_<key>`: the same under `reports/<study>/` and in the job store."""
     if stage == "noise":
-        folder = study_dir(settings.study, settings.reports_dir) / "noise"
-        return folder / f"seed{number:03d}_{config.key}"
-    folder = study_dir(settings.study, settings.reports_dir) / "trials"
-    return folder / f"{number:04d}_{config.key}"
-
-
-def drop_checkpoints(out_dir: Path) -> None:
-    """Deletes a finished proxy trial's checkpoint (~57 MB on MobileViT-S): nothing resumes a
-    proxy trial (an interrupted one runs again), and a search would keep one per trial."""
-    for path in Path(out_dir).glob("checkpoint.pt*"):  # also a .tmp left by a killed write
-        path.unlink(missing_ok=True)
+        return f"noise/seed{number:03d}_{config.key}"
+    return f"trials/{number:04d}_{config.key}"
 
 
 class Progress(tune.Callback):

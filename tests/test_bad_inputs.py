@@ -148,6 +148,8 @@ CASES = [
     ("search --space space.yaml --address bogus:1", "space", "--address bogus:1"),
     ("search --space space.yaml --address 127.0.0.1:1", "space", "--address 127.0.0.1:1"),
     ("search --space space.yaml --address nonsense", "space", "--address nonsense"),
+    ("search --space space.yaml --storage-path /proc/rhosearch", "space", "--storage-path"),
+    ("search --space space.yaml --storage-path nosuch://x", "space", "--storage-path"),
     ("search --space space.yaml --data pets", "one-class", "one class folder"),
     ("train --data pets", "one-class", "one class folder"),
     ("search --space space.yaml --study s --resume", "damaged", "study.db is damaged"),

@@ -263,17 +263,23 @@ def test_ddp_finalist_killed_then_resumed_ends_with_the_same_weights(tmp_path, s
                                 workers_per_finalist=2, recipe="full_small",
                                 recipe_overrides=dict(TINY, epochs=2, subset=64))
     resources = {"cpu": 1.0, "gpu": 0.0}
-    whole = _train_ddp(config, tmp_path / "whole" / config.key, settings, "digits", resources)
+    jobs = {name: f"{name}/{config.key}" for name in ("whole", "cut")}
+    whole = _train_ddp(config, jobs["whole"], tmp_path / jobs["whole"], settings, "digits",
+                       resources)
 
-    cut = tmp_path / "cut" / config.key
+    cut = tmp_path / jobs["cut"]
     with pytest.raises(ray.train.TrainingFailedError):  # carrying the Stop
-        _train_ddp(config, cut, settings, "digits", resources, on_epoch=_stop_after_epoch_1)
+        _train_ddp(config, jobs["cut"], cut, settings, "digits", resources,
+                   on_epoch=_stop_after_epoch_1)
     assert not (cut / "result.json").exists()
-    resumed = _train_ddp(config, cut, dataclasses.replace(settings, resume=True), "digits",
-                         resources)
+    resumed = _train_ddp(config, jobs["cut"], cut, dataclasses.replace(settings, resume=True),
+                         "digits", resources)
 
-    a, b = (torch.load(folder / "checkpoint.pt", weights_only=True)
-            for folder in (tmp_path / "whole" / config.key, cut))
+    # The checkpoints stay in the job store; the driver's folders get the results.
+    store = Path(settings.job_store().uri)
+    assert not list(cut.glob("checkpoint.pt*")) and (cut / "model.safetensors").is_file()
+    a, b = (torch.load(store / job / "checkpoint.pt", weights_only=True)
+            for job in jobs.values())
     assert a["identity"]["world_size"] == 2 and len(b["rng"]) == 2  # every rank's RNG state
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
