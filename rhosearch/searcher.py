@@ -264,7 +264,9 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
     # initialisation with seed s, so differences against it are paired.
     seed = config.get("seed", settings.seed)
     store, job = settings.job_store(), trial_job(config["number"], rho, stage=stage)
-    skip = () if settings.keep_checkpoints else CHECKPOINTS  # nothing resumes a proxy trial
+    # Nothing resumes a proxy trial (an interrupted one runs again): no checkpoint is written
+    # unless --keep-checkpoints, and none leaves the node.
+    skip = () if settings.keep_checkpoints else CHECKPOINTS
     done = {"epochs_done": 0}
     with store.workdir(job) as out_dir:
 
@@ -281,7 +283,7 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
             result = train_config(
                 rho, data=settings.data, recipe=recipe, out_dir=out_dir, seed=seed,
                 data_root=settings.data_root, download=settings.download, progress=False,
-                on_epoch=on_epoch,
+                on_epoch=on_epoch, checkpoint=settings.keep_checkpoints,
             )
         except Exception as exc:  # recorded as the trial's failure reason; the search goes on
             store.push(out_dir, job, skip=skip)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+# A small XXS space (18 rho vectors) for real searches in tests.
+XXS_SPACE_YAML = """backbone: mobilevit_xxs
+rho:
+  rho_3: [0, 1/3, 1]
+  rho_4: [0, 1/4, 1]
+  rho_5: [3, 4]
+"""
 
 
 def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
@@ -24,3 +35,23 @@ def randomize_bn() -> Callable[[torch.nn.Module], torch.nn.Module]:
     """Moves every BatchNorm's running statistics and affine parameters off their initial
     values (0, 1, 1, 0), in place, so a slicing or gathering mistake shows in the outputs."""
     return _randomize_bn
+
+
+@pytest.fixture
+def xxs_space_yaml(tmp_path: Path) -> Path:
+    """`tmp_path/space.yaml`: the small XXS space."""
+    path = tmp_path / "space.yaml"
+    path.write_text(XXS_SPACE_YAML)
+    return path
+
+
+@pytest.fixture
+def search_command(tmp_path: Path, xxs_space_yaml: Path) -> Callable[..., list[str]]:
+    """Builds the command line of a real `rhosearch search` run as a subprocess: study "k" in
+    `tmp_path`, the small XXS space, 1 epoch on a digits subset, 2 CPUs; `extra` appended."""
+    def command(*extra: str, trials: int = 4) -> list[str]:
+        return [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2cpus",
+                "--trials", str(trials), "--study", "k", "--space", str(xxs_space_yaml),
+                "--epochs", "1", "--set", "batch_size=32", "--reports-dir", str(tmp_path),
+                *extra]
+    return command

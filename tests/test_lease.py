@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -17,8 +16,6 @@ import pytest
 from rhosearch.errors import RhoSearchError
 from rhosearch.lease import DriverLease, lease_name
 from rhosearch.study import open_storage
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -81,21 +78,9 @@ def test_the_heartbeat_renews_the_lease(url):
 
 # --- two real drivers on one SQLite study -----------------------------------------------------
 
-SPACE_YAML = """backbone: mobilevit_xxs
-rho:
-  rho_3: [0, 1/3, 1]
-  rho_4: [0, 1/4, 1]
-  rho_5: [3, 4]
-"""
-
-
-def _search_command(tmp_path, *extra):
-    (tmp_path / "space.yaml").write_text(SPACE_YAML)
-    return [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2cpus", "--trials", "3",
-            "--study", "k", "--space", str(tmp_path / "space.yaml"), "--epochs", "1",
-            "--stage", "proxy", "--noise-seeds", "0", "--set", "subset=64",
-            "--set", "val_subset=64", "--set", "batch_size=32", "--set", "resolution=32",
-            "--reports-dir", str(tmp_path), *extra]
+# Proxy stage only, 64 + 64 images at 32 px: the lease, not the training, is under test.
+SMALL = ("--stage", "proxy", "--noise-seeds", "0", "--set", "subset=64", "--set",
+         "val_subset=64", "--set", "resolution=32")
 
 
 def _trials(tmp_path):
@@ -108,9 +93,11 @@ def _trials(tmp_path):
         return []
 
 
-def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_path):
-    first = subprocess.Popen(_search_command(tmp_path), cwd=tmp_path, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_path,
+                                                                           search_command):
+    first = subprocess.Popen(search_command(*SMALL, trials=3), cwd=tmp_path,
+                             start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and first.poll() is None and not any(
@@ -119,7 +106,7 @@ def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_p
         assert first.poll() is None, "the first driver ended before a trial ran"
         # Frozen, it stays alive with its trials RUNNING for as long as the check takes.
         first.send_signal(signal.SIGSTOP)
-        second = subprocess.run(_search_command(tmp_path, "--resume"), cwd=tmp_path,
+        second = subprocess.run(search_command(*SMALL, "--resume", trials=3), cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
         assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
@@ -133,7 +120,7 @@ def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_p
     assert running
     before = {t.number: (t.user_attrs["rho"], t.values) for t in _trials(tmp_path)
               if t.state.name == "COMPLETE"}
-    resumed = subprocess.run(_search_command(tmp_path, "--resume"), cwd=tmp_path,
+    resumed = subprocess.run(search_command(*SMALL, "--resume", trials=3), cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     trials = _trials(tmp_path)

@@ -24,13 +24,6 @@ from rhosearch.train import load_recipe, train_config
 TINY = {"epochs": 1, "subset": 96, "val_subset": 64, "batch_size": 32, "resolution": 32}
 SPACE = {"backbone": "mobilevit_xxs", "rho": {"rho_3": [0, 1/3, 1], "rho_4": [0, 1/4, 1],
                                                 "rho_5": [3, 4]}}
-SPACE_YAML = """backbone: mobilevit_xxs
-rho:
-  rho_3: [0, 1/3, 1]
-  rho_4: [0, 1/4, 1]
-  rho_5: [3, 4]
-"""
-
 
 def _trials(folder: Path, study: str, stage: str = "") -> list[optuna.trial.FrozenTrial]:
     """The trials of a study (or of one of its companion studies, e.g. `::noise`)."""
@@ -93,8 +86,10 @@ def test_warm_workers_run_trial_after_trial_without_leaking(tmp_path):
     trains exactly as the same trial alone in a fresh process would."""
     settings = SearchSettings(study="warm", space=parse_search_space(SPACE), trials=3,
                               budget=Budget(cpus=1), recipe_overrides=dict(TINY),
-                              reports_dir=tmp_path, noise_seeds=0, stage="proxy")
+                              reports_dir=tmp_path, noise_seeds=0, stage="proxy",
+                              keep_checkpoints=True)
     run_search(settings, log=lambda line: None)
+    assert len(list((tmp_path / "warm" / "trials").glob("*/checkpoint.pt"))) == 3  # kept
     trained = sorted((t for t in _trials(tmp_path, "warm") if t.user_attrs.get("trained")),
                      key=lambda t: t.user_attrs["started_at"])
     assert len(trained) == 3 and all(t.user_attrs["status"] == "ok" for t in trained)
@@ -131,8 +126,8 @@ def two_nodes():
     cluster.shutdown()
 
 
-def test_search_and_train_best_on_two_nodes_reach_the_driver(tmp_path, two_nodes):
-    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+def test_search_and_train_best_on_two_nodes_reach_the_driver(tmp_path, two_nodes,
+                                                             xxs_space_yaml):
     store = tmp_path / "store"
     # Trials of a few seconds: shorter ones all end up on the first warm worker.
     recipe = [f"--set={key}={value}" for key, value in {**TINY, "subset": 960}.items()
@@ -140,7 +135,7 @@ def test_search_and_train_best_on_two_nodes_reach_the_driver(tmp_path, two_nodes
     common = ["--address", two_nodes.address, "--budget", "2cpus", "--study", "c",
               "--reports-dir", str(tmp_path / "reports"), "--storage-path", str(store),
               "--epochs", "1", *recipe]
-    assert main(["search", "--space", str(tmp_path / "space.yaml"), "--trials", "4",
+    assert main(["search", "--space", str(xxs_space_yaml), "--trials", "4",
                  "--noise-seeds", "1", *common]) == 0
     reports = tmp_path / "reports" / "c"
     trained = [t for t in _trials(tmp_path / "reports", "c") if t.user_attrs.get("trained")]

@@ -20,7 +20,6 @@ from rhosearch.resources import Budget, parse_budget
 from rhosearch.search import SearchSettings, run_search
 from rhosearch.space import parse_search_space
 
-ROOT = Path(__file__).resolve().parent.parent
 # Ray workers cannot import this test module by name: ship its trial functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 TINY = {"epochs": 1, "subset": 128, "batch_size": 32, "resolution": 32}
@@ -165,20 +164,7 @@ def test_more_gpus_than_exist_is_refused_before_anything_starts(tmp_path):
     assert not (tmp_path / "t" / "study.db").exists()
 
 
-SPACE_YAML = """backbone: mobilevit_xxs
-rho:
-  rho_3: [0, 1/3, 1]
-  rho_4: [0, 1/4, 1]
-  rho_5: [3, 4]
-"""
-
-
-def _cli_search(tmp_path, *extra):
-    (tmp_path / "space.yaml").write_text(SPACE_YAML)
-    return [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2cpus", "--trials", "4",
-            "--study", "k", "--space", str(tmp_path / "space.yaml"), "--epochs", "1",
-            "--set", "subset=96", "--set", "batch_size=32", "--reports-dir", str(tmp_path),
-            *extra]
+SUBSET = ("--set", "subset=96")
 
 
 def _trained(tmp_path):
@@ -191,8 +177,8 @@ def _trained(tmp_path):
             if t.user_attrs.get("trained") and t.state.name == "COMPLETE"}
 
 
-def test_kill_9_then_resume_keeps_every_completed_trial_once(tmp_path):
-    driver = subprocess.Popen(_cli_search(tmp_path), cwd=tmp_path, start_new_session=True,
+def test_kill_9_then_resume_keeps_every_completed_trial_once(tmp_path, search_command):
+    driver = subprocess.Popen(search_command(*SUBSET), cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     before = {}
@@ -205,7 +191,7 @@ def test_kill_9_then_resume_keeps_every_completed_trial_once(tmp_path):
     os.killpg(driver.pid, signal.SIGKILL)  # the driver, its Ray and its workers: no cleanup
     driver.wait()
     assert 1 <= len(before) < 4
-    resumed = subprocess.run(_cli_search(tmp_path, "--resume"), cwd=tmp_path,
+    resumed = subprocess.run(search_command(*SUBSET, "--resume"), cwd=tmp_path,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     after = _trained(tmp_path)
@@ -214,8 +200,8 @@ def test_kill_9_then_resume_keeps_every_completed_trial_once(tmp_path):
     assert len({rho for rho, _ in after.values()}) == 4
 
 
-def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
-    driver = subprocess.Popen(_cli_search(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, search_command):
+    driver = subprocess.Popen(search_command(*SUBSET), cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "k").glob("trials/*")):
