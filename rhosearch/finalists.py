@@ -50,7 +50,7 @@ from rhosearch.errors import RhoSearchError
 from rhosearch.jobstore import CHECKPOINTS, JobStore
 from rhosearch.lease import DriverLease
 from rhosearch.output import write_csv
-from rhosearch.resources import Budget, start_ray
+from rhosearch.resources import Budget, one_node_share, start_ray
 from rhosearch.space import RhoConfig, baseline_config, load_search_space
 from rhosearch.study import (
     default_storage_url,
@@ -538,6 +538,11 @@ def train_finalists(settings: FinalistSettings, *,
         settings.study, settings.reports_dir), settings.study, command="train-best")
     started_ray = start_ray(settings.budget, address=settings.address, log_to_driver=True)
     try:
+        # On a cluster the budget's CPUs are summed over nodes; a worker gets what one holds.
+        fitting = one_node_share(resources["cpu"], resources["gpu"])
+        if fitting < resources["cpu"]:
+            log(f"each worker gets {fitting:g} CPU: the most one Ray node has")
+            resources = {**resources, "cpu": fitting}
         for config, reason, seed, result in _run_all(picks, settings, data, resources,
                                                      folder):
             out_dir = run_dir(folder, config, seed, settings.seed)
