@@ -240,9 +240,16 @@ def _close_waiting(study: optuna.Study, space: SearchSpace) -> int:
 # Running a search.
 
 
+def say(line: str) -> None:
+    """The default progress line writer. Not `print` itself: Tune pickles its callbacks, and a
+    builtin pickles by reference, which fails once anything (Ray Train, a test) swaps
+    `builtins.print`."""
+    print(line, flush=True)
+
+
 def run_search(
     settings: SearchSettings, *, trial_fn: Callable[..., None] | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
 ) -> dict[str, Any]:
     """Runs (or resumes) a search; returns the study, its trials table, front and fidelity.
 

@@ -332,11 +332,16 @@ def pareto_front(frame: pd.DataFrame, *, stage: str = "proxy") -> pd.DataFrame:
 
 
 def trials_done(study: optuna.Study, *, stage: str = "proxy") -> int:
-    """Trials that cost training in a stage (finished, pruned or failed while training)."""
+    """Trials that cost training in a stage (finished, pruned or failed while training).
+
+    An interrupted trial is not one: it runs again, and counts then. (A driver killed between
+    recording a finished trial's result and telling Optuna leaves it `trained` and RUNNING;
+    the resume marks it interrupted and queues its rho again.)
+    """
     return sum(
         1 for t in study.get_trials(deepcopy=False)
         if t.user_attrs.get("stage") == stage and t.user_attrs.get("trained")
-        and t.state.is_finished()
+        and t.state.is_finished() and t.user_attrs.get("status") != "interrupted"
     )
 
 

@@ -92,7 +92,8 @@ def _wait_for(condition, timeout_s: float) -> None:
 def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
     driver = subprocess.Popen(_search_command(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: list((tmp_path / "k").glob("trials/*")), 180)
+    # A trial's first epoch reaches the job store; the driver pulls it only when it ends.
+    _wait_for(lambda: list((tmp_path / "k" / "ray" / "jobs").glob("trials/*")), 180)
     driver.send_signal(signal.SIGTERM)
     _, stderr = driver.communicate(timeout=180)
     assert driver.returncode == 143, stderr
@@ -117,9 +118,10 @@ def test_sigterm_stops_train_best_with_a_resume_hint(tmp_path):
     run_search(settings, trial_fn=_instant, log=lambda line: None)
     driver = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "train-best", "--study", "k", "--budget", "2cpus",
-         "--epochs", "3", "--reports-dir", str(tmp_path)],
+         "--epochs", "3", "--set", "subset=256", "--reports-dir", str(tmp_path)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: list((tmp_path / "k").glob("finalists/*/metrics.jsonl"))
+    store = tmp_path / "k" / "ray" / "jobs"  # each epoch reaches the store as it ends
+    _wait_for(lambda: list(store.glob("finalists/*/metrics.jsonl"))
               or driver.poll() is not None, 240)
     driver.send_signal(signal.SIGTERM)
     _, stderr = driver.communicate(timeout=180)
