@@ -103,15 +103,29 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 60}}
-            )
+            return _sqlite_storage(url)
         return optuna.storages.get_storage(url)
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
         raise RhoSearchError(f"cannot open storage {url!r}: {exc}") from None
     except Exception as exc:  # sqlalchemy raises its own errors for bad URLs and servers
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RhoSearchError(f"cannot open storage {url!r}: {first}") from None
+
+
+def _sqlite_storage(url: str, *, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage on SQLite with a busy timeout. Opening a new file writes its schema;
+    two processes doing that at once (a search starting while `rhosearch report` or a test
+    polls the same file) can collide, so a failed open is retried before it counts."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        except Exception:  # sqlalchemy's IntegrityError/OperationalError from the other writer
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _refuse_damaged_sqlite(path: Path) -> None:
@@ -207,7 +221,9 @@ def stage_noise(frame: pd.DataFrame, stage: str) -> dict[str, Any] | None:
     done = frame[frame["stage"].isin(stages) & (frame["state"] == "COMPLETE")
                  & frame["top1"].notna()]
     baselines = {baseline_config(b).rho_text for b in done["backbone"].dropna().unique()}
-    runs = done[done["rho"].isin(baselines)]
+    # In seed order (the search's own run first), whatever order the runs finished in.
+    runs = done[done["rho"].isin(baselines)].sort_values("seed", na_position="first",
+                                                         kind="stable")
     if runs.empty:
         return None
     values = runs["top1"].astype(float)
