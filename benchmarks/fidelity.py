@@ -100,7 +100,7 @@ def _init_worker() -> None:
 
 def _epoch_top1(metrics: Path) -> list[float]:
     lines = metrics.read_text().splitlines() if metrics.is_file() else []
-    return [json.loads(line)["top1"] for line in lines if line.strip()]
+    return [json.loads(line).get("top1") for line in lines if line.strip()]
 
 
 def _resuming(train: Callable[[bool], Any], folder: Path) -> Any:
@@ -125,7 +125,8 @@ def run_job(job: Job, *, out: Path, data: str, recipe_name: str, space_name: str
     from rhosearch.train import load_recipe, make_loaders, train_config
 
     folder = job.folder(out)
-    recipe = load_recipe(recipe_name, {"epochs": job.epochs})
+    # Every epoch validated (proxy recipes validate the last only): ASHA's rung needs its top-1.
+    recipe = load_recipe(recipe_name, {"epochs": job.epochs, "val_every": 1})
     started = time.perf_counter()
     record: dict[str, Any] = asdict(job)
     if job.kind == "supernet":
@@ -228,8 +229,8 @@ def import_study(jobs: list[Job], *, study_name: str, reports_dir: Path, out: Pa
             record.update(status="ok", wall_s=float(row["wall_s"]), process_s=None,
                           top1=float(row["top1"]),
                           top1_by_epoch=_epoch_top1(run / "metrics.jsonl"))
-            if len(record["top1_by_epoch"]) != job.epochs:
-                continue
+            if len(record["top1_by_epoch"]) != job.epochs or None in record["top1_by_epoch"]:
+                continue  # a search trial validated only at its end (see Recipe.val_every)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(record, indent=1) + "\n")
         imported += 1
@@ -379,8 +380,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--import-study", metavar="STUDY",
                         help="reuse the identical proxy runs and supernet of a finished "
-                        "`rhosearch search --data fashion-mnist --study STUDY` (same recipe, "
-                        "seed and data): they are not trained again")
+                        "`rhosearch search --data fashion-mnist --study STUDY --set "
+                        "val_every=1` (same recipe, seed and data, every epoch validated): they "
+                        "are not trained again")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: print the figures the cached runs allow (with "

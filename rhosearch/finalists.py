@@ -279,6 +279,11 @@ def _save_finalist_weights(out_dir: Path, config: RhoConfig, result: dict[str, A
     return str(path)
 
 
+
+def _top1_text(metrics: dict[str, Any]) -> str:
+    """An epoch line's top-1, when the epoch was validated (`Recipe.val_every`)."""
+    return f", top-1 {metrics['top1']:.2f}%" if metrics.get("top1") is not None else ""
+
 def _train_one(config: RhoConfig, job: str, settings: FinalistSettings,
                data: str) -> dict[str, Any]:
     """A Ray task, on any node: trains one finalist with train.py's `train_config` in a scratch
@@ -298,7 +303,7 @@ def _train_one(config: RhoConfig, job: str, settings: FinalistSettings,
         def log_epoch(metrics: dict[str, Any]) -> None:
             store.push(out_dir, job)
             print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/{recipe.epochs}: "
-                  f"loss {metrics['loss']:.3f}, top-1 {metrics['top1']:.2f}%", flush=True)
+                  f"loss {metrics['loss']:.3f}{_top1_text(metrics)}", flush=True)
 
         result = train_config(
             config, data=data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
@@ -368,8 +373,8 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
             push()
             if rank == 0:
                 print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/"
-                      f"{recipe.epochs} on {world_size} workers: top-1 {metrics['top1']:.2f}%",
-                      flush=True)
+                      f"{recipe.epochs} on {world_size} workers: loss {metrics['loss']:.3f}"
+                      f"{_top1_text(metrics)}", flush=True)
             ray.train.report({k: metrics[k] for k in ("epoch", "top1") if k in metrics})
             if on_epoch is not None:
                 on_epoch(metrics)

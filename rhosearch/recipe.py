@@ -59,6 +59,11 @@ class Recipe:
     val_subset: int | None = None
     workers: int = 8
     grad_clip: float | None = None
+    val_every: int = 1  # validate after every n-th epoch and after the last; 0: the last only
+
+    def validates(self, epoch: int) -> bool:
+        """Whether the 1-based `epoch` ends with a validation."""
+        return epoch == self.epochs or (self.val_every > 0 and epoch % self.val_every == 0)
 
     def warmup_steps(self, total_steps: int) -> int:
         cap = self.warmup_fraction * total_steps if self.warmup_fraction else math.inf
@@ -121,6 +126,7 @@ def _check_ranges(recipe: Recipe) -> None:
         "val_subset": recipe.val_subset is None or recipe.val_subset >= 1,
         "workers": recipe.workers >= 0,
         "grad_clip": recipe.grad_clip is None or recipe.grad_clip > 0,
+        "val_every": recipe.val_every >= 0,
     }
     for key, ok in rules.items():
         if not ok:

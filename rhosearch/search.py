@@ -274,6 +274,9 @@ def run_search(
                              f"{', '.join(EARLY_STOP)}")
     settings = dataclasses.replace(settings, recipe=settings.recipe or proxy_recipe_for(
         settings.data))
+    if settings.early_stop == "asha":  # ASHA decides on each epoch's top-1: validate them all
+        settings = dataclasses.replace(
+            settings, recipe_overrides={**settings.recipe_overrides, "val_every": 1})
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     dataset_info(settings.data, root=settings.data_root)
     n_val = validation_size(settings.data, root=settings.data_root, val_subset=recipe.val_subset)

@@ -240,7 +240,7 @@ _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "sho
 
 
 def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
-    """Trains one configuration and reports every epoch to Tune (ASHA reads `top1`).
+    """Trains one configuration and reports each validated epoch to Tune (ASHA reads `top1`).
 
     With warm workers (`reuse_workers`, Tune's `reuse_actors`) one Ray worker runs trial after
     trial: imports and the cached data set (`data.build_datasets`) are paid once per worker,
@@ -271,13 +271,14 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
     with store.workdir(job) as out_dir:
 
         def on_epoch(metrics: dict[str, Any]) -> None:
-            # Every epoch's report carries what the record needs: ASHA may stop the trial (or
-            # max_t end it) at any of them, and Tune keeps the last one.
             done["epochs_done"] = metrics["epoch"]
             store.push(out_dir, job, skip=skip)
-            _report({**metrics, **given, "epochs_done": metrics["epoch"],
-                     "wall_s": round(time.time() - given["started_at"], 2)})
+            if "top1" in metrics:  # a validated epoch (`Recipe.val_every`): ASHA may stop the
+                # trial here (or max_t end it), and Tune keeps the last report for the record
+                _report({**metrics, **given, "epochs_done": metrics["epoch"],
+                         "wall_s": round(time.time() - given["started_at"], 2)})
 
+        failure = None
         try:
             recipe = load_recipe(settings.recipe, settings.recipe_overrides)
             result = train_config(
@@ -286,12 +287,13 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
                 on_epoch=on_epoch, checkpoint=settings.keep_checkpoints,
             )
         except Exception as exc:  # recorded as the trial's failure reason; the search goes on
+            failure = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        finally:
             store.push(out_dir, job, skip=skip)
-            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
-            _report({**given, **done, "status": "failed", "reason": reason})
-            return
-        store.push(out_dir, job, skip=skip)
-    _report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
+    if failure is not None:
+        _report({**given, **done, "status": "failed", "reason": failure})
+    else:
+        _report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
 
 
 def _report(metrics: dict[str, Any]) -> None:

@@ -296,8 +296,8 @@ def fit(
             every rank starts alike); a DDP model is unwrapped for the EMA and the files.
         identity: what makes two runs one run; a checkpoint of another run is refused.
         step: trains on one batch (`Step`); default one configuration's `train_step`.
-        validate: metrics of the model and its EMA after each epoch (rank 0); default top-1
-            and top-5 of both on `loaders.val`.
+        validate: metrics of the model and its EMA after each epoch `recipe.validates` (rank
+            0); default top-1 and top-5 of both on `loaders.val`.
         summarize: the result from the `Run`, written as `result.json` (rank 0).
         resume: continue from `out_dir/checkpoint.pt` when there is one: weights, optimizer,
             schedule, EMA, the step's state, metrics and every rank's random state.
@@ -358,7 +358,7 @@ def fit(
             if rank == 0:
                 write_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
             break
-        if rank == 0:
+        if rank == 0 and recipe.validates(epoch + 1):
             metrics.update(validate(plain, ema))
         history = [*history, metrics]
         rngs = _gather(rng_state(), world_size)
@@ -392,7 +392,8 @@ def fit(
 def config_result(config: RhoConfig, run: Run, *, recipe: Recipe, num_classes: int, data: str,
                   seed: int) -> dict[str, Any]:
     """A configuration's `result.json`: its cost and its last validated epoch's accuracies."""
-    last = next((m for m in reversed(run.history) if not m.get("diverged")), {})
+    done = next((m for m in reversed(run.history) if not m.get("diverged")), {})
+    last = next((m for m in reversed(run.history) if "top1" in m), {})
     cost = CostModel(config.backbone, resolution=recipe.resolution,
                      num_classes=num_classes).price(config)
     return {
@@ -401,7 +402,7 @@ def config_result(config: RhoConfig, run: Run, *, recipe: Recipe, num_classes: i
         "overhead_params": cost.overhead_params, "resolution": recipe.resolution,
         "top1": last.get("top1"), "top5": last.get("top5"),
         "ema_top1": last.get("ema_top1"), "ema_top5": last.get("ema_top5"),
-        "epochs_done": last.get("epoch", 0), "wall_s": round(run.wall_s, 2),
+        "epochs_done": done.get("epoch", 0), "wall_s": round(run.wall_s, 2),
         "status": run.status, "data": data, "recipe": recipe.name, "seed": seed,
     }
 
@@ -429,7 +430,7 @@ def train_config(
         checkpoint: write `out_dir/checkpoint.pt` after every epoch (see `fit`).
 
     A loss that stops being finite ends the run with status `diverged`; the result then holds
-    the last completed epoch's accuracies (None before the first).
+    the last validated epoch's accuracies (None before the first; see `Recipe.val_every`).
     """
     device = pick_device(device)
     seed_everything(seed)

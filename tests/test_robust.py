@@ -43,8 +43,8 @@ def test_a_broken_validation_image_fails_every_trial_and_the_search_completes(
     data = _image_folder(tmp_path / "data", broken="broken.png")
     settings = SearchSettings(
         study="t", space=SPACE, trials=2, budget=Budget(cpus=2), data=str(data),
-        recipe_overrides=dict(TINY), reports_dir=tmp_path, progress=False, noise_seeds=0,
-        early_stop=early_stop)
+        recipe_overrides={**TINY, "epochs": 2}, reports_dir=tmp_path, progress=False,
+        noise_seeds=0, early_stop=early_stop)
     outcome = run_search(settings, log=lambda line: None)
     assert not outcome["interrupted"]
     proxy = outcome["trials"][outcome["trials"]["stage"] == "proxy"]
@@ -52,6 +52,8 @@ def test_a_broken_validation_image_fails_every_trial_and_the_search_completes(
     assert len(trained) == 2 and (trained["state"] == "FAIL").all()
     assert trained["reason"].str.contains("broken.png").all(), trained["reason"].tolist()
     assert not trained["reason"].str.contains("\n").any()
+    # The proxy validates only its last epoch; ASHA, which decides on each, validates them all.
+    assert (trained["epochs_done"] == (0 if early_stop == "asha" else 1)).all()
 
 
 def test_search_with_a_broken_validation_image_exits_0_from_the_cli(tmp_path):

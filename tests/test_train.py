@@ -73,11 +73,24 @@ def test_recipe_from_a_file_with_overrides(tmp_path):
         ("proxy", {"epochs": "three"}, "'epochs': 'three' is not a valid int"),
         ("proxy", {"mss": "maybe"}, "'mss'"),
         ("proxy", {"ema_decay": 1.5}, "'ema_decay': 1.5 is out of range"),
+        ("proxy", {"val_every": -1}, "'val_every': -1 is out of range"),
     ],
 )
 def test_bad_recipes_name_the_key(name, overrides, fragment):
     with pytest.raises(RhoSearchError, match=fragment):
         load_recipe(name, overrides)
+
+
+@pytest.mark.parametrize("val_every, validated", [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]),
+                                                  (0, [5])])
+def test_val_every_validates_those_epochs_and_always_the_last(val_every, validated):
+    recipe = load_recipe("proxy", {"epochs": 5, "val_every": val_every})
+    assert [epoch for epoch in range(1, 6) if recipe.validates(epoch)] == validated
+
+
+def test_proxy_recipes_validate_only_their_last_epoch():
+    assert load_recipe("proxy").val_every == load_recipe("proxy_fmnist").val_every == 0
+    assert load_recipe("full").val_every == load_recipe("full_small").val_every == 1
 
 
 # --- schedule and EMA -------------------------------------------------------------------------
@@ -138,7 +151,7 @@ class Stop(Exception):
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, pets):
-    recipe = load_recipe("proxy", TINY)
+    recipe = load_recipe("proxy", {**TINY, "val_every": 1})
     whole = train_config(XXS, data=pets, recipe=recipe, out_dir=tmp_path / "whole",
                          progress=False)
 
@@ -167,6 +180,20 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, pets):
     expected = {"name", "rho", "backbone", "params", "gmacs", "overhead_params", "top1", "top5",
                 "ema_top1", "ema_top5", "epochs_done", "wall_s", "status"}
     assert expected <= set(result) and result["name"] == "MobileViT-XXS"
+
+
+def test_an_unvalidated_epoch_has_no_accuracy_and_the_result_is_the_last_validated(tmp_path,
+                                                                                  pets):
+    recipe = load_recipe("proxy", {**TINY, "val_every": 0})
+    seen = []
+    result = train_config(XXS, data=pets, recipe=recipe, out_dir=tmp_path / "run",
+                          on_epoch=seen.append, progress=False)
+    lines = [json.loads(line) for line in
+             (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [("top1" in m) for m in lines] == [("top1" in m) for m in seen] == [False, True]
+    assert "loss" in lines[0] and "epoch_s" in lines[0]
+    assert result["top1"] == lines[1]["top1"] and result["ema_top1"] == lines[1]["ema_top1"]
+    assert result["epochs_done"] == 2
 
 
 def test_resume_refuses_another_runs_checkpoint(tmp_path, pets):
