@@ -21,9 +21,10 @@ IDX checks, CIFAR, image folders, stratified subsets) plus the multi-scale sampl
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,13 @@ from rhosearch.errors import RhoSearchError
 __all__ = [
     "CIFAR_CLASSES",
     "DIGITS_VAL_FRACTION",
+    "BaseData",
     "ScaledDataset",
     "VariableBatchSampler",
+    "adopt_base",
     "build_datasets",
     "dataset_info",
-    "validation_size",
+    "load_base",
     "mss_resolutions",
     "train_transform",
     "val_transform",
@@ -101,14 +104,6 @@ def dataset_info(name: str, root: Path | str | None = None) -> int:
     if name in CIFAR_CLASSES:
         return CIFAR_CLASSES[name]
     return len(_folder_classes(_as_folder(name), "train"))
-
-
-def validation_size(name: str, *, root: Path | str | None = None,
-                    val_subset: int | None = None) -> int:
-    """Images in a data set's validation split as a recipe uses it: the `n` of every top-1's
-    binomial interval. Loads the split once (seconds at most, in the search driver)."""
-    _, val = build_datasets(name, resolution=8, root=root, val_subset=val_subset)
-    return len(val)
 
 
 # --- transforms -------------------------------------------------------------------------------
@@ -360,32 +355,66 @@ def build_datasets(
         seed: unused for the subsets, which stay fixed whatever the training seed, so runs
             with different seeds (and the noise floor) see the same images.
     """
-    train_base, val_base = _base_datasets(name, Path(root) if root else None, download,
-                                          subset, val_subset)
+    base = load_base(name, root=root, download=download, subset=subset, val_subset=val_subset)
+    train_base, val_base = base.train, base.val
     train = ScaledDataset(train_base, resolution=resolution, train=True, crop_scale=crop_scale,
                           hflip=hflip)
     val = ScaledDataset(val_base, resolution=resolution, train=False, crop_pct=crop_pct)
     return train, val
 
 
-@functools.lru_cache(maxsize=4)
-def _base_datasets(name: str, root: Path | None, download: bool, subset: int | None,
-                   val_subset: int | None) -> tuple[Dataset, Dataset]:
-    """The untransformed training and validation sets, cached per process: a warm Ray worker
-    runs trial after trial on the same data, and reading Fashion-MNIST's IDX files or scanning
-    an ImageFolder tree each time is the start-up tax warm workers exist to avoid. Safe to
-    share: nothing writes to them (the transforms live in `ScaledDataset`, made per call), and
-    a failure is not cached."""
-    folder = _as_folder(name)
-    if folder is not None:
-        train_base, val_base = _image_folder(folder)
-    elif name == "digits":
-        train_base, val_base = _digits()
-    elif name == "fashion-mnist":
-        train_base, val_base = _fashion_mnist(root)
-    else:
-        train_base, val_base = _cifar(name, root, download)
-    return _stratified_subset(train_base, subset), _stratified_subset(val_base, val_subset)
+@dataclasses.dataclass(frozen=True)
+class BaseData:
+    """A data set's untransformed training and validation sets, as `load_base` read them.
+
+    The search driver loads them once (which checks the data before anything runs) and hands
+    them to its Ray jobs, which `adopt_base` them: a worker then needs neither the files nor
+    their reader (scikit-learn for digits: about 1 s of imports per worker), and a `--download`
+    happens once, in the driver. An image folder's samples are paths: its images must still be
+    at the same path on every node.
+    """
+
+    key: tuple[Any, ...]  # (name, root, subset, val_subset)
+    train: Dataset
+    val: Dataset
+
+
+# Per process, the newest few: a warm Ray worker runs trial after trial on the same data, and
+# reading Fashion-MNIST's IDX files or scanning an ImageFolder tree each time is the start-up
+# tax warm workers exist to avoid. Safe to share: nothing writes to them (the transforms live
+# in `ScaledDataset`, made per call), and a failure is not kept.
+_LOADED: OrderedDict[tuple[Any, ...], BaseData] = OrderedDict()
+_LOADED_MAX = 4
+
+
+def load_base(name: str, *, root: Path | str | None = None, download: bool = False,
+              subset: int | None = None, val_subset: int | None = None) -> BaseData:
+    """The untransformed training and validation sets (see `build_datasets` for the
+    arguments), loaded once per process; `len(load_base(...).val)` is the `n` of every top-1's
+    binomial interval."""
+    key = (name, Path(root) if root else None, subset, val_subset)
+    if key not in _LOADED:
+        folder = _as_folder(name)
+        if folder is not None:
+            train, val = _image_folder(folder)
+        elif name == "digits":
+            train, val = _digits()
+        elif name == "fashion-mnist":
+            train, val = _fashion_mnist(key[1])
+        else:
+            train, val = _cifar(name, key[1], download)
+        adopt_base(BaseData(key, _stratified_subset(train, subset),
+                            _stratified_subset(val, val_subset)))
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
+
+
+def adopt_base(data: BaseData) -> None:
+    """Keeps `data` (loaded by another process, e.g. the search driver) as this process's copy:
+    `build_datasets` with the same name, root and subsets then reads nothing."""
+    _LOADED.setdefault(data.key, data)
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
 
 
 def _labels(dataset: Dataset) -> list[int]:

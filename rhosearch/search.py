@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from rhosearch.data import validation_size
+from rhosearch.data import BaseData, adopt_base, load_base
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.jobstore import CHECKPOINTS, JobStore
 from rhosearch.lease import DriverLease
@@ -279,7 +279,9 @@ def run_search(
             settings, recipe_overrides={**settings.recipe_overrides, "val_every": 1})
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     dataset_info(settings.data, root=settings.data_root)
-    n_val = validation_size(settings.data, root=settings.data_root, val_subset=recipe.val_subset)
+    # Loaded here once, which checks it; every Ray job of the search gets this copy.
+    data = load_base(settings.data, root=settings.data_root, download=settings.download,
+                     subset=recipe.subset, val_subset=recipe.val_subset)
     resources = trial_resources(settings.budget, gpus_per_trial=settings.gpus_per_trial,
                                 cpus_per_trial=settings.cpus_per_trial)
     check_local_gpus(settings.budget, address=settings.address)
@@ -287,12 +289,12 @@ def run_search(
     settings.job_store().check_writable()
     url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
     with DriverLease.acquire(url, settings.study, command="search"):
-        return _run_search_leased(settings, recipe, resources, trial_fn, log, n_val=n_val)
+        return _run_search_leased(settings, recipe, resources, trial_fn, log, data=data)
 
 
 def _run_search_leased(
     settings: SearchSettings, recipe: Any, resources: dict[str, float],
-    trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, n_val: int,
+    trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, data: BaseData,
 ) -> dict[str, Any]:
     """`run_search` once this process holds the study's lease: nothing else writes to it."""
     folder = study_dir(settings.study, settings.reports_dir)
@@ -309,7 +311,7 @@ def _run_search_leased(
         if started_ray:
             ray.shutdown()
         raise
-    study.set_user_attr("n_val", n_val)
+    study.set_user_attr("n_val", len(data.val))
     if settings.resume:
         _fail_interrupted(study)  # what a killed (kill -9) driver left RUNNING
         if reruns := _reruns_waiting(study):
@@ -319,10 +321,10 @@ def _run_search_leased(
     interrupted = terminated = False
     try:
         if settings.stage in ("oneshot", "all"):
-            _run_oneshot_stage(study, settings, recipe, resources, log)
+            _run_oneshot_stage(study, settings, recipe, resources, log, data=data)
         if settings.stage in ("proxy", "all"):
             interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log,
-                                           n_val=n_val, deadline=deadline)
+                                           data=data, deadline=deadline)
             if not interrupted:  # an interrupted search keeps its queue for --resume
                 _close_waiting(study, settings.space)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it
@@ -361,12 +363,12 @@ def verdict(frame: pd.DataFrame, noise: dict[str, Any] | None, backbone: str) ->
 
 def _run_proxy_stage(
     study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
-    trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, n_val: int | None = None,
+    trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, data: BaseData,
     deadline: float | None = None,
 ) -> bool:
     """Runs the missing proxy trials (and the baseline's noise seeds) through Ray Tune; True if
     it was interrupted. After `deadline` (the budget's wall time) no trial starts."""
-    searcher = StudySearcher(study, settings, epochs=recipe.epochs, n_val=n_val,
+    searcher = StudySearcher(study, settings, epochs=recipe.epochs, n_val=len(data.val),
                              deadline=deadline)
     if searcher.total <= 0:
         return False
@@ -374,7 +376,7 @@ def _run_proxy_stage(
         log(f"noise floor: training the baseline with {len(searcher.noise_pending)} more "
             f"seed(s) ({', '.join(map(str, searcher.noise_pending))}) beside the search")
     trainable = tune.with_resources(
-        tune.with_parameters(trial_fn or proxy_trial, settings=settings), resources)
+        tune.with_parameters(trial_fn or proxy_trial, settings=settings, data=data), resources)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -415,7 +417,7 @@ def _grace_period(epochs: int) -> int:
 
 def _run_oneshot_stage(
     study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
-    log: Callable[[str], None],
+    log: Callable[[str], None], *, data: BaseData,
 ) -> None:
     """Trains the supernet as one Ray task on the budget, scores the space, and (when asked)
     enqueues its front."""
@@ -435,7 +437,7 @@ def _run_oneshot_stage(
         task = ray.remote(_supernet_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         store = settings.job_store()
         try:
-            ray.get(task.remote(settings, recipe))
+            ray.get(task.remote(settings, recipe, data))
         except ray.exceptions.RayTaskError as exc:  # e.g. a diverged supernet: its one line
             if isinstance(exc.cause, RhoSearchError):
                 raise exc.cause from None
@@ -478,12 +480,15 @@ def _oneshot_scores(study: optuna.Study, out_dir: Path) -> pd.DataFrame | None:
     return scores if len(recorded.get_trials(deepcopy=False)) >= len(scores) else None
 
 
-def _supernet_task(settings: SearchSettings, recipe: Any) -> None:
+def _supernet_task(settings: SearchSettings, recipe: Any, data: BaseData) -> None:
     """A Ray task, on any node: trains the supernet (resuming its checkpoint in the job store)
-    and scores the space, pushing its folder to the store after every epoch and at the end."""
+    and scores the space on the driver's `data`, pushing its folder to the store after every
+    epoch and at the end."""
     import torch
 
     from rhosearch.oneshot import score_supernet
+
+    adopt_base(data)
 
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources()
                                      .get("CPU", 1))))

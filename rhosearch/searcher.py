@@ -35,6 +35,7 @@ from rhosearch.study import (
 )
 
 if TYPE_CHECKING:
+    from rhosearch.data import BaseData
     from rhosearch.search import SearchSettings
 
 __all__ = ["STAGE", "Progress", "StudySearcher", "proxy_trial", "trial_job"]
@@ -239,18 +240,24 @@ _TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "sho
 # The trainable: one proxy trial inside a Ray worker.
 
 
-def proxy_trial(config: dict[str, Any], *, settings: SearchSettings) -> None:
+def proxy_trial(config: dict[str, Any], *, settings: SearchSettings,
+                data: BaseData | None = None) -> None:
     """Trains one configuration and reports each validated epoch to Tune (ASHA reads `top1`).
 
     With warm workers (`reuse_workers`, Tune's `reuse_actors`) one Ray worker runs trial after
     trial: imports and the cached data set (`data.build_datasets`) are paid once per worker,
     while everything a trial trains with (model, optimizer, RNG, loaders) is made afresh from
-    its seed by `train_config`. The trial works in a scratch folder on its node and copies it
-    to the job store after every epoch; the driver pulls it into `reports/<study>/`.
+    its seed by `train_config`. The data set is the driver's copy (`data`, through Ray's object
+    store), so no worker reads it. The trial works in a scratch folder on its node and copies
+    it to the job store after every epoch; the driver pulls it into `reports/<study>/`.
     """
     import torch
 
+    from rhosearch.data import adopt_base
     from rhosearch.train import load_recipe, train_config
+
+    if data is not None:
+        adopt_base(data)
 
     context = ray.get_runtime_context()
     assigned = context.get_assigned_resources()

@@ -15,8 +15,10 @@ from torch.utils.data import DataLoader
 
 from rhosearch.data import (
     VariableBatchSampler,
+    adopt_base,
     build_datasets,
     dataset_info,
+    load_base,
     mss_resolutions,
 )
 from rhosearch.errors import RhoSearchError
@@ -95,6 +97,25 @@ def test_image_folder(tmp_path):
     image, label = val[5]
     assert image.shape == (3, 32, 32) and label == 1
     assert train[(0, 48)][0].shape == (3, 48, 48)
+
+
+def test_a_data_set_is_read_once_per_process_and_an_adopted_copy_is_read_from_no_file(
+        tmp_path):
+    root = write_image_folder(tmp_path / "pets")
+    loaded = load_base(str(root), subset=4)
+    assert load_base(str(root), subset=4) is loaded and len(loaded.train) == 4
+    # What a Ray worker gets from the driver: a pickled copy, then adopted. Its files gone,
+    # the worker's build_datasets still finds the copy (the images load lazily by path, so
+    # only the folder's listing is checked here).
+    shipped = pickle.loads(pickle.dumps(loaded))
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    moved = type(shipped)((str(other), None, 4, None), shipped.train, shipped.val)
+    adopt_base(moved)
+    train, val = build_datasets(str(other), resolution=32, subset=4)
+    assert train.base is moved.train and val.base is moved.val
+    with pytest.raises(RhoSearchError, match="train"):  # the folder itself is empty
+        load_base(str(other), subset=5)
 
 
 @pytest.mark.parametrize("kind, classes", [("cifar10", 10), ("cifar100", 100)])

@@ -96,7 +96,7 @@ def test_existing_study_without_resume_is_refused(tmp_path):
         run_search(settings, log=lambda line: None)
 
 
-def _instant(config, *, settings, sleep=0.0):
+def _instant(config, *, settings, data=None, sleep=0.0):
     from ray import tune
 
     start = time.time()
@@ -107,7 +107,7 @@ def _instant(config, *, settings, sleep=0.0):
                  "ended_at": time.time(), "status": "ok"})
 
 
-def _raise_for_big_block_3(config, *, settings):
+def _raise_for_big_block_3(config, *, settings, data=None):
 
     if config["rho"].split(",")[2] == "1":
         raise RuntimeError("boom")
@@ -124,7 +124,7 @@ def test_a_trial_that_raises_is_failed_and_the_search_completes(tmp_path):
     assert not outcome["interrupted"]
 
 
-def _share_probe(config, *, settings):
+def _share_probe(config, *, settings, data=None):
     """Waits (up to 120 s) until 4 trials have started: they can only all start if Ray packs
     them at once; records how many it saw running beside itself."""
     from ray import tune
