@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
@@ -63,6 +63,9 @@ from rhosearch.study import (
     summarize_seeds,
     trials_frame,
 )
+
+if TYPE_CHECKING:
+    from rhosearch.data import BaseData
 
 __all__ = [
     "DEFAULT_PICK",
@@ -285,14 +288,17 @@ def _top1_text(metrics: dict[str, Any]) -> str:
     return f", top-1 {metrics['top1']:.2f}%" if metrics.get("top1") is not None else ""
 
 def _train_one(config: RhoConfig, job: str, settings: FinalistSettings,
-               data: str) -> dict[str, Any]:
-    """A Ray task, on any node: trains one finalist with train.py's `train_config` in a scratch
-    folder (resuming its checkpoint from the job store), saves its weights, and pushes the
-    folder to the store after every epoch and at the end."""
+               data: str, base: BaseData) -> dict[str, Any]:
+    """A Ray task, on any node: trains one finalist with train.py's `train_config` on the
+    driver's copy of the data (`base`) in a scratch folder (resuming its checkpoint from the
+    job store), saves its weights, and pushes the folder to the store after every epoch and at
+    the end."""
     import torch
 
-    from rhosearch.data import dataset_info
+    from rhosearch.data import adopt_base, dataset_info
     from rhosearch.train import load_recipe, train_config
+
+    adopt_base(base)
 
     assigned = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
@@ -338,9 +344,11 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     import torch
 
     from rhosearch import train
+    from rhosearch.data import adopt_base
     from rhosearch.model import create_model
 
     settings: FinalistSettings = loop_config["settings"]
+    adopt_base(loop_config["base"])  # the driver's copy of the data set
     config = RhoConfig.parse(loop_config["rho"], backbone=loop_config["backbone"])
     job, data = loop_config["job"], loop_config["data"]
     context = ray.train.get_context()
@@ -395,14 +403,21 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSettings,
-               data: str, resources: dict[str, float], *,
+               data: str, resources: dict[str, float], *, base: BaseData | None = None,
                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Trains one finalist on `workers_per_finalist` Ray Train workers; returns its result
     (read from the run's files, pulled from the job store into `out_dir`). `on_epoch` is
-    called on every worker with its epoch's metrics (and may raise to stop)."""
+    called on every worker with its epoch's metrics (and may raise to stop); `base`: the
+    driver's copy of the data set (default: read here)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from rhosearch.data import load_base
+    from rhosearch.train import load_recipe
+
+    recipe = load_recipe(settings.recipe, settings.recipe_overrides)
+    base = base or load_base(data, root=settings.data_root, subset=recipe.subset,
+                             val_subset=recipe.val_subset)
     workers = settings.workers_per_finalist
     result_path = out_dir / "result.json"
     result_path.unlink(missing_ok=True)
@@ -411,7 +426,7 @@ def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSet
     trainer = TorchTrainer(
         _ddp_worker,
         train_loop_config=dict(settings=settings, rho=config.rho_text, backbone=config.backbone,
-                               job=job, data=data, on_epoch=on_epoch,
+                               job=job, data=data, base=base, on_epoch=on_epoch,
                                threads=max(1, int(resources["cpu"]))),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=bool(resources["gpu"]),
@@ -498,7 +513,7 @@ def train_finalists(settings: FinalistSettings, *,
     `study.SEED_SUMMARY_COLUMNS`), `runs` (one row per run, `FINALIST_COLUMNS`), `csv`, `report`
     (the HTML report's path), `folder` and `wall_s`.
     """
-    from rhosearch.data import build_datasets, dataset_info
+    from rhosearch.data import dataset_info, load_base
     from rhosearch.report import write_report
     from rhosearch.train import load_recipe
 
@@ -522,9 +537,10 @@ def train_finalists(settings: FinalistSettings, *,
         data = str(Path(data).resolve())
     if settings.data_root is not None:
         settings = dataclasses.replace(settings, data_root=settings.data_root.resolve())
-    if settings.download:  # once, here: concurrent workers must not download side by side
-        build_datasets(data, resolution=recipe.resolution, root=settings.data_root,
-                       download=True)
+    # Read once, here (downloaded too with --download: concurrent workers must not download
+    # side by side); every worker gets this copy through Ray's object store.
+    base = load_base(data, root=settings.data_root, download=settings.download,
+                     subset=recipe.subset, val_subset=recipe.val_subset)
     resources = _worker_resources(settings, len(picks))
     folder = study_dir(settings.study, settings.reports_dir)
     settings.job_store().check_writable()
@@ -548,7 +564,7 @@ def train_finalists(settings: FinalistSettings, *,
         if fitting < resources["cpu"]:
             log(f"each worker gets {fitting:g} CPU: the most one Ray node has")
             resources = {**resources, "cpu": fitting}
-        for config, reason, seed, result in _run_all(picks, settings, data, resources,
+        for config, reason, seed, result in _run_all(picks, settings, data, base, resources,
                                                      folder):
             out_dir = run_dir(folder, config, seed, settings.seed)
             _ema_is_the_objective(result)
@@ -596,7 +612,7 @@ def _ema_is_the_objective(result: dict[str, Any]) -> None:
 
 
 def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data: str,
-             resources: dict[str, float], folder: Path):
+             base: BaseData, resources: dict[str, float], folder: Path):
     """Yields `(config, reason, seed, result)` as each run ends (failures as status "failed").
 
     Every finalist runs once per seed; a run with seed s gets `settings` with `seed=s`, so all
@@ -616,18 +632,19 @@ def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, dat
             out_dir.mkdir(parents=True, exist_ok=True)
             try:
                 result = _train_ddp(config, job, out_dir,
-                                    dataclasses.replace(settings, seed=seed), data, resources)
+                                    dataclasses.replace(settings, seed=seed), data, resources,
+                                    base=base)
             except Exception as exc:  # recorded as the finalist's failure; the others go on
                 result = failed(exc)
             yield config, reason, seed, _weights_here(result, out_dir)
         return
     remote = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
                         max_retries=0)(_train_one)
-    pending = {}
+    pending, base = {}, ray.put(base)  # one copy in the object store for every task
     for config, reason, seed in runs:
         job = run_job(config, seed, settings.seed)
         pending[remote.remote(config, job, dataclasses.replace(settings, seed=seed),
-                              data)] = (config, reason, seed)
+                              data, base)] = (config, reason, seed)
     while pending:
         [done], _ = ray.wait(list(pending), num_returns=1)
         config, reason, seed = pending.pop(done)

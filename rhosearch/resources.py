@@ -111,8 +111,13 @@ def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool
         cpus = budget.cpus or float(os.cpu_count() or 1)
         # "local": a Ray of our own holding exactly the budget, even when `ray start` runs on
         # this machine or a dead one left its address file (joining those is --address auto).
+        # No prestarted workers: Ray starts a few for a new driver, but Tune's trial actors
+        # carry a runtime_env (`PL_DISABLE_FORK`) and so get new ones; the prestarted sit idle
+        # and are killed, after taking CPU while the trials' workers import torch (measured on
+        # 2 cores, fresh driver, 3 pairs: the first trial started 0.4-1.7 s sooner).
         ray.init(address="local", num_cpus=cpus, num_gpus=budget.gpus, include_dashboard=False,
-                 log_to_driver=log_to_driver, configure_logging=False)
+                 log_to_driver=log_to_driver, configure_logging=False,
+                 _system_config={"prestart_worker_first_driver": False})
         return True
     finally:
         if sigterm is not None:
