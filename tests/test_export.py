@@ -103,11 +103,8 @@ def test_dynamic_size_needs_a_size_the_graph_can_serve(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-# Any batch and size at 64 px; at 256 px (the paper's), that the metadata's size is followed.
-@pytest.mark.parametrize("resolution, inputs", [
-    (64, ((1, 64), (4, 64), (2, 128), (3, 128))), (256, ((1, 256), (2, 128)))])
-def test_cli_export_follows_the_weights_and_takes_any_batch_and_size(tmp_path, capsys,
-                                                                      resolution, inputs):
+def test_cli_export_follows_the_weights_and_takes_any_batch_and_size(tmp_path, capsys):
+    resolution = 64  # exported at the metadata's size, then served at others (256: the paper's)
     from rhosearch.cli import main
 
     model = _trained_like(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"))
@@ -117,7 +114,7 @@ def test_cli_export_follows_the_weights_and_takes_any_batch_and_size(tmp_path, c
     assert main(["export", "--weights", str(weights), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"{resolution} px from the weights' metadata" in printed and "max abs diff" in printed
-    for batch, size in inputs:
+    for batch, size in ((1, 64), (4, 64), (2, 128), (1, 256)):
         images = torch.rand(batch, 3, size, size)
         with torch.no_grad():
             expected = model(images)
