@@ -112,17 +112,14 @@ def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
 
 
 def test_sigterm_stops_train_best_with_a_resume_hint(tmp_path):
-    from test_search import _instant
+    from test_finalists import _hand_study
 
-    settings = SearchSettings(study="k", space=SPACE, trials=2, budget=Budget(cpus=2),
-                              recipe_overrides={"epochs": 1}, reports_dir=tmp_path,
-                              progress=False, noise_seeds=0)
-    run_search(settings, trial_fn=_instant, log=lambda line: None)
+    study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])  # a knee and the control
     driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "train-best", "--study", "k", "--budget", "2cpus",
+        [sys.executable, str(ROOT / "cli.py"), "train-best", "--study", study, "--budget", "2cpus",
          "--epochs", "3", "--set", "subset=256", "--reports-dir", str(tmp_path)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    store = tmp_path / "k" / "ray" / "jobs"  # each epoch reaches the store as it ends
+    store = tmp_path / study / "ray" / "jobs"  # each epoch reaches the store as it ends
     _wait_for(lambda: list(store.glob("finalists/*/metrics.jsonl"))
               or driver.poll() is not None, 240)
     driver.send_signal(signal.SIGTERM)
