@@ -212,16 +212,17 @@ def fashion_mnist_files(root: Path | str | None = None) -> Path:
     raw = cache_root / "FashionMNIST" / "raw"
     if all((raw / name).is_file() for name in files):
         return cache_root
-    counts = {name: _idx_count(name, _read_maybe_gzip(path)) for name, path in files.items()}
+    contents = {name: _read_maybe_gzip(path) for name, path in files.items()}  # unpacked once
+    counts = {name: _idx_count(name, content) for name, content in contents.items()}
     for split in ("train", "t10k"):
         images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
         if images != labels:
             raise RhoSearchError(f"fashion-mnist in {source}: {split} has {images} images but "
                                  f"{labels} labels; the files do not belong together")
     raw.mkdir(parents=True, exist_ok=True)
-    for name, path in files.items():
+    for name, content in contents.items():
         partial = raw / f"{name}.{os.getpid()}.part"  # workers may unpack at once
-        partial.write_bytes(_read_maybe_gzip(path))
+        partial.write_bytes(content)
         os.replace(partial, raw / name)
     return cache_root
 

@@ -118,10 +118,12 @@ def _sqlite_storage(url: str, *, attempts: int = 5) -> optuna.storages.RDBStorag
     polls the same file) can collide, so a failed open is retried before it counts."""
     import time
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        except Exception:  # sqlalchemy's IntegrityError/OperationalError from the other writer
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError):  # the other writer
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
