@@ -10,7 +10,10 @@ search's wall time. The rest is Ray's start, worker start-up and imports, data l
 each model, validation, Optuna's proposals and idle slots. Printed beside it: the share inside
 `train.fit` (training and validation epochs). Target (issue 10): >= 85 % with warm workers.
 
-Both modes run here, in this process, with the same seeds, one after the other:
+Both modes run here, in this process, with the same seeds, one after the other. The first
+search (seed 0, warm) starts a fresh driver, as `rhosearch search` does; the later ones reuse its
+imports (Tune's internals, Optuna's storage) and its loaded data set, about 2 s each on 2 cores,
+so seed 0 is the figure a single CLI search gets:
 - warm: a Ray worker runs trial after trial (Tune's `reuse_actors`), paying imports and data
   loading once (`SearchSettings(reuse_workers=True)`, the default);
 - cold: a fresh worker per trial, the behaviour before warm workers (`reuse_workers=False`).
