@@ -282,10 +282,10 @@ def _save_finalist_weights(out_dir: Path, config: RhoConfig, result: dict[str, A
     return str(path)
 
 
-
 def _top1_text(metrics: dict[str, Any]) -> str:
     """An epoch line's top-1, when the epoch was validated (`Recipe.val_every`)."""
     return f", top-1 {metrics['top1']:.2f}%" if metrics.get("top1") is not None else ""
+
 
 def _train_one(config: RhoConfig, job: str, settings: FinalistSettings,
                data: str, base: BaseData) -> dict[str, Any]:
