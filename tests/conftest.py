@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import ray
 import torch
+
+from rhosearch.resources import Budget, start_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 # A small XXS space (18 rho vectors) for real searches in tests.
@@ -55,3 +58,27 @@ def search_command(tmp_path: Path, xxs_space_yaml: Path) -> Callable[..., list[s
                 "--epochs", "1", "--set", "batch_size=32", "--reports-dir", str(tmp_path),
                 *extra]
     return command
+
+
+@pytest.fixture
+def shared_ray() -> Iterator[None]:
+    """The local 2-CPU Ray that `rhosearch search --budget 2cpus` starts, kept up from one test
+    that asks for it to the next (a start and a shutdown cost about 4 s on 2 cores). A search or
+    `train-best` finds it running, uses it and leaves it up, as with any caller's Ray."""
+    if not ray.is_initialized():
+        start_ray(Budget(cpus=2))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_ray_unasked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that does not ask for `shared_ray` starts with no Ray up: its search starts (and
+    shuts down) its own, or the test starts one with other resources."""
+    if "shared_ray" not in request.fixturenames and ray.is_initialized():
+        ray.shutdown()
+    yield
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if ray.is_initialized():
+        ray.shutdown()

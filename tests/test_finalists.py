@@ -157,49 +157,19 @@ def _hand_study(tmp_path: Path, proxy: list[tuple[str, float, float]]) -> str:
     return "hand"
 
 
-@pytest.fixture
-def small_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def _full_trials(tmp_path: Path) -> pd.DataFrame:
     frame = trials_frame(load_study("hand", reports_dir=tmp_path))
     return frame[frame["stage"] == "full"]
 
 
-def test_ddp_finalist_on_two_gloo_workers_lands_in_the_study(tmp_path, small_ray):
-    # The baseline is the front's best, so one finalist (trained once) covers pick + control.
-    study = _hand_study(tmp_path, [("0,0,0,0,4", 0.0, 60.0), ("0,0,1/3,0,3", -500.0, 40.0)])
-    settings = FinalistSettings(
-        study=study, reports_dir=tmp_path, pick="best", budget=Budget(cpus=2),
-        workers_per_finalist=2, recipe_overrides=dict(TINY))
-    outcome = train_finalists(settings, log=lambda line: None)
-
-    folder = tmp_path / "hand" / "finalists" / "mobilevit_xxs__0_0_0_0_4"
-    shards = [json.loads((folder / "shards" / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [s["world_size"] for s in shards] == [2, 2] and shards[0]["pid"] != shards[1]["pid"]
-    first, second = (set(s["indices"]) for s in shards)
-    assert first and second and not first & second  # disjoint halves of the 128 images
-    assert len(first | second) == 128
-
-    full = _full_trials(tmp_path)
-    assert len(full) == 1
-    row = full.iloc[0]
-    assert row["state"] == "COMPLETE" and row["rho"] == "0,0,0,0,4" and row["epochs_done"] == 1
-    assert row["status"] == "ok" and 0 <= row["top1"] <= 100
-    study_trial = load_study("hand", reports_dir=tmp_path).trials[int(row["number"])]
-    assert study_trial.user_attrs["workers"] == 2 and study_trial.params["rho_5"] == "4"
-    assert study_trial.values == [row["top1"], 0.0]
-
-    assert list(outcome["finalists"]["pick"]) == ["best+baseline"]
-    assert (tmp_path / "hand" / "finalists.csv").is_file() and outcome["report"].is_file()
-    model = load_model(folder / "model.safetensors")
-    assert model.config.rho_text == "0,0,0,0,4" and model.num_classes == 10
+def test_zero_seeds_is_refused(tmp_path):
+    study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])
+    with pytest.raises(RhoSearchError, match="--seeds 0"):
+        train_finalists(FinalistSettings(study=study, reports_dir=tmp_path, seeds=0),
+                        log=lambda line: None)
 
 
-def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, small_ray):
+def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, shared_ray):
     study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])
     settings = FinalistSettings(study=study, reports_dir=tmp_path, budget=Budget(cpus=2),
                                 recipe_overrides=dict(TINY, ema=False))
@@ -214,7 +184,7 @@ def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, small_ray):
     assert set(again["finalists"]["top1"]) == set(first["finalists"]["top1"])
 
 
-def test_finalists_with_seeds_are_compared_pairwise_with_the_baseline(tmp_path, small_ray):
+def test_finalists_with_seeds_are_compared_pairwise_with_the_baseline(tmp_path, shared_ray):
     study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])
     settings = FinalistSettings(study=study, reports_dir=tmp_path, budget=Budget(cpus=2),
                                 seeds=2, recipe_overrides=dict(TINY))
@@ -241,13 +211,6 @@ def test_finalists_with_seeds_are_compared_pairwise_with_the_baseline(tmp_path, 
     assert pd.read_csv(tmp_path / "hand" / "finalists.csv")["seeds"].tolist() == [2, 2]
 
 
-def test_zero_seeds_is_refused(tmp_path):
-    study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])
-    with pytest.raises(RhoSearchError, match="--seeds 0"):
-        train_finalists(FinalistSettings(study=study, reports_dir=tmp_path, seeds=0),
-                        log=lambda line: None)
-
-
 class Stop(Exception):
     pass
 
@@ -257,33 +220,61 @@ def _stop_after_epoch_1(metrics):
         raise Stop("killed after epoch 1")
 
 
-def test_ddp_finalist_killed_then_resumed_ends_with_the_same_weights(tmp_path, small_ray):
-    config = baseline_config(XXS)
-    settings = FinalistSettings(study="unused", reports_dir=tmp_path, budget=Budget(cpus=2),
-                                workers_per_finalist=2, recipe="full_small",
-                                recipe_overrides=dict(TINY, epochs=2, subset=64))
-    resources = {"cpu": 1.0, "gpu": 0.0}
-    jobs = {name: f"{name}/{config.key}" for name in ("whole", "cut")}
-    whole = _train_ddp(config, jobs["whole"], tmp_path / jobs["whole"], settings, "digits",
-                       resources)
+def test_ddp_finalist_on_two_gloo_workers_lands_in_the_study_and_resumes_exactly(
+        tmp_path, shared_ray, monkeypatch):
+    # Ray Train's controller polls its workers every 2 s: a run's end is seen that much later.
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    # The baseline is the front's best, so one finalist (trained once) covers pick + control.
+    study = _hand_study(tmp_path, [("0,0,0,0,4", 0.0, 60.0), ("0,0,1/3,0,3", -500.0, 40.0)])
+    settings = FinalistSettings(
+        study=study, reports_dir=tmp_path, pick="best", budget=Budget(cpus=2),
+        workers_per_finalist=2, recipe="full_small",
+        recipe_overrides=dict(TINY, epochs=2, subset=64))
+    outcome = train_finalists(settings, log=lambda line: None)
 
-    cut = tmp_path / jobs["cut"]
+    config = baseline_config(XXS)
+    folder = tmp_path / "hand" / "finalists" / config.key
+    shards = [json.loads((folder / "shards" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [s["world_size"] for s in shards] == [2, 2] and shards[0]["pid"] != shards[1]["pid"]
+    first, second = (set(s["indices"]) for s in shards)
+    assert first and second and not first & second  # disjoint halves of the 64 images
+    assert len(first | second) == 64
+
+    full = _full_trials(tmp_path)
+    assert len(full) == 1
+    row = full.iloc[0]
+    assert row["state"] == "COMPLETE" and row["rho"] == "0,0,0,0,4" and row["epochs_done"] == 2
+    assert row["status"] == "ok" and 0 <= row["top1"] <= 100
+    study_trial = load_study("hand", reports_dir=tmp_path).trials[int(row["number"])]
+    assert study_trial.user_attrs["workers"] == 2 and study_trial.params["rho_5"] == "4"
+    assert study_trial.values == [row["top1"], 0.0]
+
+    assert list(outcome["finalists"]["pick"]) == ["best+baseline"]
+    assert (tmp_path / "hand" / "finalists.csv").is_file() and outcome["report"].is_file()
+    model = load_model(folder / "model.safetensors")
+    assert model.config.rho_text == "0,0,0,0,4" and model.num_classes == 10
+
+    # The same run stopped after epoch 1 (every rank raises), then resumed: the same weights.
+    resources = {"cpu": 1.0, "gpu": 0.0}
+    job = f"cut/{config.key}"
+    cut = tmp_path / job
     with pytest.raises(ray.train.TrainingFailedError):  # carrying the Stop
-        _train_ddp(config, jobs["cut"], cut, settings, "digits", resources,
+        _train_ddp(config, job, cut, settings, "digits", resources,
                    on_epoch=_stop_after_epoch_1)
     assert not (cut / "result.json").exists()
-    resumed = _train_ddp(config, jobs["cut"], cut, dataclasses.replace(settings, resume=True),
+    resumed = _train_ddp(config, job, cut, dataclasses.replace(settings, resume=True),
                          "digits", resources)
 
     # The checkpoints stay in the job store; the driver's folders get the results.
     store = Path(settings.job_store().uri)
     assert not list(cut.glob("checkpoint.pt*")) and (cut / "model.safetensors").is_file()
-    a, b = (torch.load(store / job / "checkpoint.pt", weights_only=True)
-            for job in jobs.values())
+    a, b = (torch.load(store / name / "checkpoint.pt", weights_only=True)
+            for name in (f"finalists/{config.key}", job))
     assert a["identity"]["world_size"] == 2 and len(b["rng"]) == 2  # every rank's RNG state
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    whole = json.loads((folder / "result.json").read_text())
     for key in ("top1", "top5", "ema_top1", "epochs_done", "status"):
         assert whole[key] == resumed[key], key
     lines = (cut / "metrics.jsonl").read_text().splitlines()

@@ -39,7 +39,7 @@ def _image_folder(root: Path, *, broken: str | None = None) -> Path:
 
 @pytest.mark.parametrize("early_stop", ["none", "asha"])
 def test_a_broken_validation_image_fails_every_trial_and_the_search_completes(
-        tmp_path, early_stop):
+        tmp_path, early_stop, shared_ray):
     data = _image_folder(tmp_path / "data", broken="broken.png")
     settings = SearchSettings(
         study="t", space=SPACE, trials=2, budget=Budget(cpus=2), data=str(data),
@@ -56,18 +56,21 @@ def test_a_broken_validation_image_fails_every_trial_and_the_search_completes(
     assert (trained["epochs_done"] == (0 if early_stop == "asha" else 1)).all()
 
 
-def test_search_with_a_broken_validation_image_exits_0_from_the_cli(tmp_path):
+def test_search_with_a_broken_validation_image_exits_0_from_the_cli(tmp_path, capfd,
+                                                                      shared_ray):
+    from rhosearch.cli import main
+
     data = _image_folder(tmp_path / "data", broken="broken.png")
     (tmp_path / "space.yaml").write_text(
         "backbone: mobilevit_xxs\nrho: {rho_3: [0, 1], rho_5: [4]}\n")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2cpus", "--trials", "1",
-         "--study", "k", "--space", str(tmp_path / "space.yaml"), "--data", str(data),
-         "--stage", "proxy", "--noise-seeds", "0", "--epochs", "1", "--set", "batch_size=4",
-         "--set", "resolution=32", "--set", "workers=0", "--reports-dir", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr and "1 failed" in done.stdout
+    code = main(["search", "--budget", "2cpus", "--trials", "1", "--study", "k",
+                 "--space", str(tmp_path / "space.yaml"), "--data", str(data),
+                 "--stage", "proxy", "--noise-seeds", "0", "--epochs", "1",
+                 "--set", "batch_size=4", "--set", "resolution=32", "--set", "workers=0",
+                 "--reports-dir", str(tmp_path)])
+    printed = capfd.readouterr()
+    assert code == 0, printed.err
+    assert "Traceback" not in printed.err and "1 failed" in printed.out
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{tmp_path / 'k' / 'study.db'}")
     [trial] = [t for t in study.get_trials() if t.user_attrs.get("trained")]
     assert trial.state.name == "FAIL" and "broken.png" in trial.user_attrs["reason"]

@@ -74,7 +74,7 @@ def test_small_real_search_records_every_trial(tmp_path):
     assert not list(runs.glob("*/checkpoint.pt*"))
 
 
-def test_a_finished_search_leaves_no_waiting_trials(tmp_path):
+def test_a_finished_search_leaves_no_waiting_trials(tmp_path, shared_ray):
     # Five paper configurations are enqueued in this S space; two trials run, three do not.
     space = parse_search_space({"backbone": "mobilevit_s", "rho": {
         "rho_3": [0, "1/3", 1], "rho_4": [0, "1/4", "1/2", 1], "rho_5": [3, 4]}})
@@ -89,7 +89,7 @@ def test_a_finished_search_leaves_no_waiting_trials(tmp_path):
     assert lines[-1].startswith("[2/2 done, 0 running, 0 failed]"), lines
 
 
-def test_existing_study_without_resume_is_refused(tmp_path):
+def test_existing_study_without_resume_is_refused(tmp_path, shared_ray):
     settings = _settings(tmp_path, trials=1)
     run_search(settings, trial_fn=_instant, log=lambda line: None)
     with pytest.raises(RhoSearchError, match="--resume"):
@@ -114,7 +114,7 @@ def _raise_for_big_block_3(config, *, settings, data=None):
     _instant(config, settings=settings)
 
 
-def test_a_trial_that_raises_is_failed_and_the_search_completes(tmp_path):
+def test_a_trial_that_raises_is_failed_and_the_search_completes(tmp_path, shared_ray):
     space = _space(rho_3=[1], rho_5=[3, 4])  # rho_3 = 1 always: every trial raises
     outcome = run_search(_settings(tmp_path, space=space, trials=2),
                          trial_fn=_raise_for_big_block_3,
@@ -216,7 +216,13 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, search_com
     assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
 
 
-def test_noise_seeds_are_recorded_apart_and_not_counted_as_search_trials(tmp_path):
+def test_bad_noise_seeds_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(RhoSearchError, match="--noise-seeds -1"):
+        run_search(_settings(tmp_path, noise_seeds=-1), log=lambda line: None)
+    assert not (tmp_path / "t").exists()
+
+
+def test_noise_seeds_are_recorded_apart_and_not_counted_as_search_trials(tmp_path, shared_ray):
     lines = []
     outcome = run_search(_settings(tmp_path, trials=2, noise_seeds=2), trial_fn=_instant,
                          log=lines.append)
@@ -242,13 +248,8 @@ def test_noise_seeds_are_recorded_apart_and_not_counted_as_search_trials(tmp_pat
     assert (again["trials"]["stage"] == "noise").sum() == 2
 
 
-def test_bad_noise_seeds_is_refused_before_anything_is_written(tmp_path):
-    with pytest.raises(RhoSearchError, match="--noise-seeds -1"):
-        run_search(_settings(tmp_path, noise_seeds=-1), log=lambda line: None)
-    assert not (tmp_path / "t").exists()
-
-
-def test_oneshot_scores_stay_out_of_the_samplers_history(tmp_path):
+def test_oneshot_scores_stay_out_of_the_samplers_history_and_its_checkpoint_goes(
+        tmp_path, shared_ray):
     space = _space(rho_3=[0, 1], rho_4=[0, 1], rho_5=[4])
     outcome = run_search(_settings(tmp_path, space=space, stage="oneshot"),
                          log=lambda line: None)
@@ -260,11 +261,7 @@ def test_oneshot_scores_stay_out_of_the_samplers_history(tmp_path):
     frame = outcome["trials"]
     oneshot = frame[frame["stage"] == "oneshot"]
     assert len(oneshot) == 4 and oneshot[["top1", "top1_lo", "top1_hi"]].notna().all().all()
-
-
-def test_finished_oneshot_stage_leaves_its_scores_not_its_checkpoint(tmp_path):
-    space = _space(rho_3=[0, 1], rho_4=[0, 1], rho_5=[4])
-    run_search(_settings(tmp_path, space=space, stage="oneshot"), log=lambda line: None)
+    # A finished one-shot stage leaves its scores, not its checkpoint.
     supernet = tmp_path / "t" / "supernet"
     assert (supernet / "scores.csv").is_file() and (supernet / "metrics.jsonl").is_file()
     assert not list(supernet.glob("checkpoint.pt*"))
