@@ -87,7 +87,8 @@ SMALL = ("--stage", "proxy", "--noise-seeds", "0", "--set", "subset=64", "--set"
 def _trials(tmp_path):
     if not (tmp_path / "k" / "study.db").exists():
         return []
-    storage = f"sqlite:///{tmp_path / 'k' / 'study.db'}"
+    # Opened as rhosearch opens it: the driver may be writing the new file's schema right now.
+    storage = open_storage(f"sqlite:///{tmp_path / 'k' / 'study.db'}")
     try:
         return optuna.load_study(study_name="k", storage=storage).get_trials()
     except KeyError:  # the file exists a moment before the study's row does

@@ -19,6 +19,7 @@ from rhosearch.errors import RhoSearchError
 from rhosearch.resources import Budget, parse_budget
 from rhosearch.search import SearchSettings, run_search
 from rhosearch.space import parse_search_space
+from rhosearch.study import open_storage
 
 # Ray workers cannot import this test module by name: ship its trial functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -169,7 +170,8 @@ SUBSET = ("--set", "subset=96", "--stage", "proxy", "--noise-seeds", "0")
 
 
 def _trained(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'k' / 'study.db'}"
+    # Opened as rhosearch opens it: the driver may be writing the new file's schema right now.
+    storage = open_storage(f"sqlite:///{tmp_path / 'k' / 'study.db'}")
     try:
         study = optuna.load_study(study_name="k", storage=storage)
     except KeyError:  # the file exists a moment before the study's row does
