@@ -143,7 +143,8 @@ def _share_probe(config, *, settings, data=None):
 
 
 def test_half_gpu_trials_pack_four_on_two_logical_gpus(tmp_path):
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False,
+             log_to_driver=False)  # "local": never join another test's cluster
     try:
         space = parse_search_space({"backbone": "mobilevit_xxs", "rho": {
             "rho_3": [0, 1/3, 2/3, 1], "rho_4": [0, 1/4, 1/2, 1], "rho_5": [3, 4]}})
