@@ -336,7 +336,7 @@ def train_supernet(
         data_root: where CIFAR lives.
         device: default CUDA when available.
         validate: score the largest and smallest configurations on the validation set after
-            each epoch (`top1_largest`, `top1_smallest` in the metrics).
+            each epoch the recipe validates (`top1_largest`, `top1_smallest` in its metrics).
 
     Returns:
         The trained supernet (its EMA copy when the recipe has EMA) and the run's result; its
@@ -363,8 +363,9 @@ def train_supernet(
         return dict(top1_largest=float(top1[0]), top1_smallest=float(top1[1]))
 
     def report(metrics: dict[str, Any]) -> None:
+        # Only an epoch `recipe.validates` has scores (the proxy recipes: the last one alone).
         scores = (f"  top1 largest {metrics['top1_largest']:.1f}%  smallest "
-                  f"{metrics['top1_smallest']:.1f}%" if validate else "")
+                  f"{metrics['top1_smallest']:.1f}%" if "top1_largest" in metrics else "")
         _log(progress, f"supernet epoch {metrics['epoch']}/{recipe.epochs}: loss "
                        f"{metrics['loss']:.3f}{scores}  {metrics['epoch_s']:.1f}s")
         if on_epoch is not None:

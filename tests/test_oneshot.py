@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 
@@ -215,10 +216,13 @@ def test_supernet_resumes_exactly(tmp_path):
 
 
 def test_run_oneshot_stage_records_every_config(tmp_path):
-    recipe = load_recipe("proxy", {**TINY, "epochs": 1})
+    recipe = load_recipe("proxy", TINY)
+    assert recipe.val_every == 0  # as in a search: only the last of the 2 epochs validates
     study = optuna.create_study(directions=["maximize", "minimize"])
     scores = run_oneshot_stage(study, SMALL_SPACE, data="digits", recipe=recipe,
-                               out_dir=tmp_path, seed=0, progress=False)
+                               out_dir=tmp_path, seed=0, progress=True)
+    epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert ["top1_largest" in epoch for epoch in epochs] == [False, True]
     configs = list(SMALL_SPACE.configs())
     assert len(scores) == len(configs) == len(study.trials)
     frame = trials_frame(study)
