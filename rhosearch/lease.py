@@ -96,18 +96,28 @@ class DriverLease:
         holder = {"host": socket.gethostname(), "pid": os.getpid(),
                   "pid_start": _process_start(os.getpid()), "command": command}
         name = lease_name(study_name)
-        for _ in range(5):  # each pass either takes the lease or removes one stale lease
-            try:
-                lease_id = storage.create_new_study(
-                    [optuna.study.StudyDirection.MINIMIZE], study_name=name)
-            except optuna.exceptions.DuplicatedStudyError:
+        try:
+            for _ in range(5):  # each pass either takes the lease or removes one stale lease
+                # Read before writing: a live holder is refused without a write, which works
+                # even while it holds SQLite's write lock (stopped, or busy, mid-transaction).
                 _remove_if_stale(storage, name, study_name)
-                continue
-            now = time.time()
-            for key, value in {**holder, "since": now, "expires": now + ttl_s}.items():
-                storage.set_study_user_attr(lease_id, key, value)
-            return cls(storage, url, study_name, lease_id, holder, ttl_s=ttl_s,
-                       heartbeat_s=heartbeat_s)
+                try:
+                    lease_id = storage.create_new_study(
+                        [optuna.study.StudyDirection.MINIMIZE], study_name=name)
+                except optuna.exceptions.DuplicatedStudyError:
+                    continue  # taken meanwhile: the next pass reads who holds it
+                now = time.time()
+                for key, value in {**holder, "since": now, "expires": now + ttl_s}.items():
+                    storage.set_study_user_attr(lease_id, key, value)
+                return cls(storage, url, study_name, lease_id, holder, ttl_s=ttl_s,
+                           heartbeat_s=heartbeat_s)
+        except optuna.exceptions.StorageInternalError as exc:  # e.g. SQLite's "locked"
+            cause = str(exc.__cause__ or exc).strip().splitlines()[0]
+            raise RhoSearchError(
+                f"study {study_name!r}: cannot take its driver lease in {url} ({cause}); "
+                "another process holds the database (a stopped or hung driver?): let it "
+                "finish or stop it, then run again with --resume (nothing was changed)"
+            ) from None
         raise RhoSearchError(f"study {study_name!r}: could not take its driver lease "
                              f"({name} keeps changing hands); try again")
 

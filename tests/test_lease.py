@@ -34,6 +34,24 @@ def test_a_second_driver_is_refused_naming_the_holder(url):
     DriverLease.acquire(url, "s", command="search").release()  # released: free again
 
 
+def test_a_holder_in_the_middle_of_a_write_is_named_at_once(url, tmp_path):
+    """The refusal only reads: it does not wait for the holder's write lock (a driver stopped
+    mid-transaction holds it for as long as it is stopped)."""
+    import sqlite3
+
+    with DriverLease.acquire(url, "s", command="search"):
+        writer = sqlite3.connect(tmp_path / "study.db", timeout=0)
+        writer.execute("BEGIN IMMEDIATE")  # SQLite's write lock, held: readers still read
+        try:
+            started = time.perf_counter()
+            with pytest.raises(RhoSearchError, match=f"pid {os.getpid()}"):
+                DriverLease.acquire(url, "s", command="search")
+            assert time.perf_counter() - started < 30  # not the storage's 60 s busy wait
+        finally:
+            writer.rollback()
+            writer.close()
+
+
 def test_other_studies_in_the_same_storage_are_not_held(url):
     with DriverLease.acquire(url, "a", command="search"):
         DriverLease.acquire(url, "b", command="train-best").release()
