@@ -79,6 +79,18 @@ def _no_shared_ray_unasked(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+# The files holding the longest tests (real searches, Ray Train, a 2-node cluster, CLI
+# processes), longest first: pytest-xdist hands whole files to its two workers in collection
+# order, so none of them is left to start last and run alone.
+SLOWEST_FILES = ("test_search.py", "test_finalists.py", "test_scale.py", "test_robust.py",
+                 "test_lease.py", "test_export.py", "test_report.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if ray.is_initialized():
         ray.shutdown()
