@@ -408,6 +408,7 @@ def finalists_over_seeds(trials: pd.DataFrame) -> pd.DataFrame:
     summary = pd.concat([summary[~is_control].sort_values("top1", ascending=False,
                                                            na_position="last"),
                          summary[is_control]])
+    summary["epochs_done"] = pd.to_numeric(summary["epochs_done"]).astype("Int64")  # a count
     return summary.reset_index(drop=True)[FINALIST_TABLE_COLUMNS]
 
 

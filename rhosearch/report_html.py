@@ -335,7 +335,7 @@ def _finalist_cells(row: Any) -> list[tuple[str, str]]:
         (mean, _sort_key(row.top1)), (runs, ""),
         (diff, "" if control else _sort_key(row.top1_diff)),
         (p_value, _sort_key(row.p_value)), (html.escape(verdict), _LEFT),
-        _cell(row.epochs_done if _missing(row.epochs_done) else int(row.epochs_done)),  # a count
+        _cell(row.epochs_done),
     ]
 
 

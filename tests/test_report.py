@@ -337,6 +337,7 @@ def test_finalists_table_in_the_html(tmp_path):
     assert "beyond noise (+5.5, p = 0.0027)" in table and "within noise (p = 0.074)" in table
     assert "seeds 0, 1, 2" in table and "baseline control" in table
     assert table.count(">300</td></tr>") == 3 and "300.0<" not in table  # epochs: a count
+    assert str(front_info(seed_trials()).finalists["epochs_done"].dtype) == "Int64"
 
     one_seed = {config: top1s[:1] for config, top1s in SEED_RUNS.items()}
     info = front_info(seed_trials(one_seed))
