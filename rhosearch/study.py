@@ -138,7 +138,10 @@ def _refuse_damaged_sqlite(path: Path) -> None:
     if not path.is_file() or path.stat().st_size == 0:
         return
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as connection:
+        # Read-write, as every opener of the file: a driver killed mid-write leaves a hot
+        # journal, which SQLite rolls back on open (read-only it fails "attempt to write a
+        # readonly database"). The check itself only reads.
+        with sqlite3.connect(path, timeout=60) as connection:
             problems = [row[0] for row in connection.execute("PRAGMA quick_check(1)")]
         connection.close()
     except sqlite3.Error as exc:

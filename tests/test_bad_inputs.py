@@ -255,6 +255,29 @@ def test_sqlite_quick_check_accepts_a_healthy_study(tmp_path):
     assert sqlite3.connect(tmp_path / "ok.db").execute("PRAGMA quick_check").fetchone() == ("ok",)
 
 
+def test_a_study_left_mid_write_by_a_killed_driver_opens_rolled_back(tmp_path):
+    """kill -9 inside a write transaction leaves a hot journal: the next open rolls it back
+    (the resume a kill -9 asks for), it is no damage."""
+    import signal
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    optuna.create_study(study_name="s", storage=url).set_user_attr("kept", 1)
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sqlite3\n"
+        "c = sqlite3.connect('k.db', isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1')  # spill to the file mid-transaction\n"
+        "c.execute('BEGIN')\n"
+        "for i in range(200):\n"
+        "    c.execute('INSERT INTO study_user_attributes (study_id, key, value_json) '\n"
+        "              'VALUES (1, ?, ?)', (f'k{i}', 'y' * 4000))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")], cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL and (tmp_path / "k.db-journal").is_file()
+    study = optuna.load_study(study_name="s", storage=open_storage(url))  # not "damaged"
+    assert study.user_attrs == {"kept": 1}  # the half-written transaction is gone
+
+
 def test_an_export_that_fails_its_check_leaves_the_file_that_was_there(tmp_path):
     from rhosearch.errors import RhoSearchError
     from rhosearch.export import export_onnx, load_model
