@@ -15,8 +15,8 @@ import random
 import time
 from fractions import Fraction
 
-from rhosearch.cost import CostModel, count_cost
-from rhosearch.space import RhoConfig
+from rhosearch.core.cost import CostModel, count_cost
+from rhosearch.core.space import RhoConfig
 
 STEPS = [Fraction(i, 4) for i in range(0, 24)]  # 0, 1/4, ..., 23/4
 

@@ -14,7 +14,7 @@ each. Prints the seed spread of the proxy, the self-agreement of the proxy (tau 
 and of the one-shot (tau between supernets: the ceilings for any agreement with them), tau of
 each against the reference on seed-averaged values, tau between the proxy's top-1 after epoch
 ceil(epochs / 2) (ASHA's first rung) and its final top-1, and the wall time of each kind of run.
-Every tau comes from `rhosearch.stats.kendall_tau` with its n and bootstrap 95 % interval.
+Every tau comes from `rhosearch.record.stats.kendall_tau` with its n and bootstrap 95 % interval.
 
 Runs go through a pool of `--workers` processes, each with one torch thread. Each finished run
 leaves `record.json` in its folder under `--out` and is never trained again; a killed run
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from rhosearch.cost import CostModel
-from rhosearch.space import RhoConfig, SearchSpace, load_presets, load_search_space
-from rhosearch.stats import kendall_tau
+from rhosearch.core.cost import CostModel
+from rhosearch.core.space import RhoConfig, SearchSpace, load_presets, load_search_space
+from rhosearch.record.stats import kendall_tau
 
 DEFAULT_OUT = Path("reports/benchmarks/fidelity")
 
@@ -121,8 +121,8 @@ def _resuming(train: Callable[[bool], Any], folder: Path) -> Any:
 
 def run_job(job: Job, *, out: Path, data: str, recipe_name: str, space_name: str) -> dict:
     """Trains `job` (resuming its checkpoint) and returns its record, written to record.json."""
-    from rhosearch.oneshot import score_space, train_supernet
-    from rhosearch.train import load_recipe, make_loaders, train_config
+    from rhosearch.stages.oneshot import score_space, train_supernet
+    from rhosearch.training.train import load_recipe, make_loaders, train_config
 
     folder = job.folder(out)
     # Every epoch validated (proxy recipes validate the last only): ASHA's rung needs its top-1.
@@ -189,7 +189,7 @@ def import_study(jobs: list[Job], *, study_name: str, reports_dir: Path, out: Pa
     the same `train_config` with one torch thread, as here), or the supernet of its one-shot
     stage (seed = the search's seed; that one trained with the search's 2 threads). Each record
     says where it came from. Returns how many were imported."""
-    from rhosearch.study import load_study, trials_frame
+    from rhosearch.record.study import load_study, trials_frame
 
     study = load_study(study_name, reports_dir=reports_dir)
     if (study.user_attrs.get("data"), study.user_attrs.get("recipe")) != (data, recipe_name):
@@ -389,7 +389,7 @@ def main() -> None:
                         "--seeds 1 --supernet-seeds 1 for a partial run)")
     args = parser.parse_args()
 
-    from rhosearch.train import load_recipe
+    from rhosearch.training.train import load_recipe
 
     recipe = load_recipe(args.recipe)
     args.epochs = recipe.epochs

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from rhosearch.model import RhoSupernet
-from rhosearch.oneshot import score_features, widest_features
-from rhosearch.space import SearchSpace, load_search_space, parse_rho
-from rhosearch.train import evaluate, load_recipe, make_loaders, train_config
+from rhosearch.core.model import RhoSupernet
+from rhosearch.core.space import SearchSpace, load_search_space, parse_rho
+from rhosearch.stages.oneshot import score_features, widest_features
+from rhosearch.training.train import evaluate, load_recipe, make_loaders, train_config
 
 
 def synthetic_space() -> SearchSpace:

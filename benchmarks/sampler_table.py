@@ -17,7 +17,7 @@ scores.
    exactly N distinct configurations. Unlike a `rhosearch search`, nothing is enqueued first
    (the paper's six would make every sampler's first six trials the same) and trials run one
    at a time.
-3. The figure: the hypervolume of each search's front (`rhosearch.report.hypervolume_2d`),
+3. The figure: the hypervolume of each search's front (`rhosearch.report.front.hypervolume_2d`),
    with the reference point at the table's nadir (its lowest top-1 and largest overhead among
    feasible configurations), as a fraction of the whole table's front; mean +- std over the
    seeds per sampler and trial count, each sampler's ratio to random, the best sampler per
@@ -40,10 +40,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from rhosearch.cost import CostModel
-from rhosearch.report import hypervolume_2d
-from rhosearch.space import SearchSpace, load_search_space
-from rhosearch.study import config_from_params, space_distributions
+from rhosearch.core.cost import CostModel
+from rhosearch.core.space import SearchSpace, load_search_space
+from rhosearch.record.study import config_from_params, space_distributions
+from rhosearch.report.front import hypervolume_2d
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_OUT = Path("reports/benchmarks/sampler_table")
@@ -89,8 +89,8 @@ def build_table(space: SearchSpace, *, data: str, recipe_name: str, supernet_dir
     else:
         import torch
 
-        from rhosearch.oneshot import score_space, train_supernet
-        from rhosearch.train import load_recipe, make_loaders
+        from rhosearch.stages.oneshot import score_space, train_supernet
+        from rhosearch.training.train import load_recipe, make_loaders
 
         torch.set_num_threads(1)
         recipe = load_recipe(recipe_name)
@@ -127,7 +127,7 @@ def table_search(table: pd.DataFrame, space: SearchSpace, sampler: str, trials: 
                  seed: int) -> list[tuple[float, float]]:
     """(top1, overhead_params) of the distinct feasible configurations one search measured."""
     # The search's own sampler settings, not a copy of them (imported here: it loads Ray).
-    from rhosearch.search import _make_sampler
+    from rhosearch.drivers.search import _make_sampler
 
     lookup = table.set_index("rho")
     study = optuna.create_study(directions=["maximize", "minimize"],

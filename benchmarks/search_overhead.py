@@ -33,9 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rhosearch.resources import Budget
-from rhosearch.search import SearchSettings, run_search
-from rhosearch.space import load_search_space
+from rhosearch.core.space import load_search_space
+from rhosearch.drivers.search import SearchSettings, run_search
+from rhosearch.execution.resources import Budget
 
 MODES = {"warm": True, "cold": False}
 

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 
-from rhosearch.model import create_model
-from rhosearch.space import baseline_config
-from rhosearch.train import build_optimizer, build_scheduler, load_recipe, train_one_epoch
+from rhosearch.core.model import create_model
+from rhosearch.core.space import baseline_config
+from rhosearch.training.train import build_optimizer, build_scheduler, load_recipe, train_one_epoch
 
 
 def plain_timm_loop(model, optimizer, batches, device) -> None:

@@ -29,14 +29,14 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ExMobileViT": "rhosearch.model",
-    "RhoSupernet": "rhosearch.model",
-    "create_model": "rhosearch.model",
-    "RhoConfig": "rhosearch.space",
-    "SearchSpace": "rhosearch.space",
-    "load_presets": "rhosearch.space",
-    "load_search_space": "rhosearch.space",
-    "parse_rho": "rhosearch.space",
+    "ExMobileViT": "rhosearch.core.model",
+    "RhoSupernet": "rhosearch.core.model",
+    "create_model": "rhosearch.core.model",
+    "RhoConfig": "rhosearch.core.space",
+    "SearchSpace": "rhosearch.core.space",
+    "load_presets": "rhosearch.core.space",
+    "load_search_space": "rhosearch.core.space",
+    "parse_rho": "rhosearch.core.space",
 }
 
 
@@ -47,7 +47,7 @@ def __getattr__(name: str) -> Any:
 
 
 class _RegisterWithTimm(importlib.abc.MetaPathFinder):
-    """Imports `rhosearch.model` (which registers the presets) right after timm is imported.
+    """Imports `rhosearch.core.model` (which registers the presets) right after timm is imported.
 
     Written by hand because neither timm nor Python's entry points offer a plugin hook for
     models; a meta-path finder that wraps timm's own loader is the smallest lazy equivalent.
@@ -65,13 +65,13 @@ class _RegisterWithTimm(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             exec_timm(module)
-            importlib.import_module("rhosearch.model")
+            importlib.import_module("rhosearch.core.model")
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 
 if "timm" in sys.modules:
-    importlib.import_module("rhosearch.model")
+    importlib.import_module("rhosearch.core.model")
 elif not any(isinstance(f, _RegisterWithTimm) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterWithTimm())

@@ -36,7 +36,7 @@ def _add_config_args(parser: argparse.ArgumentParser, *, allow_all: bool = False
 
 
 def _configs_from_args(args: argparse.Namespace, *, allow_all: bool = False) -> list:
-    from rhosearch.space import BACKBONE_WIDTHS, RhoConfig, get_preset, load_presets
+    from rhosearch.core.space import BACKBONE_WIDTHS, RhoConfig, get_preset, load_presets
 
     if args.rho:
         return [RhoConfig.parse(args.rho, backbone=args.backbone or "mobilevit_s")]
@@ -70,13 +70,14 @@ def _seed(text: str) -> int:
 def _recipe_names() -> str:
     """The recipes `recipes.yaml` defines, `full | full_small | proxy | ...`, for help texts.
 
-    Read with yaml alone: `rhosearch.train` would import torch, and `--help` must stay fast.
+    Read with yaml alone: `rhosearch.training.train` would import torch, and `--help` must
+    stay fast.
     """
     from importlib import resources
 
     import yaml
 
-    text = (resources.files("rhosearch") / "recipes.yaml").read_text()
+    text = (resources.files("rhosearch.training") / "recipes.yaml").read_text()
     return " | ".join(name for name, value in yaml.safe_load(text).items()
                       if isinstance(value, dict))
 
@@ -116,7 +117,7 @@ def _count_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _count(args: argparse.Namespace) -> int:
-    from rhosearch.cost import cost_table
+    from rhosearch.core.cost import cost_table
     from rhosearch.output import print_frame
 
     if args.resolution < 16:  # MobileViT halves the input 5 times; below 16 a conv has no room
@@ -197,11 +198,11 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
 def _search(args: argparse.Namespace) -> int:
     import optuna
 
+    from rhosearch.core.space import load_search_space
+    from rhosearch.drivers.search import SearchSettings, run_search
+    from rhosearch.execution.resources import parse_budget
     from rhosearch.output import folder_size, human_size, print_frame
-    from rhosearch.report import write_report
-    from rhosearch.resources import parse_budget
-    from rhosearch.search import SearchSettings, run_search
-    from rhosearch.space import load_search_space
+    from rhosearch.report.html import write_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say it all
     if args.trials < 1:
@@ -260,14 +261,15 @@ def _report_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rhosearch.report import X_COLUMNS, front_table, write_report
+    from rhosearch.report.front import X_COLUMNS, front_table
+    from rhosearch.report.html import write_report
 
     x = X_COLUMNS[args.x]
     if args.format == "html":
         print(write_report(args.study, storage=args.storage, reports_dir=args.reports_dir, x=x))
         return 0
     from rhosearch.output import print_frame
-    from rhosearch.study import load_study, trials_frame
+    from rhosearch.record.study import load_study, trials_frame
 
     study = load_study(args.study, storage=args.storage, reports_dir=args.reports_dir)
     print_frame(front_table(trials_frame(study), x=x), fmt=args.format)
@@ -289,10 +291,10 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rhosearch.train import load_recipe, train_config
+    from rhosearch.training.train import load_recipe, train_config
 
     config = _configs_from_args(args)[0]
-    from rhosearch.search import proxy_recipe_for
+    from rhosearch.drivers.search import proxy_recipe_for
 
     recipe = load_recipe(args.recipe or proxy_recipe_for(args.data), _recipe_overrides(args))
     out = args.out or Path("runs") / config.key
@@ -406,9 +408,9 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_best(args: argparse.Namespace) -> int:
-    from rhosearch.finalists import FinalistSettings, train_finalists
+    from rhosearch.drivers.finalists import FinalistSettings, train_finalists
+    from rhosearch.execution.resources import parse_budget
     from rhosearch.output import print_frame
-    from rhosearch.resources import parse_budget
 
     settings = FinalistSettings(
         study=args.study, storage=args.storage, reports_dir=args.reports_dir, pick=args.pick,
@@ -447,7 +449,7 @@ def _export_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from rhosearch.export import ONNX_ATOL, export_onnx, load_model, weights_resolution
+    from rhosearch.deploy.export import ONNX_ATOL, export_onnx, load_model, weights_resolution
 
     if args.resolution is not None and args.resolution < 16:
         raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")

@@ -10,7 +10,7 @@ import pytest
 import ray
 import torch
 
-from rhosearch.resources import Budget, start_ray
+from rhosearch.execution.resources import Budget, start_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 # A small XXS space (18 rho vectors) for real searches in tests.

@@ -89,9 +89,9 @@ def build_demo_study(storage: str, name: str = "demo", *, seed: int = 0,
         baseline control among them) trained with seeds 0, 1, 2 for 2 epochs, near chance
         (10-35 %); ties: every top-1 equal (a 3-class folder at chance).
     """
-    from rhosearch.cost import CostModel
-    from rhosearch.space import baseline_config, load_presets, load_search_space
-    from rhosearch.study import stage_study
+    from rhosearch.core.cost import CostModel
+    from rhosearch.core.space import baseline_config, load_presets, load_search_space
+    from rhosearch.record.study import stage_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(seed)

@@ -23,8 +23,8 @@ import torch
 from test_data import write_image_folder
 
 from rhosearch.cli import main
-from rhosearch.lease import lease_name
-from rhosearch.study import default_storage_url, open_storage
+from rhosearch.record.lease import lease_name
+from rhosearch.record.study import default_storage_url, open_storage
 
 # A search that would train (were it not refused): tiny, and never reaching Ray.
 SEARCH = ["search", "--budget", "2cpus", "--stage", "proxy", "--noise-seeds", "0"]
@@ -111,9 +111,9 @@ def _setup(folder: Path, what: str | None) -> None:
 
 
 def _save_small_weights(path: Path) -> Path:
-    from rhosearch.export import save_weights
-    from rhosearch.model import create_model
-    from rhosearch.space import parse_rho
+    from rhosearch.core.model import create_model
+    from rhosearch.core.space import parse_rho
+    from rhosearch.deploy.export import save_weights
 
     torch.manual_seed(0)
     model = create_model(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"), num_classes=10)
@@ -231,7 +231,7 @@ def test_a_stale_ray_address_file_is_ignored(tmp_path, monkeypatch):
     provided`."""
     import ray
 
-    from rhosearch.resources import Budget, start_ray
+    from rhosearch.execution.resources import Budget, start_ray
 
     temp = Path("/tmp") / f"rr{os.getpid()}"  # short: Ray's socket paths must stay < 108
     (temp / "ray").mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ def test_a_stale_ray_address_file_is_ignored(tmp_path, monkeypatch):
 
 
 def test_sqlite_quick_check_accepts_a_healthy_study(tmp_path):
-    from rhosearch.study import open_storage
+    from rhosearch.record.study import open_storage
 
     url = f"sqlite:///{tmp_path / 'ok.db'}"
     optuna.create_study(study_name="s", storage=url)
@@ -279,8 +279,8 @@ def test_a_study_left_mid_write_by_a_killed_driver_opens_rolled_back(tmp_path):
 
 
 def test_an_export_that_fails_its_check_leaves_the_file_that_was_there(tmp_path):
+    from rhosearch.deploy.export import export_onnx, load_model
     from rhosearch.errors import RhoSearchError
-    from rhosearch.export import export_onnx, load_model
 
     model = load_model(_save_small_weights(tmp_path / "m.safetensors"))
     (tmp_path / "m.onnx").write_bytes(b"an earlier export")

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rhosearch.cost import Cost
-from rhosearch.space import RhoConfig, SearchSpace, load_presets, load_search_space
+from rhosearch.core.cost import Cost
+from rhosearch.core.space import RhoConfig, SearchSpace, load_presets, load_search_space
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

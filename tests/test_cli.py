@@ -97,7 +97,7 @@ def test_every_option_has_help_and_train_lists_every_recipe():
     for name, sub in commands.items():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings} has no help text"
-    recipes = yaml.safe_load((ROOT / "rhosearch" / "recipes.yaml").read_text())
+    recipes = yaml.safe_load((ROOT / "rhosearch" / "training" / "recipes.yaml").read_text())
     train_help = commands["train"].format_help()
     assert all(recipe in train_help for recipe in recipes)  # full_small, proxy_fmnist, ...
 

@@ -8,8 +8,8 @@ import pytest
 import timm
 import torch
 
-from rhosearch.cost import CostModel, cost_table, count_cost, fvcore_macs
-from rhosearch.space import BACKBONE_WIDTHS, RhoConfig, baseline_config, load_presets
+from rhosearch.core.cost import CostModel, cost_table, count_cost, fvcore_macs
+from rhosearch.core.space import BACKBONE_WIDTHS, RhoConfig, baseline_config, load_presets
 
 
 def test_attention_is_counted():

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from rhosearch.data import (
+from rhosearch.errors import RhoSearchError
+from rhosearch.training.data import (
     VariableBatchSampler,
     adopt_base,
     build_datasets,
@@ -21,7 +22,6 @@ from rhosearch.data import (
     load_base,
     mss_resolutions,
 )
-from rhosearch.errors import RhoSearchError
 
 
 def write_image_folder(root: Path, *, classes=("cat", "dog"), per_class: int = 3) -> Path:

@@ -6,8 +6,9 @@ import pytest
 import timm
 import torch
 
-from rhosearch.errors import RhoSearchError
-from rhosearch.export import (
+from rhosearch.core.model import create_model
+from rhosearch.core.space import RhoConfig, get_preset, parse_rho
+from rhosearch.deploy.export import (
     _onnx_outputs,
     export_onnx,
     load_model,
@@ -17,8 +18,7 @@ from rhosearch.export import (
     timm_name,
     weights_resolution,
 )
-from rhosearch.model import create_model
-from rhosearch.space import RhoConfig, get_preset, parse_rho
+from rhosearch.errors import RhoSearchError
 
 
 def _trained_like(config: RhoConfig, num_classes: int = 10) -> torch.nn.Module:

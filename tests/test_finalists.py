@@ -16,9 +16,9 @@ import ray.cloudpickle
 import ray.train
 import torch
 
-from rhosearch.errors import RhoSearchError
-from rhosearch.export import load_model
-from rhosearch.finalists import (
+from rhosearch.core.space import baseline_config
+from rhosearch.deploy.export import load_model
+from rhosearch.drivers.finalists import (
     FinalistSettings,
     _train_ddp,
     knee_order,
@@ -27,9 +27,9 @@ from rhosearch.finalists import (
     picks_with_reasons,
     train_finalists,
 )
-from rhosearch.resources import Budget
-from rhosearch.space import baseline_config
-from rhosearch.study import (
+from rhosearch.errors import RhoSearchError
+from rhosearch.execution.resources import Budget
+from rhosearch.record.study import (
     TRIAL_COLUMNS,
     default_storage_url,
     load_study,

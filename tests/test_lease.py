@@ -15,8 +15,8 @@ import optuna
 import pytest
 
 from rhosearch.errors import RhoSearchError
-from rhosearch.lease import DriverLease, lease_name
-from rhosearch.study import open_storage
+from rhosearch.record.lease import DriverLease, lease_name
+from rhosearch.record.study import open_storage
 
 
 @pytest.fixture

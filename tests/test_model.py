@@ -7,8 +7,8 @@ import timm
 import torch
 
 import rhosearch  # noqa: F401  (registers the presets in timm)
-from rhosearch.model import ExMobileViT, RhoSupernet, load_timm_weights
-from rhosearch.space import (
+from rhosearch.core.model import ExMobileViT, RhoSupernet, load_timm_weights
+from rhosearch.core.space import (
     BACKBONE_WIDTHS,
     RhoConfig,
     baseline_config,

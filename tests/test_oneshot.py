@@ -12,23 +12,23 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rhosearch.cost import CostModel
+from rhosearch.core.cost import CostModel
+from rhosearch.core.model import RhoSupernet
+from rhosearch.core.space import RhoConfig, parse_search_space
 from rhosearch.errors import RhoSearchError
-from rhosearch.model import RhoSupernet
-from rhosearch.oneshot import (
+from rhosearch.record.study import pareto_front, record_scores, trials_frame
+from rhosearch.stages.oneshot import (
     config_logits,
     largest_config,
-    run_oneshot_stage,
     sandwich_step,
     score_features,
     score_space,
+    score_supernet,
     smallest_config,
     train_supernet,
     widest_features,
 )
-from rhosearch.space import RhoConfig, parse_search_space
-from rhosearch.study import pareto_front, trials_frame
-from rhosearch.train import load_recipe
+from rhosearch.training.train import load_recipe
 
 SPACE = parse_search_space({
     "backbone": "mobilevit_xxs",
@@ -155,8 +155,8 @@ def test_scores_equal_extracted_models(monkeypatch, make_supernet):
         assert acc1 == pytest.approx(100 * top[:, 0].float().mean().item())
         assert acc5 == pytest.approx(100 * top.any(1).float().mean().item())
     # Chunked over images and configurations, the counts are the same.
-    monkeypatch.setattr("rhosearch.oneshot._TABLE_ELEMENTS", 5000)
-    monkeypatch.setattr("rhosearch.oneshot._LOGIT_ELEMENTS", 100)
+    monkeypatch.setattr("rhosearch.stages.oneshot._TABLE_ELEMENTS", 5000)
+    monkeypatch.setattr("rhosearch.stages.oneshot._LOGIT_ELEMENTS", 100)
     chunked = score_features(supernet, features, seen, configs)
     assert chunked[0].tolist() == list(top1) and chunked[1].tolist() == list(top5)
     frame = score_space(supernet, loader, configs)
@@ -187,6 +187,13 @@ def test_oneshot_front_is_non_dominated():
     front = pareto_front(scores.assign(stage="oneshot", state="COMPLETE"), stage="oneshot")
     assert set(front["rho"]) == {"0,0,0,0,2", "0,0,1,0,2", "0,1,0,0,2", "0,0,0,0,4"}
 
+
+
+def run_oneshot_stage(study, space, **kwargs):
+    """What the search driver does: train and score the supernet, then record the scores."""
+    scores = score_supernet(space, **kwargs)
+    record_scores(study, space, scores)
+    return scores
 
 TINY = dict(epochs=2, batch_size=16, subset=32, warmup_fraction=0.5)
 SMALL_SPACE = parse_search_space({
@@ -241,7 +248,7 @@ def test_run_oneshot_stage_records_every_config(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Detected call of")  # the step never reaches the optimizer
 def test_diverged_supernet_stops_the_stage(tmp_path, monkeypatch):
-    monkeypatch.setattr("rhosearch.oneshot.sandwich_step", lambda *a, **k: (math.nan, 0.0))
+    monkeypatch.setattr("rhosearch.stages.oneshot.sandwich_step", lambda *a, **k: (math.nan, 0.0))
     recipe = load_recipe("proxy", TINY)
     _, result = train_supernet(SMALL_SPACE, recipe=recipe, out_dir=tmp_path, progress=False,
                                validate=False)

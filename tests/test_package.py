@@ -23,7 +23,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "rhosearch/search_spaces/paper_table5.yaml" in names
     assert "rhosearch/search_spaces/exmobilevit_s.yaml" in names
-    assert "rhosearch/recipes.yaml" in names
+    assert "rhosearch/training/recipes.yaml" in names
     assert not [n for n in names if n in ("cli.py",) or n.startswith("search_spaces/")]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "rhosearch = rhosearch.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -15,7 +15,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from rhosearch.report import (
+from rhosearch.record.stats import Z95
+from rhosearch.record.study import TRIAL_COLUMNS
+from rhosearch.report.front import (
     MIN_SPAN,
     front_info,
     front_table,
@@ -25,9 +27,7 @@ from rhosearch.report import (
     paper_points,
     rank_agreement,
 )
-from rhosearch.report_html import render_html
-from rhosearch.stats import Z95
-from rhosearch.study import TRIAL_COLUMNS
+from rhosearch.report.html import render_html
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -425,7 +425,7 @@ def test_report_draws_in_headless_chromium(tmp_path, variant):
         pytest.skip("no chromium binary (.ci/run installs it)")
     (tmp_path / variant).mkdir()
     build_demo_study(f"sqlite:///{tmp_path / variant / 'study.db'}", variant, variant=variant)
-    from rhosearch.report import write_report
+    from rhosearch.report.html import write_report
 
     path = write_report(variant, reports_dir=tmp_path)
     screenshot = tmp_path / "shot.png"

@@ -13,9 +13,9 @@ import optuna
 import pytest
 from PIL import Image
 
-from rhosearch.resources import Budget
-from rhosearch.search import SearchSettings, run_search
-from rhosearch.space import parse_search_space
+from rhosearch.core.space import parse_search_space
+from rhosearch.drivers.search import SearchSettings, run_search
+from rhosearch.execution.resources import Budget
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"epochs": 1, "batch_size": 4, "resolution": 32, "workers": 0}

@@ -13,13 +13,13 @@ import torch
 from ray.cluster_utils import Cluster
 
 from rhosearch.cli import main
+from rhosearch.core.space import RhoConfig, parse_search_space
+from rhosearch.drivers.search import SearchSettings, run_search
 from rhosearch.errors import RhoSearchError
-from rhosearch.jobstore import JobStore
-from rhosearch.resources import Budget
-from rhosearch.search import SearchSettings, run_search
-from rhosearch.searcher import StudySearcher
-from rhosearch.space import RhoConfig, parse_search_space
-from rhosearch.train import load_recipe, train_config
+from rhosearch.execution.jobstore import JobStore
+from rhosearch.execution.resources import Budget
+from rhosearch.execution.searcher import StudySearcher
+from rhosearch.training.train import load_recipe, train_config
 
 TINY = {"epochs": 1, "subset": 96, "val_subset": 64, "batch_size": 32, "resolution": 32}
 SPACE = {"backbone": "mobilevit_xxs", "rho": {"rho_3": [0, 1/3, 1], "rho_4": [0, 1/4, 1],

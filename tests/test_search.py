@@ -15,11 +15,11 @@ import pytest
 import ray
 import ray.cloudpickle
 
+from rhosearch.core.space import parse_search_space
+from rhosearch.drivers.search import SearchSettings, run_search
 from rhosearch.errors import RhoSearchError
-from rhosearch.resources import Budget, parse_budget
-from rhosearch.search import SearchSettings, run_search
-from rhosearch.space import parse_search_space
-from rhosearch.study import open_storage
+from rhosearch.execution.resources import Budget, parse_budget
+from rhosearch.record.study import open_storage
 
 # Ray workers cannot import this test module by name: ship its trial functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -6,8 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from rhosearch.errors import RhoSearchError
-from rhosearch.space import (
+from rhosearch.core.space import (
     BACKBONE_WIDTHS,
     RhoConfig,
     get_preset,
@@ -15,6 +14,7 @@ from rhosearch.space import (
     load_search_space,
     parse_search_space,
 )
+from rhosearch.errors import RhoSearchError
 
 PAPER_CHANNELS = {
     "baseline": 640, "exmvit-576": 576, "exmvit-640": 640,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rhosearch.stats import (
+from rhosearch.record.stats import (
     kendall_tau,
     noise_sentence,
     paired_difference,
@@ -18,7 +18,7 @@ from rhosearch.stats import (
     top1_interval,
     wilson_interval,
 )
-from rhosearch.study import stage_agreement, stage_noise, trials_frame
+from rhosearch.record.study import stage_agreement, stage_noise, trials_frame
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def _hand_made_study() -> optuna.Study:
 
 def test_trials_table_labels_hand_made_trials(monkeypatch):
     study, noise = _hand_made_study()
-    monkeypatch.setattr("rhosearch.study.stage_study",
+    monkeypatch.setattr("rhosearch.record.study.stage_study",
                         lambda s, stage, create=True: noise if stage == "noise" else None)
     frame = trials_frame(study)
     floor = stage_noise(frame, "proxy")
@@ -158,9 +158,9 @@ def test_stage_agreement_pairs_first_measurements_by_rho():
 def test_common_random_numbers_pair_trials_with_the_baseline(monkeypatch, tmp_path):
     """A trial with seed s starts from the baseline's trunk weights at seed s and sees its data
     in the same order, so its difference to the baseline is a paired one."""
-    from rhosearch import train
-    from rhosearch.recipe import load_recipe
-    from rhosearch.space import RhoConfig, baseline_config
+    from rhosearch.core.space import RhoConfig, baseline_config
+    from rhosearch.training import train
+    from rhosearch.training.recipe import load_recipe
 
     seen = {}
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from rhosearch.resources import Budget
-from rhosearch.search import SearchSettings
-from rhosearch.searcher import StudySearcher
-from rhosearch.space import parse_search_space
-from rhosearch.study import default_storage_url, open_storage, record_attrs
+from rhosearch.core.space import parse_search_space
+from rhosearch.drivers.search import SearchSettings
+from rhosearch.execution.resources import Budget
+from rhosearch.execution.searcher import StudySearcher
+from rhosearch.record.study import default_storage_url, open_storage, record_attrs
 
 # One configuration: every ask proposes the same rho, as a sampler may after a pruned trial.
 ONE_CONFIG = parse_search_space({"backbone": "mobilevit_xxs", "rho": {"rho_5": [4]}})
@@ -65,8 +65,8 @@ def test_record_attrs_is_seen_by_the_live_trial_and_the_study(study):
 def test_a_trial_recorded_but_not_told_when_the_driver_died_runs_again():
     """A driver killed between recording a trial's result and telling Optuna leaves it RUNNING
     and `trained`: the resume marks it interrupted, does not count it, and queues its rho."""
-    from rhosearch.search import _fail_interrupted
-    from rhosearch.study import trials_done
+    from rhosearch.drivers.search import _fail_interrupted
+    from rhosearch.record.study import trials_done
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     trial = study.ask({"rho_3": optuna.distributions.CategoricalDistribution(["0", "1"])})

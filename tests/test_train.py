@@ -17,10 +17,10 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from rhosearch import cli
+from rhosearch.core.model import create_model
+from rhosearch.core.space import RhoConfig, baseline_config
 from rhosearch.errors import RhoSearchError
-from rhosearch.model import create_model
-from rhosearch.space import RhoConfig, baseline_config
-from rhosearch.train import (
+from rhosearch.training.train import (
     RECIPES_PATH,
     build_optimizer,
     build_scheduler,

@@ -3,7 +3,7 @@
     supernet, result = train_supernet(space, data="digits", recipe=load_recipe("proxy"),
                                       out_dir=Path("runs/supernet"))
     scores = score_space(supernet, val_loader, list(space.configs()))    # one row per config
-    scores = run_oneshot_stage(study, space, data="digits", recipe=recipe, out_dir=..., seed=0)
+    scores = score_supernet(space, data="digits", recipe=recipe, out_dir=..., seed=0)
     front = pareto_front(scores.assign(stage="oneshot", state="COMPLETE"), stage="oneshot")
 
 Training is the sandwich rule with in-place distillation (BigNAS / OFA): every step trains the
@@ -44,28 +44,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from rhosearch.checkpoint import CHECKPOINT
-from rhosearch.cost import CostModel
+from rhosearch.core.cost import CostModel
+from rhosearch.core.model import RhoSupernet
+from rhosearch.core.space import RhoConfig, SearchSpace
 from rhosearch.errors import RhoSearchError
-from rhosearch.model import RhoSupernet
-from rhosearch.space import RhoConfig, SearchSpace
-from rhosearch.study import params_of, space_distributions
-from rhosearch.train import Recipe, Run, fit, make_loaders, pick_device, seed_everything
+from rhosearch.training.checkpoint import CHECKPOINT
+from rhosearch.training.train import Recipe, Run, fit, make_loaders, pick_device, seed_everything
 
 __all__ = [
     "STAGE",
     "SandwichStep",
     "config_logits",
     "largest_config",
-    "record_scores",
-    "run_oneshot_stage",
     "sandwich_configs",
     "sandwich_step",
     "score_features",
@@ -326,7 +322,7 @@ def train_supernet(
 
     Args:
         space: the search space; the supernet has each block's widest shortcut.
-        data: data set name (see `rhosearch.data`).
+        data: data set name (see `rhosearch.training.data`).
         recipe: optimizer, schedule, epochs, resolution, EMA (as for one configuration).
         out_dir: gets `checkpoint.pt` (every epoch, atomically), `metrics.jsonl`, `result.json`.
         seed: weights, data order and the random configurations.
@@ -398,19 +394,6 @@ def _price(scores: pd.DataFrame, configs: Sequence[RhoConfig], cost: CostModel) 
     return scores
 
 
-def run_oneshot_stage(
-    study: optuna.Study, space: SearchSpace, *, data: str, recipe: Recipe, out_dir: Path | str,
-    seed: int, data_root: Path | None = None, progress: bool = True,
-) -> pd.DataFrame:
-    """Trains the supernet (or loads its finished checkpoint), scores every configuration of the
-    space and records each as a COMPLETE trial with `stage="oneshot"` (`score_supernet`, then
-    `record_scores`). Returns the scores with their costs, one row per configuration."""
-    scores = score_supernet(space, data=data, recipe=recipe, out_dir=out_dir, seed=seed,
-                            data_root=data_root, progress=progress)
-    record_scores(study, space, scores)
-    return scores
-
-
 def score_supernet(
     space: SearchSpace, *, data: str, recipe: Recipe, out_dir: Path | str, seed: int,
     data_root: Path | None = None, progress: bool = True,
@@ -437,31 +420,3 @@ def score_supernet(
                     CostModel(space.backbone, resolution=256, num_classes=1000))
     scores.to_csv(out_dir / "scores.csv", index=False)
     return scores
-
-
-def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame) -> None:
-    """Records each scored configuration as a COMPLETE trial with `stage="oneshot"`.
-
-    Configurations the study already holds from this stage are not written again, so a rerun
-    after an interruption completes the record.
-    """
-    recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
-                if t.user_attrs.get("stage") == STAGE}
-    distributions = space_distributions(space)
-    objectives = len(study.directions)
-    trials = []
-    for row in scores.itertuples(index=False):
-        config = RhoConfig.parse(row.rho, backbone=row.backbone)
-        if config.rho_text in recorded:
-            continue
-        values = [float(row.top1), float(row.overhead_params), float(row.gmacs)][:objectives]
-        attrs = {"stage": STAGE, "name": config.name, "rho": config.rho_text,
-                 "backbone": config.backbone, "classifier_channels": config.classifier_channels,
-                 "params": int(row.params), "overhead_params": int(row.overhead_params),
-                 "overhead_pct": float(row.overhead_pct), "gmacs": float(row.gmacs),
-                 "top1": float(row.top1), "top5": float(row.top5), "status": "ok"}
-        trials.append(optuna.trial.create_trial(
-            values=values, distributions=distributions, user_attrs=attrs,
-            params=params_of(space, config),
-        ))
-    study.add_trials(trials)

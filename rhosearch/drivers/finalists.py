@@ -45,14 +45,14 @@ import pandas as pd
 import ray
 from optuna.trial import TrialState
 
-from rhosearch.cost import CostModel
+from rhosearch.core.cost import CostModel
+from rhosearch.core.space import RhoConfig, baseline_config, load_search_space
 from rhosearch.errors import RhoSearchError
-from rhosearch.jobstore import CHECKPOINTS, JobStore
-from rhosearch.lease import DriverLease
+from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
+from rhosearch.execution.resources import Budget, one_node_share, start_ray
 from rhosearch.output import write_csv
-from rhosearch.resources import Budget, one_node_share, start_ray
-from rhosearch.space import RhoConfig, baseline_config, load_search_space
-from rhosearch.study import (
+from rhosearch.record.lease import DriverLease
+from rhosearch.record.study import (
     default_storage_url,
     load_study,
     objective_names,
@@ -65,7 +65,7 @@ from rhosearch.study import (
 )
 
 if TYPE_CHECKING:
-    from rhosearch.data import BaseData
+    from rhosearch.training.data import BaseData
 
 __all__ = [
     "DEFAULT_PICK",
@@ -260,9 +260,9 @@ def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, f
 def _save_finalist_weights(out_dir: Path, config: RhoConfig, result: dict[str, Any],
                            num_classes: int, drop_rate: float) -> str | None:
     """Writes `model.safetensors` from the run's checkpoint (EMA weights when it has them)."""
-    from rhosearch.checkpoint import CHECKPOINT, load_checkpoint
-    from rhosearch.export import save_weights
-    from rhosearch.model import create_model
+    from rhosearch.core.model import create_model
+    from rhosearch.deploy.export import save_weights
+    from rhosearch.training.checkpoint import CHECKPOINT, load_checkpoint
 
     checkpoint = out_dir / CHECKPOINT
     if not checkpoint.is_file() or not result.get("epochs_done"):
@@ -295,8 +295,8 @@ def _train_one(config: RhoConfig, job: str, settings: FinalistSettings,
     the end."""
     import torch
 
-    from rhosearch.data import adopt_base, dataset_info
-    from rhosearch.train import load_recipe, train_config
+    from rhosearch.training.data import adopt_base, dataset_info
+    from rhosearch.training.train import load_recipe, train_config
 
     adopt_base(base)
 
@@ -343,9 +343,9 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from rhosearch import train
-    from rhosearch.data import adopt_base
-    from rhosearch.model import create_model
+    from rhosearch.core.model import create_model
+    from rhosearch.training import train
+    from rhosearch.training.data import adopt_base
 
     settings: FinalistSettings = loop_config["settings"]
     adopt_base(loop_config["base"])  # the driver's copy of the data set
@@ -412,8 +412,8 @@ def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSet
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from rhosearch.data import load_base
-    from rhosearch.train import load_recipe
+    from rhosearch.training.data import load_base
+    from rhosearch.training.train import load_recipe
 
     recipe = load_recipe(settings.recipe, settings.recipe_overrides)
     base = base or load_base(data, root=settings.data_root, subset=recipe.subset,
@@ -513,9 +513,9 @@ def train_finalists(settings: FinalistSettings, *,
     `study.SEED_SUMMARY_COLUMNS`), `runs` (one row per run, `FINALIST_COLUMNS`), `csv`, `report`
     (the HTML report's path), `folder` and `wall_s`.
     """
-    from rhosearch.data import dataset_info, load_base
-    from rhosearch.report import write_report
-    from rhosearch.train import load_recipe
+    from rhosearch.report.html import write_report
+    from rhosearch.training.data import dataset_info, load_base
+    from rhosearch.training.train import load_recipe
 
     # Ray workers have their own working directories: every path they get is absolute.
     settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())

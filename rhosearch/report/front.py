@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
+from rhosearch.core.space import baseline_config
 from rhosearch.errors import RhoSearchError
-from rhosearch.space import baseline_config
-from rhosearch.stats import Z95, Tau
-from rhosearch.study import (
+from rhosearch.record.stats import Z95, Tau
+from rhosearch.record.study import (
     FRONT_STAGES,
     SEED_SUMMARY_COLUMNS,
     dominated,
@@ -58,7 +57,6 @@ __all__ = [
     "paper_points",
     "rank_agreement",
     "table5_extended",
-    "write_report",
 ]
 
 STAGES = FRONT_STAGES
@@ -287,8 +285,8 @@ def rank_agreement(trials: pd.DataFrame, first: str = "proxy",
 
 @functools.lru_cache(maxsize=1)
 def _paper_points() -> pd.DataFrame:
-    from rhosearch.cost import CostModel
-    from rhosearch.space import load_presets
+    from rhosearch.core.cost import CostModel
+    from rhosearch.core.space import load_presets
 
     cost_model = CostModel("mobilevit_s", resolution=256, num_classes=1000)
     rows = []
@@ -444,8 +442,8 @@ def _noise_of(trials: pd.DataFrame, noise: dict[str, Any] | None) -> dict[str, A
     if noise:
         return noise
     try:
-        from rhosearch.study import stage_noise
-    except ImportError:  # an older rhosearch.study
+        from rhosearch.record.study import stage_noise
+    except ImportError:  # an older rhosearch.record.study
         return None
     return stage_noise(_with_optional(trials.copy()), "proxy")
 
@@ -518,18 +516,3 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
         excluded=int(in_stages.sum()) - len(marked),
         data=data,
     )
-
-
-def write_report(
-    study_name: str, *, storage: str | None = None, reports_dir: Path | str = "reports",
-    x: str = "overhead_params",
-) -> Path:
-    """Loads a study and writes `reports/<study>/index.html`; returns its path."""
-    from rhosearch.report_html import render_html
-    from rhosearch.study import load_study, study_dir, trials_frame
-
-    study = load_study(study_name, storage=storage, reports_dir=reports_dir)
-    info = front_info(trials_frame(study), x=x, noise=study.user_attrs.get("noise_floor"),
-                      data=str(study.user_attrs.get("data", "")))
-    path = study_dir(study_name, reports_dir) / "index.html"
-    return render_html(info, path, title=f"rhosearch: study {study_name}")

@@ -39,12 +39,10 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from rhosearch.data import BaseData, adopt_base, load_base
+from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.errors import RhoSearchError, Terminated
-from rhosearch.jobstore import CHECKPOINTS, JobStore
-from rhosearch.lease import DriverLease
-from rhosearch.output import write_csv
-from rhosearch.resources import (
+from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
+from rhosearch.execution.resources import (
     Budget,
     check_local_gpus,
     check_ray_address,
@@ -53,10 +51,11 @@ from rhosearch.resources import (
     start_ray,
     trial_resources,
 )
-from rhosearch.searcher import STAGE, Progress, StudySearcher, proxy_trial
-from rhosearch.space import RhoConfig, SearchSpace, baseline_config, load_presets
-from rhosearch.stats import noise_sentence
-from rhosearch.study import (
+from rhosearch.execution.searcher import STAGE, Progress, StudySearcher, proxy_trial
+from rhosearch.output import write_csv
+from rhosearch.record.lease import DriverLease
+from rhosearch.record.stats import noise_sentence
+from rhosearch.record.study import (
     OBJECTIVES,
     config_from_params,
     default_storage_url,
@@ -65,6 +64,7 @@ from rhosearch.study import (
     params_of,
     pareto_front,
     record_attrs,
+    record_scores,
     space_distributions,
     stage_agreement,
     stage_noise,
@@ -72,6 +72,7 @@ from rhosearch.study import (
     study_dir,
     trials_frame,
 )
+from rhosearch.training.data import BaseData, adopt_base, load_base
 
 __all__ = ["SearchSettings", "open_search_study", "run_search"]
 
@@ -258,8 +259,8 @@ def run_search(
         trial_fn: the Tune trainable (default: `proxy_trial`); gets `(config, settings=...)`.
         log: where progress lines go.
     """
-    from rhosearch.data import dataset_info
-    from rhosearch.train import load_recipe
+    from rhosearch.training.data import dataset_info
+    from rhosearch.training.train import load_recipe
 
     # Trials run in Ray workers with their own working directories: paths must be absolute.
     settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())
@@ -421,7 +422,6 @@ def _run_oneshot_stage(
 ) -> None:
     """Trains the supernet as one Ray task on the budget, scores the space, and (when asked)
     enqueues its front."""
-    from rhosearch import oneshot
 
     out_dir = study_dir(settings.study, settings.reports_dir) / "supernet"
     scored = _oneshot_scores(study, out_dir)
@@ -446,7 +446,7 @@ def _run_oneshot_stage(
             store.pull("supernet", out_dir,
                        skip=() if settings.keep_checkpoints else CHECKPOINTS)
         scores = pd.read_csv(out_dir / "scores.csv")
-        oneshot.record_scores(stage_study(study, "oneshot"), settings.space, scores)
+        record_scores(stage_study(study, "oneshot"), settings.space, scores)
         if not settings.keep_checkpoints:  # ~60 MB; every score is in the study and scores.csv
             store.drop("supernet")
     frame = scores.assign(stage="oneshot", state="COMPLETE")
@@ -486,7 +486,7 @@ def _supernet_task(settings: SearchSettings, recipe: Any, data: BaseData) -> Non
     epoch and at the end."""
     import torch
 
-    from rhosearch.oneshot import score_supernet
+    from rhosearch.stages.oneshot import score_supernet
 
     adopt_base(data)
 

@@ -35,8 +35,8 @@ with warnings.catch_warnings():
 
 import pandas as pd
 
-from rhosearch.model import ExMobileViT
-from rhosearch.space import RhoConfig, baseline_config, load_presets
+from rhosearch.core.model import ExMobileViT
+from rhosearch.core.space import RhoConfig, baseline_config, load_presets
 
 __all__ = ["CostModel", "Cost", "count_cost", "cost_table", "fvcore_macs", "COUNTED_OPS"]
 

@@ -28,7 +28,7 @@ from typing import Any
 import optuna
 
 from rhosearch.errors import RhoSearchError
-from rhosearch.study import open_storage
+from rhosearch.record.study import open_storage
 
 __all__ = ["DriverLease", "HEARTBEAT_S", "TTL_S", "lease_name"]
 

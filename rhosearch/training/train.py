@@ -1,7 +1,7 @@
 """Train one ExMobileViT configuration with the paper's recipe, resumably; and `fit`, the one
 training loop that single runs, the rho supernet and DDP finalists all go through.
 
-    from rhosearch.train import load_recipe, train_config
+    from rhosearch.training.train import load_recipe, train_config
     result = train_config(parse_rho("4/3,5/4,4"), data="digits", recipe=load_recipe("proxy"),
                           out_dir=Path("runs/x"))                 # or: rhosearch train ...
 
@@ -9,9 +9,9 @@ Read top to bottom: the building blocks (loaders, evaluation, seeding), one step
 `fit` (resume, epochs, validation, checkpoints, metrics, the result), and `train_config`, which
 builds one configuration's model and hands it to `fit`. What differs between callers is passed
 in: the supernet passes its sandwich `step`, a DDP worker its `rank` and `world_size`. The
-recipe, optimizer and schedule are `rhosearch.recipe`'s; how run state is written and read is
-`rhosearch.checkpoint`'s. A run writes to `out_dir`: `metrics.jsonl` (one line per epoch),
-`checkpoint.pt` (everything needed to resume) and `result.json`. Accuracies are percentages.
+recipe, optimizer and schedule are `rhosearch.training.recipe`'s; how run state is written and
+read is `rhosearch.training.checkpoint`'s. A run writes to `out_dir`: `metrics.jsonl` (one line
+per epoch), `checkpoint.pt` (everything needed to resume) and `result.json`. Accuracies are percentages.
 (Past 400 lines on purpose: the loop and everything it calls, in the order a run meets them.)
 """
 
@@ -30,7 +30,11 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3, accuracy, random_seed, unwrap_model
 from torch.utils.data import DataLoader
 
-from rhosearch.checkpoint import (
+from rhosearch.core.cost import CostModel
+from rhosearch.core.model import create_model
+from rhosearch.core.space import RhoConfig
+from rhosearch.errors import RhoSearchError
+from rhosearch.training.checkpoint import (
     CHECKPOINT,
     load_checkpoint,
     rng_state,
@@ -38,17 +42,14 @@ from rhosearch.checkpoint import (
     set_rng_state,
     write_atomic,
 )
-from rhosearch.cost import CostModel
-from rhosearch.data import (
+from rhosearch.training.data import (
     VariableBatchSampler,
     build_datasets,
     dataset_info,
     mss_resolutions,
     worker_count,
 )
-from rhosearch.errors import RhoSearchError
-from rhosearch.model import create_model
-from rhosearch.recipe import (  # re-exported: callers import them from here
+from rhosearch.training.recipe import (  # re-exported: callers import them from here
     RECIPES_PATH,
     Recipe,
     build_optimizer,
@@ -56,7 +57,6 @@ from rhosearch.recipe import (  # re-exported: callers import them from here
     learning_rate,
     load_recipe,
 )
-from rhosearch.space import RhoConfig
 
 __all__ = [
     "CHECKPOINT", "RECIPES_PATH", "Loaders", "Recipe", "Run", "build_optimizer",
@@ -417,7 +417,7 @@ def train_config(
 
     Args:
         config: the configuration; also what the result's cost figures describe.
-        data: `digits`, `cifar10`, `cifar100` or an ImageFolder root (see `rhosearch.data`).
+        data: a data set's name or an ImageFolder root (see `rhosearch.training.data`).
         recipe: how to train (`load_recipe`).
         out_dir: where metrics, checkpoints and the result go.
         seed: weights, data order and augmentation; the same seed gives the same weights.

@@ -26,9 +26,9 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config
 from rhosearch.errors import RhoSearchError
-from rhosearch.space import RhoConfig, SearchSpace, baseline_config
-from rhosearch.stats import Tau, kendall_tau, paired_difference, significance, top1_interval
+from rhosearch.record.stats import Tau, kendall_tau, paired_difference, significance, top1_interval
 
 __all__ = [
     "TRIAL_COLUMNS",
@@ -385,3 +385,31 @@ def config_from_params(space: SearchSpace, params: dict[str, str]) -> RhoConfig:
 
 def params_of(space: SearchSpace, config: RhoConfig) -> dict[str, str]:
     return {name: str(config.rho[int(name[4:]) - 1]) for name in space_distributions(space)}
+
+
+def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame) -> None:
+    """Records each scored configuration as a COMPLETE trial with `stage="oneshot"`.
+
+    Configurations the study already holds from this stage are not written again, so a rerun
+    after an interruption completes the record.
+    """
+    recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("stage") == "oneshot"}
+    distributions = space_distributions(space)
+    objectives = len(study.directions)
+    trials = []
+    for row in scores.itertuples(index=False):
+        config = RhoConfig.parse(row.rho, backbone=row.backbone)
+        if config.rho_text in recorded:
+            continue
+        values = [float(row.top1), float(row.overhead_params), float(row.gmacs)][:objectives]
+        attrs = {"stage": "oneshot", "name": config.name, "rho": config.rho_text,
+                 "backbone": config.backbone, "classifier_channels": config.classifier_channels,
+                 "params": int(row.params), "overhead_params": int(row.overhead_params),
+                 "overhead_pct": float(row.overhead_pct), "gmacs": float(row.gmacs),
+                 "top1": float(row.top1), "top5": float(row.top5), "status": "ok"}
+        trials.append(optuna.trial.create_trial(
+            values=values, distributions=distributions, user_attrs=attrs,
+            params=params_of(space, config),
+        ))
+    study.add_trials(trials)

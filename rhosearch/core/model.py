@@ -23,7 +23,7 @@ from timm.layers import ConvNormAct
 from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
-from rhosearch.space import RhoConfig, SearchSpace, load_presets
+from rhosearch.core.space import RhoConfig, SearchSpace, load_presets
 
 __all__ = [
     "ExMobileViT", "RhoSupernet", "create_model", "init_head_weights", "load_timm_weights",

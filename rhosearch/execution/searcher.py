@@ -20,10 +20,10 @@ from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS
 from ray.tune.search import Searcher
 
-from rhosearch.cost import CostModel
-from rhosearch.jobstore import CHECKPOINTS
-from rhosearch.space import RhoConfig, baseline_config
-from rhosearch.study import (
+from rhosearch.core.cost import CostModel
+from rhosearch.core.space import RhoConfig, baseline_config
+from rhosearch.execution.jobstore import CHECKPOINTS
+from rhosearch.record.study import (
     config_from_params,
     pareto_front,
     record_attrs,
@@ -35,8 +35,8 @@ from rhosearch.study import (
 )
 
 if TYPE_CHECKING:
-    from rhosearch.data import BaseData
-    from rhosearch.search import SearchSettings
+    from rhosearch.drivers.search import SearchSettings
+    from rhosearch.training.data import BaseData
 
 __all__ = ["STAGE", "Progress", "StudySearcher", "proxy_trial", "trial_job"]
 
@@ -253,8 +253,8 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings,
     """
     import torch
 
-    from rhosearch.data import adopt_base
-    from rhosearch.train import load_recipe, train_config
+    from rhosearch.training.data import adopt_base
+    from rhosearch.training.train import load_recipe, train_config
 
     if data is not None:
         adopt_base(data)

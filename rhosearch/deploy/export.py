@@ -35,9 +35,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from rhosearch.core.model import ExMobileViT, create_model
+from rhosearch.core.space import RhoConfig
 from rhosearch.errors import RhoSearchError
-from rhosearch.model import ExMobileViT, create_model
-from rhosearch.space import RhoConfig
 
 __all__ = [
     "OnnxExport", "export_onnx", "load_model", "read_metadata", "save_weights", "size_multiple",

@@ -2,7 +2,7 @@
 
     path = render_html(front_info(trials), Path("reports/demo/index.html"), title="demo")
 
-Everything here only draws what `rhosearch.report.front_info` computed (Optuna's split of
+Everything here only draws what `rhosearch.report.front.front_info` computed (Optuna's split of
 computing from drawing): one row of panels per stage, each with its own top-1 scale, 95 % error
 bars and the baseline's noise band; the paper's points; the hypervolume curve; the finalists
 over seeds, the front table and "Table 5, extended". Tests assert on the `FrontInfo`;
@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from rhosearch.report import (
+from rhosearch.record.study import load_study, study_dir, trials_frame
+from rhosearch.report.front import (
     HV_MARGIN,
     PRICED,
     STAGE_LABELS,
@@ -30,9 +31,10 @@ from rhosearch.report import (
     X_LABELS,
     FrontInfo,
     Panel,
+    front_info,
 )
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "write_report"]
 
 
 _STAGE_STYLE = {
@@ -177,7 +179,7 @@ def _stages_figure(info: FrontInfo):
 
 @functools.lru_cache(maxsize=1)
 def _baseline_name() -> str:
-    from rhosearch.space import baseline_config
+    from rhosearch.core.space import baseline_config
 
     return baseline_config().name
 
@@ -476,3 +478,15 @@ sides differ in data, epochs and classes: compare orderings, not values. "–": 
 """
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def write_report(
+    study_name: str, *, storage: str | None = None, reports_dir: Path | str = "reports",
+    x: str = "overhead_params",
+) -> Path:
+    """Loads a study and writes `reports/<study>/index.html`; returns its path."""
+    study = load_study(study_name, storage=storage, reports_dir=reports_dir)
+    info = front_info(trials_frame(study), x=x, noise=study.user_attrs.get("noise_floor"),
+                      data=str(study.user_attrs.get("data", "")))
+    path = study_dir(study_name, reports_dir) / "index.html"
+    return render_html(info, path, title=f"rhosearch: study {study_name}")

@@ -1,0 +1,1 @@
+"""What leaves rhosearch: ONNX export (and its timing)."""

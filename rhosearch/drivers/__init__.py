@@ -1,0 +1,1 @@
+"""The commands' drivers: they run stages through execution and write the record."""

@@ -1,0 +1,1 @@
+"""The record of a search: the Optuna study, its lease, and the statistics that judge it."""

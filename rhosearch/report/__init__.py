@@ -1,0 +1,1 @@
+"""The report: `front` computes what to show (pandas), `html` draws it (Plotly)."""
