@@ -11,7 +11,8 @@ builds one configuration's model and hands it to `fit`. What differs between cal
 in: the supernet passes its sandwich `step`, a DDP worker its `rank` and `world_size`. The
 recipe, optimizer and schedule are `rhosearch.training.recipe`'s; how run state is written and
 read is `rhosearch.training.checkpoint`'s. A run writes to `out_dir`: `metrics.jsonl` (one line
-per epoch), `checkpoint.pt` (everything needed to resume) and `result.json`. Accuracies are percentages.
+per epoch), `checkpoint.pt` (everything needed to resume) and `result.json`. Accuracies are
+percentages.
 (Past 400 lines on purpose: the loop and everything it calls, in the order a run meets them.)
 """
 
