@@ -145,3 +145,12 @@ def test_run_searches_reuses_cached_rows(tmp_path):
     runs = sampler_table.run_searches(_tiny_table(space), space, [("random", 4, 1),
                                                                   ("tpe", 4, 0)], path, workers=1)
     assert sorted(runs["hypervolume"]) == [2.0, 3.0]  # nothing searched, the unwanted row left
+
+
+def test_data_path_times_the_samplers_work_per_step():
+    data_path = _load("data_path")
+    cost = data_path.host_cost_per_step(10_000, batch=128, resolution=256, steps=5)
+    assert cost["steps_per_epoch"] == len(data_path.VariableBatchSampler(
+        10_000, base_resolution=256, base_batch_size=128,
+        resolutions=data_path.mss_resolutions(256)))
+    assert 0 < cost["per_step_s"] <= cost["amortized_s"] < 0.5

@@ -143,6 +143,23 @@ def test_ema_follows_the_weights_at_its_decay():
     assert not torch.equal(ema.module.weight, model.weight)
 
 
+def test_an_epoch_asks_the_loaders_length_once():
+    class Batches(list):  # a loader whose length is costly to compute (the multi-scale one)
+        asked = 0
+
+        def __len__(self) -> int:
+            Batches.asked += 1
+            return super().__len__()
+
+    recipe = load_recipe("proxy")
+    model = nn.Linear(4, 3)
+    optimizer = build_optimizer(model, recipe)
+    batches = Batches([(torch.randn(2, 4), torch.randint(0, 3, (2,)))] * 30)
+    stats = train_one_epoch(model, batches, optimizer, build_scheduler(optimizer, recipe, 30),
+                            recipe, torch.device("cpu"), progress=False)
+    assert stats["steps"] == 30 and Batches.asked == 1  # 32 when asked on every step
+
+
 # --- whole runs -------------------------------------------------------------------------------
 
 

@@ -482,6 +482,9 @@ class VariableBatchSampler:
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.shard_size = math.ceil(num_samples / world_size)
         self.epoch = 0
+        # The last epoch's plan: `len()` is asked on every training step (the progress bar, the
+        # last-step check) and a plan is a Python loop over every batch of the epoch.
+        self._plans: dict[int, list[tuple[int, int]]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -489,6 +492,11 @@ class VariableBatchSampler:
     def plan(self, epoch: int | None = None) -> list[tuple[int, int]]:
         """(resolution, batch size) of every batch of an epoch; the same on every rank."""
         epoch = self.epoch if epoch is None else epoch
+        if epoch not in self._plans:
+            self._plans = {epoch: self._make_plan(epoch)}  # one epoch kept: plans are long
+        return self._plans[epoch]
+
+    def _make_plan(self, epoch: int) -> list[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + 1)
         picks = torch.randint(len(self.resolutions), (self.shard_size,), generator=generator)
         batches, seen = [], 0

@@ -217,7 +217,8 @@ def train_one_epoch(
     loss_sum = correct = 0  # device tensors or Python numbers, as the step returns them
     seen, diverged, start = 0, False, time.perf_counter()
     with _progress(progress) as bar:
-        task = bar.add_task(description, total=len(loader), stats="")
+        batches = len(loader)  # once: a multi-scale loader's length plans the whole epoch
+        task = bar.add_task(description, total=batches, stats="")
         for i, (images, labels) in enumerate(_batches(loader)):
             images, labels = _to_device(images, labels, device)
             loss, hits = step(model, images, labels, optimizer, recipe)
@@ -228,7 +229,7 @@ def train_one_epoch(
             seen += len(labels)
             loss_sum = loss_sum + loss * len(labels)
             correct = correct + hits
-            if (i + 1) % check_every == 0 or i + 1 == len(loader):
+            if (i + 1) % check_every == 0 or i + 1 == batches:
                 mean_loss = float(loss_sum) / seen
                 if not math.isfinite(mean_loss):
                     diverged = True
