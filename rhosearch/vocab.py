@@ -17,6 +17,7 @@ __all__ = [
     "PRICED_RESOLUTION",
     "RunFile",
     "Stage",
+    "Verdict",
 ]
 
 
@@ -50,3 +51,16 @@ class RunFile(StrEnum):
     SCORES = "scores.csv"
     TRIALS = "trials.csv"
     WEIGHTS = "model.safetensors"
+
+
+class Verdict(StrEnum):
+    """What a comparison with the baseline concluded (`stats.verdicts`): the `vs_baseline`
+    column of `trials.csv`, the printed front, the report and `finalists.csv`. A label is data:
+    code compares with these members, never with the sentence printed beside them."""
+
+    BETTER = "better"  # the calibrated test (Holm over the family) rejects, difference > 0
+    WORSE = "worse"  # the same, difference < 0
+    WITHIN_NOISE = "within noise"  # not rejected: the difference is not told from noise
+    NO_TEST = "no test"  # nothing to test with (no baseline, no variance, no seed in common)
+    SCREENING = "screening score"  # a one-shot score: a screen, no interval test it supports
+    CONTROL = "baseline control"  # the baseline itself

@@ -5,20 +5,30 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 import torch
 
 from rhosearch.record.stats import (
+    detectable_difference,
+    holm,
     kendall_tau,
     noise_sentence,
     paired_difference,
+    paired_test,
+    pooled_variance,
+    seeds_needed,
+    sign_flip_p,
     significance,
     top1_interval,
+    unpaired_test,
+    verdicts,
     wilson_interval,
 )
 from rhosearch.record.study import stage_agreement, stage_noise, trials_frame
+from rhosearch.vocab import Verdict
 
 
 @pytest.mark.parametrize(
@@ -187,3 +197,124 @@ def test_common_random_numbers_pair_trials_with_the_baseline(monkeypatch, tmp_pa
     assert len(shared) > 50
     assert all(torch.equal(base_w[k], wide_w[k]) for k in shared)
     assert not all(torch.equal(base_w[k], other_w[k]) for k in shared)
+
+
+# ---------------------------------------------------------------------------------------------
+# The calibrated rule (paired_test, unpaired_test, holm, verdicts, power).
+
+
+def test_paired_test_is_scipys_one_sample_t():
+    from scipy.stats import t, ttest_1samp
+
+    d = [0.8, -0.2, 1.1, 0.4]
+    c = paired_test(d)
+    reference = ttest_1samp(d, 0.0)
+    assert c.method == "paired t" and c.df == 3 and c.n == 4
+    assert c.p_value == pytest.approx(reference.pvalue, rel=1e-9)
+    half = t.ppf(0.975, 3) * np.std(d, ddof=1) / 2
+    assert (c.lo, c.hi) == pytest.approx((np.mean(d) - half, np.mean(d) + half))
+
+
+def test_paired_test_with_a_pooled_variance_uses_its_degrees_of_freedom():
+    from scipy.stats import t
+
+    c = paired_test([1.0, 2.0], pooled_var=4.0, pooled_df=9)
+    assert c.df == 9 and c.se == pytest.approx(math.sqrt(4.0 / 2))
+    assert c.p_value == pytest.approx(2 * t.sf(1.5 / math.sqrt(2.0), 9))
+    # One seed with a pooled variance is a test; one seed without is none.
+    assert paired_test([1.0], pooled_var=4.0, pooled_df=9).tested
+    assert not paired_test([1.0]).tested and paired_test([1.0]).diff == 1.0
+
+
+def test_tied_differences_get_the_exact_sign_flip_p_never_zero():
+    c = paired_test([1.0, 1.0, 1.0])
+    assert c.method == "sign-flip" and c.p_value == pytest.approx(2 / 8)
+    assert paired_test([0.5] * 6).p_value == pytest.approx(2 / 64)
+    assert paired_test([0.0, 0.0]).p_value == 1.0
+    # The permutation p by enumeration equals a hand count: 4 sign vectors of 8 reach |3|.
+    assert sign_flip_p([1.0, 2.0, 0.0]) == pytest.approx(4 / 8)
+
+
+def test_unpaired_test_uses_the_baseline_spread_and_its_degrees_of_freedom():
+    from scipy.stats import t
+
+    baseline = [84.0, 85.9, 83.2, 84.7]
+    c = unpaired_test([86.1], baseline)
+    s = np.std(baseline, ddof=1)
+    se = s * math.sqrt(1 + 1 / 4)
+    assert c.method == "unpaired t" and c.df == 3 and c.se == pytest.approx(se)
+    assert c.p_value == pytest.approx(2 * t.sf((86.1 - np.mean(baseline)) / se, 3))
+    assert not unpaired_test([86.1], [84.0]).tested  # one baseline seed: no spread
+
+
+def test_pooled_variance_counts_only_groups_with_two_values():
+    var, df = pooled_variance([[1.0, 3.0], [5.0], [2.0, 2.0, 5.0]])
+    assert df == 1 + 2 and var == pytest.approx((2.0 + 6.0) / 3)
+    assert pooled_variance([[1.0], [2.0]]) == (None, 0)
+
+
+def test_holm_step_down_by_hand():
+    # m = 4: 0.01 <= 0.05/4, 0.012 <= 0.05/3, 0.03 > 0.05/2 stops; 0.04 is not rejected.
+    assert holm([0.03, 0.01, 0.04, 0.012]) == [False, True, False, True]
+    assert holm([0.01, math.nan, 0.02]) == [True, False, True]  # m = 2: 0.02 <= 0.05/1
+    assert holm([]) == []
+
+
+def test_verdicts_are_the_enum_by_sign_after_holm():
+    better = paired_test([2.0, 2.1, 1.9, 2.2], alpha=0.05)
+    worse = paired_test([-2.0, -2.1, -1.9, -2.2])
+    noise = paired_test([1.0, -1.0, 0.5])
+    assert verdicts([better, worse, noise, paired_test([1.0])]) == [
+        Verdict.BETTER, Verdict.WORSE, Verdict.WITHIN_NOISE, Verdict.NO_TEST]
+    assert Verdict.WITHIN_NOISE == "within noise"  # a StrEnum: the CSV's value is the member
+
+
+def test_detectable_difference_is_the_difference_seen_with_80_percent_power():
+    # With known sigma (df -> inf) the textbook (z_0.975 + z_0.8) se = 2.80 se.
+    assert detectable_difference(1.0, 1e9) == pytest.approx(2.8016, abs=1e-3)
+    # Few df cost power: a larger difference is needed; simulated power at it is 80 %.
+    se, df = 1.0, 3
+    mdd = detectable_difference(se, df)
+    assert mdd > 2.8016 + 1.0
+    rng = np.random.default_rng(0)
+    from scipy.stats import t
+
+    estimates = mdd + se * rng.standard_normal(40_000)
+    ses = se * np.sqrt(rng.chisquare(df, 40_000) / df)
+    power = np.mean(np.abs(estimates / ses) > t.ppf(0.975, df))
+    assert power == pytest.approx(0.8, abs=0.01)
+
+
+def test_seeds_needed_is_the_smallest_count_with_enough_power():
+    n = seeds_needed(1.0, sigma=2.0)
+    assert n is not None
+    mdd_at = [detectable_difference(2.0 / math.sqrt(k), k - 1) for k in (n - 1, n)]
+    assert mdd_at[0] > 1.0 >= mdd_at[1]
+    assert seeds_needed(1.0, sigma=2.0, df=30) <= n  # a pooled variance's df helps
+    assert seeds_needed(0.001, sigma=2.0, most=100) is None
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_the_rule_is_calibrated_under_the_null_on_small_simulated_studies(paired):
+    """12 configurations equal to the baseline, one seed each (4 baseline seeds, unpaired) or 3
+    paired seeds each: the chance that any of them is labelled better or worse stays at 5 %
+    (Holm), and each single test's rate at 5 % (within 3 Monte-Carlo standard errors)."""
+    rng = np.random.default_rng(1)
+    searches, m, sigma = 1500, 12, 2.3
+    any_false, per_test = 0, 0
+    for _ in range(searches):
+        if paired:
+            diffs = sigma * rng.standard_normal((m, 3))
+            var, df = pooled_variance(diffs)
+            tests = [paired_test(d, pooled_var=var, pooled_df=df) for d in diffs]
+        else:
+            baseline = 85 + sigma * rng.standard_normal(4)
+            tests = [unpaired_test([85 + sigma * rng.standard_normal()], baseline)
+                     for _ in range(m)]
+        labels = verdicts(tests)
+        any_false += any(label in (Verdict.BETTER, Verdict.WORSE) for label in labels)
+        per_test += sum(c.p_value < 0.05 for c in tests)
+    family = any_false / searches
+    single = per_test / (searches * m)
+    assert family <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / searches)
+    assert single <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / (searches * m))

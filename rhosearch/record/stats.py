@@ -1,20 +1,41 @@
-"""How sure a measurement is: intervals on top-1, Kendall's tau with its interval, and whether a
-configuration differs from the baseline beyond noise.
+"""How sure a measurement is: intervals on top-1, Kendall's tau with its interval, and the one
+calibrated rule that says whether a configuration differs from the baseline.
 
-    lo, hi = top1_interval(86.1, n_val=360, seed_std=2.5)     # percent
-    tau = kendall_tau(oneshot_scores, proxy_top1)            # Tau(value, n, lo, hi)
-    significance(88.0, lo=85.1, hi=90.9, baseline=84.0)      # "beyond noise (+4.0)"
+    c = paired_test([+0.8, -0.2, +1.1])                    # Comparison: diff, se, df, lo, hi, p
+    c = unpaired_test([86.1], [84.0, 85.9, 83.2, 84.7])    # one seed against the baseline's seeds
+    labels = verdicts([c1, c2, c3])                        # Holm over the family: [Verdict, ...]
+    detectable_difference(se=1.2, df=6)                    # smallest diff seen with 80 % power
+    seeds_needed(1.0, sigma=1.5)                           # paired seeds for a +1 pt difference
+    tau = kendall_tau(oneshot_scores, proxy_top1)          # Tau(value, n, lo, hi)
 
-Two sources of noise are in every top-1 this project prints. The validation set is a sample:
-with n images, a top-1 of p has a binomial standard error of sqrt(p(1-p)/n), and the Wilson
-score interval is the 95 % interval that stays honest near 0 % and 100 % (scipy offers it only
-through `binomtest`, which needs integer counts, hence the closed form here). Training is a
-sample too: the same configuration trained with another seed lands elsewhere, and the search
-measures that spread on the baseline (`--noise-seeds`). The two are independent, so an interval
-widened by the seed spread adds their half-widths in quadrature.
+Two sources of noise are in every top-1 this project prints. The validation set is a sample
+(binomial, Wilson's interval), and training is a sample too: the same configuration trained with
+another seed lands elsewhere. A seed-to-seed spread measured by retraining already contains the
+validation set's binomial noise (each rerun is scored on the same finite set), so a comparison
+between trained runs uses that spread alone; adding Wilson's half-width on top counts the
+binomial noise twice.
 
-A difference between two configurations is only called a result when the configuration's
-interval excludes the baseline's mean; everything else is "within noise".
+The rule (simulated under the null by `benchmarks/calibration.py`, which calls these very
+functions). A configuration's difference from the baseline is a t statistic whose variance comes
+from the degrees of freedom actually available:
+- paired (`paired_test`): seed s of the configuration minus seed s of the baseline (common random
+  numbers: same trunk initialisation and data order). The variance of those differences is the
+  configuration's own (df = n - 1) or, better, pooled over every configuration with >= 2 paired
+  seeds (`pooled_variance`, df = sum(n_i - 1)), which is what one noise level for the whole
+  search assumes;
+- unpaired (`unpaired_test`): when the baseline has no run with the trial's seed, or no paired
+  variance is known yet, the trial is compared with the baseline's mean with
+  Var = s0^2 (1/n + 1/n0) and df = n0 - 1 (s0: the baseline's seed spread; conservative when
+  pairing would have helped).
+t quantiles (not 1.96) give a 5 % false-positive rate with 3 degrees of freedom as with 300.
+Where the t-test has no variance to work with (all paired differences tie, no pooled variance),
+an exact sign-flip permutation p is used: it is never 0 (smallest: 2 / 2^n).
+
+Many comparisons at once: a search compares m configurations with one control. `verdicts`
+applies Holm's step-down over the m tests, so the chance that any label "better"/"worse" is false
+stays at 5 % (family-wise), not 1 - 0.95^m. `detectable_difference` and `seeds_needed` state
+what a test could have seen: the smallest true difference it detects with 80 % power (noncentral
+t, exact), and the seeds a given difference needs.
 """
 
 from __future__ import annotations
@@ -25,9 +46,23 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rhosearch.vocab import Verdict
+
 __all__ = [
+    "ALPHA",
+    "POWER",
+    "Comparison",
     "Tau",
     "Z95",
+    "detectable_difference",
+    "holm",
+    "paired_test",
+    "pooled_variance",
+    "seeds_needed",
+    "sign_flip_p",
+    "t_interval",
+    "unpaired_test",
+    "verdicts",
     "kendall_tau",
     "noise_sentence",
     "paired_difference",
@@ -37,6 +72,10 @@ __all__ = [
 ]
 
 Z95 = 1.959963984540054  # the normal quantile of 97.5 %: two-sided 95 % intervals
+ALPHA = 0.05  # every label's family-wise error rate
+POWER = 0.8  # the power at which detectable differences are stated
+# Up to this many differences the sign-flip test enumerates all 2^n sign vectors.
+EXACT_SIGN_FLIP_MAX = 16
 # Below this many pairs a bootstrap of tau only redraws the same few points (n = 2 always gives
 # [+1, +1] or [-1, -1]): no interval is given.
 MIN_BOOTSTRAP_PAIRS = 4
@@ -189,3 +228,242 @@ def noise_sentence(
             parts.append(f"{worse} fall{'s' if worse == 1 else ''} short of it beyond noise")
         return "; ".join(parts) + f" ({floor})."
     return f"No configuration differs from {baseline_name} beyond noise ({floor})."
+
+
+# ---------------------------------------------------------------------------------------------
+# The calibrated rule: one test per configuration against the control, Holm over the family.
+
+
+class Comparison(NamedTuple):
+    """A configuration against the baseline: the mean difference (points, configuration minus
+    baseline), its standard error, the degrees of freedom its variance has, the 95 % interval
+    of the difference, a two-sided p and how it was computed.
+
+    `method`: "paired t", "unpaired t", "sign-flip" (exact permutation) or "none" (no test:
+    p, se and the interval are NaN). `n`: the configuration's seeds that entered the test.
+    """
+
+    diff: float
+    se: float
+    df: float
+    lo: float
+    hi: float
+    p_value: float
+    n: int
+    method: str
+
+    @property
+    def tested(self) -> bool:
+        return not math.isnan(self.p_value)
+
+    def text(self) -> str:
+        """How a comparison is printed: "+1.2 pts [-0.3, +2.7], p = 0.11 (paired t, 5 df)"."""
+        if not self.tested:
+            return ("no test" if math.isnan(self.diff) else f"{self.diff:+.1f} pts, no test")
+        interval = "" if math.isnan(self.lo) else f" [{self.lo:+.1f}, {self.hi:+.1f}]"
+        df = f", {self.df:g} df" if self.method.endswith(" t") else ""
+        return f"{self.diff:+.1f} pts{interval}, p = {self.p_value:.2g} ({self.method}{df})"
+
+
+_NO_TEST = Comparison(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0, "none")
+
+
+def _t_comparison(diff: float, se: float, df: float, n: int, method: str,
+                  alpha: float) -> Comparison:
+    from scipy.stats import t
+
+    if not (se > 0 and df >= 1) or math.isnan(diff):
+        return _NO_TEST._replace(diff=diff, n=n)
+    half = float(t.ppf(1 - alpha / 2, df)) * se
+    p = float(2 * t.sf(abs(diff) / se, df))
+    return Comparison(diff, se, float(df), diff - half, diff + half, p, n, method)
+
+
+def pooled_variance(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
+    """The within-group variance pooled over every group with >= 2 values, and its degrees of
+    freedom: sum((n_i - 1) s_i^2) / sum(n_i - 1). (None, 0) when no group has two values.
+
+    Groups are configurations' paired differences (or their top-1s over seeds): one noise level
+    for the whole search, estimated with every degree of freedom the search has.
+    """
+    squares, df = 0.0, 0
+    for group in groups:
+        values = np.asarray(group, dtype=float)
+        values = values[~np.isnan(values)]
+        if len(values) >= 2:
+            squares += float(((values - values.mean()) ** 2).sum())
+            df += len(values) - 1
+    return (squares / df, df) if df else (None, 0)
+
+
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """The exact two-sided sign-flip permutation p of a mean difference: the share of the 2^n
+    sign vectors whose |mean| is at least the observed one (valid when differences are
+    symmetric under the null; never 0, smallest 2 / 2^n). Beyond `EXACT_SIGN_FLIP_MAX`
+    differences, 100,000 random sign vectors with the observed one counted (Monte Carlo)."""
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    if n == 0:
+        return math.nan
+    observed = abs(d.sum()) * (1 - 1e-12)  # ties at the observed value count as extreme
+    if n <= EXACT_SIGN_FLIP_MAX:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+        return float(np.mean(np.abs(signs @ d) >= observed))
+    rng = np.random.default_rng(0)
+    signs = rng.choice([-1.0, 1.0], size=(100_000, n))
+    return float((1 + np.sum(np.abs(signs @ d) >= observed)) / (1 + len(signs)))
+
+
+def paired_test(differences: Sequence[float], *, pooled_var: float | None = None,
+                pooled_df: int = 0, alpha: float = ALPHA) -> Comparison:
+    """A configuration against the baseline over seeds both ran (same seed, same data order).
+
+    Args:
+        differences: configuration minus baseline, one per shared seed (points).
+        pooled_var: the variance of one paired difference pooled over the search
+            (`pooled_variance` of every configuration's differences); used with `pooled_df`
+            instead of these differences' own variance (n - 1 df) when given.
+        pooled_df: its degrees of freedom.
+        alpha: the two-sided level of the interval (the test's p does not depend on it).
+
+    One difference and no pooled variance: no test. Differences that all tie (own variance 0)
+    and no pooled variance: the exact sign-flip p, and no interval (a t-test would say p = 0).
+    """
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    if n == 0:
+        return _NO_TEST
+    mean = float(d.mean())
+    if pooled_var is not None and pooled_var > 0 and pooled_df >= 1:
+        return _t_comparison(mean, math.sqrt(pooled_var / n), pooled_df, n, "paired t", alpha)
+    if n < 2:
+        return _NO_TEST._replace(diff=mean, n=n)
+    own = float(d.var(ddof=1))
+    if own <= 1e-12 * max(1.0, mean * mean):
+        return Comparison(mean, 0.0, float(n - 1), math.nan, math.nan, sign_flip_p(d), n,
+                          "sign-flip")
+    return _t_comparison(mean, math.sqrt(own / n), n - 1, n, "paired t", alpha)
+
+
+def unpaired_test(values: Sequence[float], baseline: Sequence[float], *,
+                  pooled_var: float | None = None, pooled_df: int = 0,
+                  alpha: float = ALPHA) -> Comparison:
+    """A configuration's mean over its n seeds against the baseline's mean over n0 seeds, not
+    paired: Var = s^2 (1/n + 1/n0). s^2 is `pooled_var` (a within-configuration variance of
+    one run, with `pooled_df`) when given, else the baseline's own seed variance
+    (df = n0 - 1). No test with fewer than 2 baseline seeds and no pooled variance."""
+    a = np.asarray(values, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) == 0 or len(b) == 0:
+        return _NO_TEST
+    diff = float(a.mean() - b.mean())
+    if pooled_var is not None and pooled_var > 0 and pooled_df >= 1:
+        var, df = pooled_var, pooled_df
+    elif len(b) >= 2:
+        var, df = float(b.var(ddof=1)), len(b) - 1
+    else:
+        return _NO_TEST._replace(diff=diff, n=len(a))
+    se = math.sqrt(var * (1 / len(a) + 1 / len(b)))
+    return _t_comparison(diff, se, df, len(a), "unpaired t", alpha)
+
+
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down: which of m tests are rejected with the family-wise error held at
+    `alpha`. Sorted ascending, the k-th smallest p (k = 0...) is compared with alpha/(m - k),
+    stopping at the first that fails. NaN p-values (no test) are neither rejected nor counted in
+    m. Hand-written: scipy has no Holm (statsmodels' `multipletests` does, but is not a
+    dependency of this project for ten lines)."""
+    p = np.asarray(p_values, dtype=float)
+    tested = np.flatnonzero(~np.isnan(p))
+    rejected = [False] * len(p)
+    m = len(tested)
+    for rank, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        if p[index] > alpha / (m - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def verdicts(comparisons: Sequence[Comparison], *, alpha: float = ALPHA) -> list[Verdict]:
+    """The label of each comparison in a family (every configuration compared with one control
+    in one stage): Holm over the tested ones, then better / worse by the sign of the
+    difference; "within noise" when not rejected; "no test" when untested."""
+    rejected = holm([c.p_value for c in comparisons], alpha)
+    return [Verdict.NO_TEST if not c.tested
+            else (Verdict.BETTER if c.diff > 0 else Verdict.WORSE) if reject
+            else Verdict.WITHIN_NOISE for c, reject in zip(comparisons, rejected, strict=True)]
+
+
+def t_interval(values: Sequence[float], *, var: float | None = None, df: int = 0,
+               alpha: float = ALPHA) -> tuple[float, float]:
+    """The 95 % t interval of a mean top-1 over seeds: mean ± t(df) sqrt(var / n), with `var`
+    the seed variance of one run (pooled, with its df) or the values' own (n - 1 df). NaN when
+    there is no variance to use."""
+    from scipy.stats import t
+
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if var is None or df < 1:
+        var, df = (float(x.var(ddof=1)), len(x) - 1) if len(x) >= 2 else (None, 0)
+    if not len(x) or var is None or df < 1:
+        return (math.nan, math.nan)
+    half = float(t.ppf(1 - alpha / 2, df)) * math.sqrt(var / len(x))
+    return (float(x.mean()) - half, float(x.mean()) + half)
+
+
+def _power(ncp: float, df: float, alpha: float) -> float:
+    """Power of a two-sided t-test at level alpha with noncentrality ncp."""
+    from scipy.stats import nct, norm, t
+
+    crit = float(t.ppf(1 - alpha / 2, df))
+    if df > 1e4:  # the t is the normal here, and scipy's nct returns NaN for huge df
+        return float(norm.sf(crit - ncp) + norm.cdf(-crit - ncp))
+    power = float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp))
+    return power if not math.isnan(power) else float(ncp > crit)
+
+
+def detectable_difference(se: float, df: float, *, alpha: float = ALPHA,
+                          power: float = POWER) -> float:
+    """The smallest true difference a two-sided t-test with this standard error and df rejects
+    at `alpha` with probability `power` (noncentral t, solved exactly). For a family of m
+    comparisons pass alpha / m: Holm's first step, the one a lone real difference must pass.
+    NaN without a standard error or df."""
+    from scipy.optimize import brentq
+
+    if not (se > 0 and df >= 1):
+        return math.nan
+    top = 50.0
+    while _power(top, df, alpha) < power:  # 1 df at alpha/12 needs a noncentrality ~ 600
+        top *= 4
+        if top > 1e5:
+            return math.inf
+    ncp = brentq(lambda x: _power(x, df, alpha) - power, 0.0, top)
+    return float(ncp * se)
+
+
+def seeds_needed(difference: float, *, sigma: float, df: float | None = None,
+                 alpha: float = ALPHA, power: float = POWER, most: int = 10_000) -> int | None:
+    """Paired seeds a configuration needs (each with the baseline's same seed) for a true
+    difference of `difference` points to be detected with `power`, when one paired difference
+    has standard deviation `sigma`. The variance's df is `df` (a pooled estimate) or n - 1 (the
+    configuration's own). None beyond `most` seeds or without a sigma."""
+    if not (sigma > 0) or difference == 0:
+        return None
+
+    def enough(n: int) -> bool:
+        dof = df if df is not None else n - 1
+        return dof >= 1 and _power(abs(difference) / (sigma / math.sqrt(n)), dof, alpha) >= power
+
+    if enough(1):
+        return 1
+    lo, hi = 1, 2
+    while not enough(hi):
+        lo, hi = hi, hi * 2
+        if hi > most:
+            return None
+    while hi - lo > 1:  # power grows with n: bisect to the smallest n that is enough
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
