@@ -3,20 +3,24 @@
     rhosearch count --preset all
     rhosearch --help
 
-Longer than ~400 lines because it is seven commands' flags and help texts side by side, each
-with its one-line checks; every runner only parses, calls one package function and prints.
+The flags several commands share are declared once, as argument groups (the study, the Ray
+target, the data and recipe); every value is checked by its kind's checker in `values.py`
+(argparse `type=`), so a bad value is refused before anything is created. Each runner only
+calls one package function and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rhosearch import values
 from rhosearch.errors import RhoSearchError, Terminated
 
 # Each subcommand: a function adding its arguments and a function running it. Imports of the
@@ -29,42 +33,19 @@ Command = tuple[
 def _add_config_args(parser: argparse.ArgumentParser, *, allow_all: bool = False) -> None:
     which = parser.add_mutually_exclusive_group()
     preset_help = "a paper preset (baseline, exmvit-576 ... exmvit-928)"
-    which.add_argument("--preset", help=preset_help + (" or 'all'" if allow_all else ""))
-    which.add_argument("--rho", help="rho_3,rho_4,rho_5 or rho_1..rho_5, e.g. 4/3,5/4,4")
-    parser.add_argument("--backbone", help="mobilevit_s | mobilevit_xs | mobilevit_xxs, for "
-                        "--rho (default: mobilevit_s; presets have their own)")
+    which.add_argument("--preset", type=values.nonempty,
+                       help=preset_help + (" or 'all'" if allow_all else ""))
+    which.add_argument("--rho", type=values.nonempty,
+                       help="rho_3,rho_4,rho_5 or rho_1..rho_5, e.g. 4/3,5/4,4")
+    parser.add_argument("--backbone", type=values.nonempty, help="mobilevit_s | mobilevit_xs | "
+                        "mobilevit_xxs, for --rho (default: mobilevit_s; presets have their own)")
 
 
 def _configs_from_args(args: argparse.Namespace, *, allow_all: bool = False) -> list:
-    from rhosearch.core.space import BACKBONE_WIDTHS, RhoConfig, get_preset, load_presets
+    from rhosearch.core.space import configs_for
 
-    if args.rho:
-        return [RhoConfig.parse(args.rho, backbone=args.backbone or "mobilevit_s")]
-    if allow_all and (args.preset or "all").lower() == "all":
-        configs = [p.config for p in load_presets().values()]
-    else:
-        configs = [get_preset(args.preset or "baseline").config]
-    if args.backbone is not None:  # a preset is a whole configuration, backbone included
-        if args.backbone not in BACKBONE_WIDTHS:
-            raise RhoSearchError(f"--backbone {args.backbone!r} is unknown; choose one of: "
-                                 f"{', '.join(BACKBONE_WIDTHS)}")
-        other = [c for c in configs if c.backbone != args.backbone]
-        if other:
-            raise RhoSearchError(f"--backbone {args.backbone}: the preset is a "
-                                 f"{other[0].backbone} configuration; give --rho with --backbone")
-    return configs
-
-
-def _seed(text: str) -> int:
-    """A `--seed`: what numpy, torch and Optuna's samplers all accept (below 2**32), with room
-    for the noise floor's seeds, seed + 1 ... seed + K."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= seed < 2**31:
-        raise argparse.ArgumentTypeError(f"{seed} is outside 0 .. {2**31 - 1}")
-    return seed
+    return configs_for(preset=args.preset, rho=args.rho, backbone=args.backbone,
+                       allow_all=allow_all)
 
 
 def _recipe_names() -> str:
@@ -82,17 +63,72 @@ def _recipe_names() -> str:
                       if isinstance(value, dict))
 
 
-def _add_data_recipe_args(parser: argparse.ArgumentParser) -> None:
-    """What to train on and how: shared by `search` and `train`."""
-    parser.add_argument("--data", default="digits",
-                        help="digits | cifar10 | cifar100 | PATH (ImageFolder: train/, val/)")
-    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
-    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    parser.add_argument("--recipe", help=f"{_recipe_names()} or a recipe .yaml path "
-                        "(default: proxy_fmnist for fashion-mnist, proxy otherwise)")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe field (repeatable)")
+# --- argument groups several commands share ---------------------------------------------------
+
+DATA_HELP = ("digits | fashion-mnist | cifar10 | cifar100 | PATH (an ImageFolder: train/, val/)")
+STORAGE_HELP = "Optuna storage URL (default: SQLite in REPORTS_DIR/STUDY/study.db)"
+
+
+def _add_study_args(parser: argparse.ArgumentParser, *, new: bool) -> None:
+    """Which study: its name, its storage and the folder study folders live in. `new`: the
+    command may create it (`search`), so the name has a default."""
+    group = parser.add_argument_group("study")
+    if new:
+        group.add_argument("--study", type=values.study_name, default="default",
+                           help="study name (default: %(default)s)")
+    else:
+        group.add_argument("--study", type=values.study_name, required=True,
+                           help="the study's name")
+    group.add_argument("--storage", type=values.nonempty, help=STORAGE_HELP)
+    group.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                       help="where study folders are (default: reports)")
+
+
+def _add_ray_args(parser: argparse.ArgumentParser, *, budget_example: str,
+                  cpus_per_trial: bool = False) -> None:
+    """Where jobs run: the budget, the Ray cluster, its shared storage, per-trial shares."""
+    group = parser.add_argument_group("Ray")
+    group.add_argument("--budget", type=values.budget,
+                       help=f"resources, e.g. {budget_example} (CPUs whole; default: all "
+                       "local CPUs)")
+    group.add_argument("--address", type=values.nonempty,
+                       help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
+    group.add_argument("--storage-path", metavar="URI", type=values.nonempty,
+                       help="where Ray jobs keep checkpoints and files on their way to this "
+                       "driver: a folder every Ray node can write, or a bucket (s3://..., "
+                       "gs://...) (default: REPORTS_DIR/STUDY/ray on this machine)")
+    group.add_argument("--gpus-per-trial", type=values.finite(0, 1024, above_low=True),
+                       help="GPUs per trial or worker; a fraction is allowed, e.g. 0.5 "
+                       "(default: 1 on a GPU budget)")
+    if cpus_per_trial:
+        group.add_argument("--cpus-per-trial", type=values.finite(0, 100_000, above_low=True),
+                           help="CPUs per trial (default: 1)")
+
+
+def _add_data_recipe_args(parser: argparse.ArgumentParser, *, data_default: str | None,
+                          recipe_default: str) -> None:
+    """What to train on and how: shared by `search`, `train` and `train-best`."""
+    group = parser.add_argument_group("data and recipe")
+    group.add_argument("--data", type=values.nonempty, default=data_default,
+                       help=DATA_HELP + (f" (default: {data_default})" if data_default else
+                                         " (default: the one the study searched on)"))
+    group.add_argument("--data-root", type=Path,
+                       help="where fashion-mnist/cifar10/cifar100 files live")
+    group.add_argument("--download", action="store_true",
+                       help="download fashion-mnist or CIFAR if missing")
+    group.add_argument("--recipe", type=values.nonempty,
+                       help=f"{_recipe_names()} or a recipe .yaml path (default: "
+                       f"{recipe_default})")
+    group.add_argument("--epochs", type=values.EPOCHS, help="override the recipe's epochs")
+    group.add_argument("--set", type=values.key_value, action="append", default=[],
+                       metavar="KEY=VALUE", help="override any recipe field (repeatable)")
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict:
+    overrides = dict(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return overrides
 
 
 def _resume_command(argv: Sequence[str]) -> str:
@@ -107,8 +143,10 @@ def _resume_command(argv: Sequence[str]) -> str:
 
 def _count_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser, allow_all=True)
-    parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
-    parser.add_argument("--classes", type=int, default=1000, help="classes (default: 1000)")
+    parser.add_argument("--resolution", type=values.RESOLUTION, default=256,
+                        help="input size (default: 256)")
+    parser.add_argument("--classes", type=values.CLASSES, default=1000,
+                        help="classes (default: 1000)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
                         help="table: for people (default); csv, json: for programs")
     parser.add_argument("--method", choices=("fvcore", "closed-form"), default="fvcore",
@@ -120,10 +158,6 @@ def _count(args: argparse.Namespace) -> int:
     from rhosearch.core.cost import cost_table
     from rhosearch.output import print_frame
 
-    if args.resolution < 16:  # MobileViT halves the input 5 times; below 16 a conv has no room
-        raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")
-    if args.classes < 1:
-        raise RhoSearchError(f"--classes {args.classes}: give at least 1")
     configs = _configs_from_args(args, allow_all=True)
     frame, notes = cost_table(
         configs, resolution=args.resolution, num_classes=args.classes,
@@ -137,62 +171,41 @@ def _count(args: argparse.Namespace) -> int:
 
 
 def _search_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget", help="resources, e.g. 6gpus, 2cpus, 4gpus,12h "
-                        "(default: all local CPUs)")
-    parser.add_argument("--trials", type=int, default=12,
+    _add_study_args(parser, new=True)
+    parser.add_argument("--resume", action="store_true", help="continue an existing study")
+    parser.add_argument("--trials", type=values.whole(1, 100_000), default=12,
                         help="proxy trials to train (default: 12)")
-    parser.add_argument("--study", default="default", help="study name (default: %(default)s)")
-    parser.add_argument("--space", default="exmobilevit_s",
+    parser.add_argument("--space", type=values.nonempty, default="exmobilevit_s",
                         help="search space name in search_spaces/ or a .yaml path "
                         "(default: %(default)s)")
-    _add_data_recipe_args(parser)
+    parser.add_argument("--stage", choices=("all", "oneshot", "proxy"), default="all",
+                        help="all (default): train the supernet and score the whole space "
+                        "(a screen, printed beside the proxy), then the proxy trials the "
+                        "sampler proposes; oneshot or proxy alone")
     parser.add_argument("--sampler", default="gp", choices=("gp", "tpe", "nsga2", "random"),
                         help="the Optuna sampler that proposes rho vectors (default: "
                         "%(default)s, the best of benchmarks/sampler_table.py; see README)")
-    parser.add_argument("--seed", type=_seed, default=0,
+    parser.add_argument("--seed", type=values.SEED, default=0,
                         help="seed of the sampler, the weights and the data order (default: 0)")
-    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
-                        help="where study folders go (default: reports)")
-    parser.add_argument("--resume", action="store_true", help="continue an existing study")
-    parser.add_argument("--keep-checkpoints", action="store_true",
-                        help="keep each proxy trial's checkpoint.pt (~57 MB each on MobileViT-S; "
-                        "default: deleted when the trial ends, its metrics and result stay)")
-    parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto, ray://host:10001)")
-    parser.add_argument("--storage-path", metavar="URI",
-                        help="where Ray jobs keep checkpoints and files on their way to this "
-                        "driver: a folder every Ray node can write, or a bucket (s3://..., "
-                        "gs://...) (default: reports/STUDY/ray on this machine)")
-    parser.add_argument("--gpus-per-trial", type=float, help="fractional allowed, e.g. 0.5")
-    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
-    parser.add_argument("--stage", choices=("all", "oneshot", "proxy"), default="all",
-                        help="all (default): train the supernet, score the space, then proxy "
-                        "trials starting from its front; oneshot or proxy alone")
     parser.add_argument("--gmacs-objective", action="store_true",
                         help="minimise GMACs as a third objective")
-    parser.add_argument("--noise-seeds", type=int, default=3, metavar="K",
+    parser.add_argument("--noise-seeds", type=values.whole(0, 100), default=3, metavar="K",
                         help="also train the baseline with K more seeds to measure the noise "
                         "floor every result is judged against (default: 3; 0: off)")
     parser.add_argument("--enqueue-oneshot-front", action="store_true",
                         help="queue the one-shot front as the first proxy trials after the "
                         "paper's (off: the one-shot ranking does not agree with longer "
-                        "training beyond noise, see README)")
+                        "training beyond noise, see docs/)")
     parser.add_argument("--early-stop", choices=("none", "asha"), default="none",
                         help="none (default): every proxy trial runs all its epochs; asha: Ray "
-                        "Tune's ASHA stops weak trials at half the epochs (see README: on a "
-                        "3-epoch proxy its first rung does not predict the end beyond noise)")
-
-
-def _recipe_overrides(args: argparse.Namespace) -> dict:
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RhoSearchError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=3")
-        overrides[key.strip()] = value.strip()
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    return overrides
+                        "Tune's ASHA stops weak trials at half the epochs (on a 3-epoch proxy "
+                        "its first rung does not predict the end beyond noise)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each proxy trial's checkpoint.pt (~57 MB each on MobileViT-S; "
+                        "default: deleted when the trial ends, its metrics and result stay)")
+    _add_data_recipe_args(parser, data_default="digits",
+                          recipe_default="proxy_fmnist for fashion-mnist, proxy otherwise")
+    _add_ray_args(parser, budget_example="6gpus, 2cpus, 4gpus,12h", cpus_per_trial=True)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -205,11 +218,9 @@ def _search(args: argparse.Namespace) -> int:
     from rhosearch.report.html import write_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say it all
-    if args.trials < 1:
-        raise RhoSearchError(f"--trials {args.trials}: give at least 1")
     settings = SearchSettings(
         study=args.study, space=load_search_space(args.space), trials=args.trials,
-        budget=parse_budget(args.budget), data=args.data, data_root=args.data_root,
+        budget=args.budget or parse_budget(None), data=args.data, data_root=args.data_root,
         download=args.download, recipe=args.recipe, recipe_overrides=_recipe_overrides(args),
         sampler=args.sampler, seed=args.seed, storage=args.storage, reports_dir=args.reports_dir,
         resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
@@ -250,12 +261,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _report_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
-                        help="where study folders are (default: reports)")
+    _add_study_args(parser, new=False)
     parser.add_argument("--format", choices=("html", "csv", "json"), default="html",
-                        help="html: write reports/STUDY/index.html; csv/json: print the front")
+                        help="html: write REPORTS_DIR/STUDY/index.html; csv/json: print the "
+                        "front")
     parser.add_argument("--x", choices=("overhead", "gmacs"), default="overhead",
                         help="the cost objective of the front (default: %(default)s)")
 
@@ -281,9 +290,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser)
-    _add_data_recipe_args(parser)
+    _add_data_recipe_args(parser, data_default="digits",
+                          recipe_default="proxy_fmnist for fashion-mnist, proxy otherwise")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/CONFIG_KEY)")
-    parser.add_argument("--seed", type=_seed, default=0,
+    parser.add_argument("--seed", type=values.SEED, default=0,
                         help="seed of the weights and the data order (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when present)")
@@ -298,11 +308,8 @@ def _train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe or proxy_recipe_for(args.data), _recipe_overrides(args))
     out = args.out or Path("runs") / config.key
-    _check_device(args.device)
-    _check_writable(out, flag="--out")
-    if not args.resume and any((out / name).exists() for name in RUN_FILES):
-        raise RhoSearchError(f"--out {out} holds a run already; add --resume to continue it "
-                             "or give another --out (nothing was changed)")
+    values.check_device(args.device)
+    values.check_run_folder(out, resume=args.resume, flag="--out")
     created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     try:
         result = train_config(
@@ -325,86 +332,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "ok" else 1
 
 
-# What a run folder holds once a run has started (see train.py): never overwritten unasked.
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json")
-
-
-def _check_device(text: str | None) -> None:
-    """Refuses a --device this machine cannot train on, before anything is built."""
-    if text is None:
-        return
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise RhoSearchError(f"--device {text!r}: write cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise RhoSearchError(f"--device {text}: rhosearch trains on cpu or cuda")
-    have = torch.cuda.device_count() if device.type == "cuda" else 1
-    if device.type == "cuda" and have == 0:
-        raise RhoSearchError(f"--device {text}: this machine has no CUDA GPU; use --device cpu")
-    if device.index is not None and device.index >= have:
-        raise RhoSearchError(f"--device {text}: this machine has {have} GPU(s), cuda:0 .. "
-                             f"cuda:{have - 1}")
-
-
-def _check_writable(folder: Path, *, flag: str) -> None:
-    """Refuses a folder that is a file or cannot be created or written, leaving the disk as
-    it was (the probe is an empty folder, removed at once)."""
-    import tempfile
-
-    if folder.exists() and not folder.is_dir():
-        raise RhoSearchError(f"{flag} {folder} is a file; give a folder")
-    parent = folder
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise RhoSearchError(f"{flag} {folder}: {parent} is a file, not a folder")
-    try:
-        Path(tempfile.mkdtemp(dir=parent, prefix=".rhosearch-probe-")).rmdir()
-    except OSError as exc:
-        raise RhoSearchError(f"{flag} {folder}: cannot write in {parent} "
-                             f"({exc.strerror or exc})") from None
-
-
 # --- train-best -------------------------------------------------------------------------------
 
 
 def _train_best_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study", required=True, help="the searched study")
-    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in reports/STUDY/)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
-                        help="where study folders are (default: reports)")
-    parser.add_argument("--pick", default="knee,best",
-                        help="knee | best | under=PARAMS (e.g. under=5.7M), comma-separated "
-                        "(default: %(default)s; the baseline is always added)")
-    parser.add_argument("--top", type=int, default=1, help="take the K first of each pick")
-    parser.add_argument("--budget", help="resources, e.g. 2cpus, 8gpus (default: all local CPUs)")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per worker (default: 1 on a "
-                        "GPU budget)")
-    parser.add_argument("--workers-per-finalist", type=int, default=1,
-                        help="N > 1: train each finalist on N workers with DDP (Ray Train)")
-    parser.add_argument("--recipe", help=f"{_recipe_names()} or a recipe .yaml path (default: "
-                        "full, or full_small on digits/cifar)")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe field (repeatable)")
-    parser.add_argument("--data", help="data set (default: the one the study searched on)")
-    parser.add_argument("--data-root", type=Path, help="where cifar10/cifar100 files live")
-    parser.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    parser.add_argument("--seed", type=_seed, default=0,
-                        help="seed of the weights and the data order (default: 0)")
-    parser.add_argument("--seeds", type=int, default=1, metavar="N",
-                        help="train each finalist and the baseline control with N seeds "
-                        "(seed ... seed+N-1) and compare them pairwise (default: 1)")
+    _add_study_args(parser, new=False)
     parser.add_argument("--resume", action="store_true",
                         help="continue each finalist from its checkpoint")
-    parser.add_argument("--address", help="join an existing Ray cluster (e.g. auto)")
-    parser.add_argument("--storage-path", metavar="URI",
-                        help="where Ray jobs keep checkpoints and files on their way to this "
-                        "driver: a folder every Ray node can write, or a bucket (s3://..., "
-                        "gs://...) (default: reports/STUDY/ray on this machine)")
+    parser.add_argument("--pick", type=values.nonempty, default="knee,best",
+                        help="knee | best | under=PARAMS (e.g. under=5.7M), comma-separated "
+                        "(default: %(default)s; the baseline is always added)")
+    parser.add_argument("--top", type=values.whole(1, 100), default=1,
+                        help="take the K first of each pick")
+    parser.add_argument("--seed", type=values.SEED, default=0,
+                        help="seed of the weights and the data order (default: 0)")
+    parser.add_argument("--seeds", type=values.whole(1, 100), default=1, metavar="N",
+                        help="train each finalist and the baseline control with N seeds "
+                        "(seed ... seed+N-1) and compare them pairwise (default: 1)")
+    parser.add_argument("--workers-per-finalist", type=values.whole(1, 1024), default=1,
+                        help="N > 1: train each finalist on N workers with DDP (Ray Train)")
+    _add_data_recipe_args(parser, data_default=None,
+                          recipe_default="full, or full_small on small-image data sets")
+    _add_ray_args(parser, budget_example="2cpus, 8gpus")
 
 
 def _train_best(args: argparse.Namespace) -> int:
@@ -414,7 +363,7 @@ def _train_best(args: argparse.Namespace) -> int:
 
     settings = FinalistSettings(
         study=args.study, storage=args.storage, reports_dir=args.reports_dir, pick=args.pick,
-        top=args.top, budget=parse_budget(args.budget), gpus_per_trial=args.gpus_per_trial,
+        top=args.top, budget=args.budget or parse_budget(None), gpus_per_trial=args.gpus_per_trial,
         workers_per_finalist=args.workers_per_finalist, recipe=args.recipe,
         recipe_overrides=_recipe_overrides(args), data=args.data, data_root=args.data_root,
         download=args.download, seed=args.seed, seeds=args.seeds, resume=args.resume,
@@ -438,7 +387,7 @@ def _export_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, required=True,
                         help="a model.safetensors written by rhosearch")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--resolution", type=int,
+    parser.add_argument("--resolution", type=values.RESOLUTION,
                         help="input size of the parity check and of a --static-size export "
                         "(default: the resolution the weights were trained at, from their "
                         "metadata; 256 when they have none)")
@@ -451,13 +400,7 @@ def _export_args(parser: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from rhosearch.deploy.export import ONNX_ATOL, export_onnx, load_model, weights_resolution
 
-    if args.resolution is not None and args.resolution < 16:
-        raise RhoSearchError(f"--resolution {args.resolution}: give at least 16")
-    if args.out.is_dir():
-        raise RhoSearchError(f"--out {args.out} is a folder; give the .onnx file to write")
-    if args.out.exists() and args.weights.exists() and args.out.samefile(args.weights):
-        raise RhoSearchError(f"--out {args.out} is the --weights file; the export would "
-                             "overwrite its own input (give another --out)")
+    values.check_new_file(args.out, flag="--out", source=args.weights, source_flag="--weights")
     model = load_model(args.weights)
     trained_at = weights_resolution(args.weights)
     resolution = args.resolution or trained_at or 256
@@ -488,6 +431,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors as one line (the project's error convention)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # "argument --epochs: 0 is outside 1 .. 10000" -> "--epochs 0 is outside 1 .. 10000"
+        message = re.sub(r"^argument (-[-\w]+)(/[-\w]+)*: ", r"\1 ", message)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

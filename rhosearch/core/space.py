@@ -35,6 +35,7 @@ __all__ = [
     "RhoConfig",
     "SearchSpace",
     "baseline_config",
+    "configs_for",
     "load_presets",
     "load_search_space",
     "parse_rho",
@@ -451,3 +452,24 @@ def load_search_space(name_or_path: str | Path) -> SearchSpace:
             )
         path = candidate
     return parse_search_space(_read_yaml(path), source=str(path))
+
+
+def configs_for(*, preset: str | None = None, rho: str | None = None,
+                backbone: str | None = None, allow_all: bool = False) -> list[RhoConfig]:
+    """The configurations a `--preset`/`--rho`/`--backbone` choice names: `rho` on `backbone`
+    (default mobilevit_s), a preset (default the baseline), or every preset with `allow_all`."""
+    if rho:
+        return [RhoConfig.parse(rho, backbone=backbone or "mobilevit_s")]
+    if allow_all and (preset or "all").lower() == "all":
+        configs = [p.config for p in load_presets().values()]
+    else:
+        configs = [get_preset(preset or "baseline").config]
+    if backbone is not None:  # a preset is a whole configuration, backbone included
+        if backbone not in BACKBONE_WIDTHS:
+            raise RhoSearchError(f"--backbone {backbone!r} is unknown; choose one of: "
+                                 f"{', '.join(BACKBONE_WIDTHS)}")
+        other = [c for c in configs if c.backbone != backbone]
+        if other:
+            raise RhoSearchError(f"--backbone {backbone}: the preset is a "
+                                 f"{other[0].backbone} configuration; give --rho with --backbone")
+    return configs

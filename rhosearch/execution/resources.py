@@ -10,12 +10,10 @@ join) Ray the same way.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass
 
 # Read once when Ray is imported, so set before it: Ray's driver otherwise folds repeated worker
 # lines ("[repeated 3x across cluster]"), hiding finalists' per-epoch lines, and colours each
@@ -27,50 +25,10 @@ if not sys.stdout.isatty():
 import ray  # noqa: E402
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.values import Budget, parse_budget
 
 __all__ = ["Budget", "check_local_gpus", "check_ray_address", "concurrent_trials",
            "one_node_share", "parse_budget", "start_ray", "trial_resources"]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Resources for a search: CPUs and/or GPUs, and an optional wall-time limit."""
-
-    cpus: float | None = None
-    gpus: float = 0
-    wall_s: float | None = None
-
-    def describe(self) -> str:
-        parts = [f"{self.gpus:g} GPU" if self.gpus else "",
-                 f"{self.cpus:g} CPU" if self.cpus else ""]
-        if self.wall_s:
-            parts.append(f"{self.wall_s / 3600:g} h")
-        return ", ".join(p for p in parts if p)
-
-
-_BUDGET_PART = re.compile(r"^(\d+(?:\.\d+)?)(gpus?|cpus?|h|m|s)$")
-_TIME_UNITS = {"h": 3600, "m": 60, "s": 1}
-
-
-def parse_budget(text: str | None) -> Budget:
-    """Parses `6gpus`, `2cpus`, `4gpus,12h`, `8cpus,1gpu,30m`; None means all local CPUs."""
-    if text is None:
-        return Budget(cpus=float(os.cpu_count() or 1))
-    values: dict[str, float] = {}
-    for part in (p.strip().lower() for p in text.split(",")):
-        match = _BUDGET_PART.match(part)
-        if not match:
-            raise RhoSearchError(
-                f"budget {text!r}: cannot read {part!r}; write e.g. 6gpus, 2cpus or 4gpus,12h"
-            )
-        number, unit = float(match.group(1)), match.group(2)
-        kind = "wall_s" if unit in _TIME_UNITS else unit.rstrip("s")
-        if kind in values:
-            raise RhoSearchError(f"budget {text!r}: {kind.replace('_s', '')} given twice")
-        values[kind] = number * _TIME_UNITS[unit] if unit in _TIME_UNITS else number
-    if not values.get("cpu") and not values.get("gpu"):
-        raise RhoSearchError(f"budget {text!r} names no CPUs or GPUs; write e.g. 2cpus or 6gpus")
-    return Budget(cpus=values.get("cpu"), gpus=values.get("gpu", 0), wall_s=values.get("wall_s"))
 
 
 def check_local_gpus(budget: Budget, *, address: str | None = None) -> None:

@@ -20,12 +20,14 @@ timeout covers readers such as a report opened while a search runs.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 
+from rhosearch import values
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config
 from rhosearch.errors import RhoSearchError
 from rhosearch.record.stats import Tau, kendall_tau, paired_difference, significance, top1_interval
@@ -84,11 +86,10 @@ _DERIVED = ("top1_lo", "top1_hi", "vs_baseline")
 
 def study_dir(study_name: str, reports_dir: Path | str = "reports") -> Path:
     """Where a study's files live: `reports/<study>/`."""
-    if not study_name or any(c in study_name for c in "/\\:") or study_name.startswith("."):
-        raise RhoSearchError(
-            f"study name {study_name!r} is not usable as a folder name; "
-            "use letters, digits, - or _"
-        )
+    try:
+        values.study_name(study_name)  # the rule every command's --study is checked by
+    except argparse.ArgumentTypeError as exc:
+        raise RhoSearchError(f"study name: {exc}") from None
     return Path(reports_dir) / study_name
 
 
