@@ -52,6 +52,10 @@ class Recipe:
     mss_scales: tuple[float, ...] = (0.625, 0.75, 1.0, 1.125, 1.25)
     ema: bool = True
     ema_decay: float = 0.9995
+    # timm's EMA warm-up: the decay grows with the step, 1 - (1 + step) ** -2/3, up to
+    # `ema_decay`, so a short run's EMA follows the trained weights instead of their start
+    # (without it, 2 epochs of digits left the EMA model at chance).
+    ema_warmup: bool = True
     crop_scale: tuple[float, ...] = (0.08, 1.0)
     hflip: float = 0.5
     crop_pct: float = 0.9

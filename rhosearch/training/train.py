@@ -318,7 +318,8 @@ def fit(
     plain = unwrap_model(model)
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, loaders.sampler.mean_batches(recipe.epochs))
-    ema = ModelEmaV3(plain, decay=recipe.ema_decay) if recipe.ema else None
+    ema = (ModelEmaV3(plain, decay=recipe.ema_decay, use_warmup=recipe.ema_warmup)
+           if recipe.ema else None)
     validate = validate or _validate_classifier(loaders.val, device)
     if world_size > 1:
         identity = {**identity, "world_size": world_size}  # a resume needs as many ranks
