@@ -416,6 +416,52 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- latency ----------------------------------------------------------------------------------
+
+
+def _latency_args(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser, allow_all=True)
+    parser.add_argument("--space", help="time every configuration of a search space (a name in "
+                        "search_spaces/ or a .yaml path) instead of --preset/--rho")
+    parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
+    parser.add_argument("--batch", type=int, default=1, help="images per run (default: 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime intra-op threads (default: 1)")
+    parser.add_argument("--provider", choices=("cpu", "cuda", "all"), default="cpu",
+                        help="onnxruntime execution provider; all: cpu, then cuda where "
+                        "onnxruntime has it (default: cpu)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall (default): latency; cpu: the thread's CPU time, which a "
+                        "loaded machine's waiting leaves out (--threads 1 only)")
+    parser.add_argument("--max-seconds", type=float, default=30.0,
+                        help="per configuration, stop adding rounds after this long and call "
+                        "a difference still inside its interval 'within noise' (default: 30)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                        help="where the latency table is kept, as latency.csv (default: reports)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                        help="table: for people (default); csv, json: for programs")
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from rhosearch.deploy.latency import latency_report
+
+    if args.space and (args.preset or args.rho):
+        raise RhoSearchError("--space times a whole space; give it without --preset or --rho")
+    if args.max_seconds <= 0:
+        raise RhoSearchError(f"--max-seconds {args.max_seconds:g}: give a positive number")
+    if args.space:
+        from rhosearch.core.space import load_search_space
+
+        configs = list(load_search_space(args.space).configs())
+    else:
+        configs = _configs_from_args(args, allow_all=True)
+    providers = ("cpu", "cuda") if args.provider == "all" else (args.provider,)
+    return latency_report(
+        configs, providers=providers, resolution=args.resolution, batch=args.batch,
+        threads=args.threads, clock=args.clock, max_seconds=args.max_seconds,
+        reports_dir=args.reports_dir, fmt=args.format)
+
+
 COMMANDS: list[Command] = [
     ("count", "params, overhead and GMACs of configurations", _count_args, _count),
     ("train", "train one configuration (paper recipe or a proxy)", _train_args, _train),
@@ -424,6 +470,8 @@ COMMANDS: list[Command] = [
     ("train-best", "train the search's finalists in full (Ray; DDP with Ray Train)",
      _train_best_args, _train_best),
     ("export", "export trained weights to ONNX, checked against PyTorch", _export_args, _export),
+    ("latency", "ONNX Runtime latency of configurations against the baseline, interleaved",
+     _latency_args, _latency),
 ]
 
 
