@@ -36,6 +36,7 @@ all linear in the width), fitted by least squares on measured overheads.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import platform
 import tempfile
@@ -133,13 +134,20 @@ def median_interval(values: Sequence[float], *, level: float = 1 - ALPHA
     n = len(x)
     if n == 0:
         raise ValueError("no values")
-    r = 0  # ranks are 1-based; r = 0 means no order statistic gives the level
-    while r + 1 <= n // 2 and 2 * binom.cdf(r, n, 0.5) <= 1 - level:
-        r += 1
+    r = _rank(n, level)
     median = float(np.median(x))
     if r == 0:
         return median, float(x[0]), float(x[-1])
     return median, float(x[r - 1]), float(x[n - r])
+
+
+@functools.cache
+def _rank(n: int, level: float) -> int:
+    """The order statistic's 1-based rank for `median_interval` (0: none reaches `level`)."""
+    r = 0
+    while r + 1 <= n // 2 and 2 * binom.cdf(r, n, 0.5) <= 1 - level:
+        r += 1
+    return r
 
 
 def sequential_looks(min_rounds: int, max_rounds: int, step: int) -> list[int]:
