@@ -421,11 +421,14 @@ def _export(args: argparse.Namespace) -> int:
 
 def _latency_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser, allow_all=True)
-    parser.add_argument("--space", help="time every configuration of a search space (a name in "
+    parser.add_argument("--space", type=values.nonempty,
+                        help="time every configuration of a search space (a name in "
                         "search_spaces/ or a .yaml path) instead of --preset/--rho")
-    parser.add_argument("--resolution", type=int, default=256, help="input size (default: 256)")
-    parser.add_argument("--batch", type=int, default=1, help="images per run (default: 1)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--resolution", type=values.whole(32, 4096), default=256,
+                        help="input size (default: 256; the export takes 32 and above)")
+    parser.add_argument("--batch", type=values.whole(1, 4096), default=1,
+                        help="images per run (default: 1)")
+    parser.add_argument("--threads", type=values.whole(1, 1024), default=1,
                         help="onnxruntime intra-op threads (default: 1)")
     parser.add_argument("--provider", choices=("cpu", "cuda", "all"), default="cpu",
                         help="onnxruntime execution provider; all: cpu, then cuda where "
@@ -433,9 +436,10 @@ def _latency_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall (default): latency; cpu: the thread's CPU time, which a "
                         "loaded machine's waiting leaves out (--threads 1 only)")
-    parser.add_argument("--max-seconds", type=float, default=30.0,
-                        help="per configuration, stop adding rounds after this long and call "
-                        "a difference still inside its interval 'within noise' (default: 30)")
+    parser.add_argument("--max-seconds", type=values.finite(0, 86_400, above_low=True),
+                        default=30.0, help="per configuration, stop adding rounds after this "
+                        "long and call a difference still inside its interval 'within noise' "
+                        "(default: 30)")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"),
                         help="where the latency table is kept, as latency.csv (default: reports)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
@@ -447,8 +451,7 @@ def _latency(args: argparse.Namespace) -> int:
 
     if args.space and (args.preset or args.rho):
         raise RhoSearchError("--space times a whole space; give it without --preset or --rho")
-    if args.max_seconds <= 0:
-        raise RhoSearchError(f"--max-seconds {args.max_seconds:g}: give a positive number")
+    values.check_writable_folder(args.reports_dir, flag="--reports-dir")
     if args.space:
         from rhosearch.core.space import load_search_space
 
@@ -460,7 +463,6 @@ def _latency(args: argparse.Namespace) -> int:
         configs, providers=providers, resolution=args.resolution, batch=args.batch,
         threads=args.threads, clock=args.clock, max_seconds=args.max_seconds,
         reports_dir=args.reports_dir, fmt=args.format)
-
 
 COMMANDS: list[Command] = [
     ("count", "params, overhead and GMACs of configurations", _count_args, _count),

@@ -176,18 +176,23 @@ def test_rhosearch_latency_times_a_tiny_model_for_real_then_reads_it_from_the_ta
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--threads", "0"], "--threads 0"),
-    (["--batch", "-1"], "--batch -1"),
-    (["--resolution", "16"], "--resolution 16"),
+    (["--threads", "0"], "--threads 0 is outside 1 .. 1024"),
+    (["--batch", "-1"], "--batch -1 is outside 1 .. 4096"),
+    (["--resolution", "16"], "--resolution 16 is outside 32 .. 4096"),
     (["--preset", "nosuch"], "unknown preset 'nosuch'"),
     (["--clock", "cpu", "--threads", "2"], "--threads 1"),
     (["--space", "exmobilevit_s", "--preset", "all"], "--space"),
-    (["--max-seconds", "0"], "--max-seconds 0"),
+    (["--max-seconds", "0"], "--max-seconds 0 is outside above 0"),
+    (["--reports-dir", "/proc/nosuch"], "cannot write"),
 ])
 def test_bad_latency_input_is_one_line_exit_2_and_nothing_created(tmp_path, capsys, flags,
                                                                   message):
     reports = tmp_path / "reports"
-    assert main(["latency", *flags, "--reports-dir", str(reports)]) == 2
+    try:
+        code = main(["latency", "--reports-dir", str(reports), *flags])
+    except SystemExit as exited:  # argparse's refusals of a flag's value
+        code = exited.code
+    assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not reports.exists()
