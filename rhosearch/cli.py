@@ -233,8 +233,9 @@ def _search(args: argparse.Namespace) -> int:
           f"space {settings.space.name} ({settings.space.size} rho vectors), data {settings.data}")
     outcome = run_search(settings)
     columns = ["name", "params", "overhead_params", "top1", "top1_lo", "top1_hi",
-               "vs_baseline", "number"]
-    front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1})
+               "vs_baseline", "top1_diff", "p_value", "number"]
+    front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1,
+                                             "top1_diff": 2, "p_value": 4})
     print_frame(front, title="Pareto front (proxy): top-1 [95% interval] vs overhead params "
                 "(priced at 256 px, 1000 classes)")
     noise = outcome["noise"]
@@ -346,9 +347,10 @@ def _train_best_args(parser: argparse.ArgumentParser) -> None:
                         help="take the K first of each pick")
     parser.add_argument("--seed", type=values.SEED, default=0,
                         help="seed of the weights and the data order (default: 0)")
-    parser.add_argument("--seeds", type=values.whole(1, 100), default=1, metavar="N",
+    parser.add_argument("--seeds", type=values.whole(1, 100), default=3, metavar="N",
                         help="train each finalist and the baseline control with N seeds "
-                        "(seed ... seed+N-1) and compare them pairwise (default: 1)")
+                        "(seed ... seed+N-1) and compare them pairwise, Holm over the "
+                        "finalists (default: 3; 1 gives no test)")
     parser.add_argument("--workers-per-finalist", type=values.whole(1, 1024), default=1,
                         help="N > 1: train each finalist on N workers with DDP (Ray Train)")
     _add_data_recipe_args(parser, data_default=None,

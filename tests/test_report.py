@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from scipy.stats import t as student_t
 
 from rhosearch.record.stats import Z95
 from rhosearch.record.study import TRIAL_COLUMNS
@@ -28,6 +29,7 @@ from rhosearch.report.front import (
     rank_agreement,
 )
 from rhosearch.report.html import render_html
+from rhosearch.vocab import Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -303,12 +305,16 @@ def test_finalists_over_seeds_are_paired_with_the_control():
     assert (a["seeds"], a["seeds_run"], a["seed_list"]) == (3, 3, "0, 1, 2")
     assert a["top1"] == 83.0 and a["top1_std"] == 1.0 and a["top1_runs"] == "82.00; 84.00; 83.00"
     assert a["top1_diff"] == 2.0
-    assert a["p_value"] == pytest.approx(t_test_p_df2([2, 3, 1]), abs=1e-4)  # 0.0742
-    assert a["vs_baseline"] == "within noise (p = 0.074)"
+    # Alone, A's own paired t (2 df) gives p = 0.074; pooled with B's differences (4 df, one
+    # noise level for the finalists) and with Holm over the two finalists it is told apart.
+    assert t_test_p_df2([2, 3, 1]) == pytest.approx(0.0742, abs=1e-4)
+    pooled_se = ((1.0 * 2 + 0.25 * 2) / 4 / 3) ** 0.5
+    assert a["p_value"] == pytest.approx(2 * student_t.sf(2.0 / pooled_se, 4), abs=1e-4)
+    assert a["vs_baseline"] == Verdict.BETTER
     assert b["top1"] == 86.5 and b["top1_std"] == pytest.approx(1.75**0.5, abs=1e-3)
     assert b["top1_diff"] == 5.5
-    assert b["p_value"] == pytest.approx(t_test_p_df2([5, 6, 5.5]), abs=1e-4)  # 0.0027
-    assert b["vs_baseline"] == "beyond noise (+5.5, p = 0.0027)"
+    assert b["p_value"] == pytest.approx(2 * student_t.sf(5.5 / pooled_se, 4), abs=1e-4)
+    assert b["vs_baseline"] == Verdict.BETTER
     assert control["vs_baseline"] == "baseline control" and control["name"] == "MobileViT-S"
     assert control["top1"] == 81.0 and control["top1_std"] == 1.0
     assert pd.isna(control["top1_diff"]) and pd.isna(control["p_value"])
@@ -334,7 +340,7 @@ def test_finalists_table_in_the_html(tmp_path):
     assert text.count('<table id="finalists" class="fit">') == 1 and "n = 3 seeds" in text
     table = text.split('<table id="finalists"')[1].split("</table>")[0]
     assert "86.50 ± 1.32" in table and "85.00; 87.00; 87.50" in table and "+5.50" in table
-    assert "beyond noise (+5.5, p = 0.0027)" in table and "within noise (p = 0.074)" in table
+    assert table.count(">better<") == 2 and "p = " not in table
     assert "seeds 0, 1, 2" in table and "baseline control" in table
     assert table.count(">300</td></tr>") == 3 and "300.0<" not in table  # epochs: a count
     assert str(front_info(seed_trials()).finalists["epochs_done"].dtype) == "Int64"
@@ -342,7 +348,7 @@ def test_finalists_table_in_the_html(tmp_path):
     one_seed = {config: top1s[:1] for config, top1s in SEED_RUNS.items()}
     info = front_info(seed_trials(one_seed))
     assert info.finalists["top1_std"].isna().all() and info.finalists["p_value"].isna().all()
-    assert info.finalists.set_index("rho").loc[RHO["A"], "vs_baseline"] == "one seed: no test"
+    assert info.finalists.set_index("rho").loc[RHO["A"], "vs_baseline"] == Verdict.NO_TEST
     text = render_html(info, tmp_path / "b.html", title="t").read_text()
     table = text.split('<table id="finalists"')[1].split("</table>")[0]
     assert "a paired test needs ≥ 2 seeds" in text and "+2.00" in table

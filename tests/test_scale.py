@@ -148,7 +148,7 @@ def test_search_and_train_best_on_two_nodes_reach_the_driver(tmp_path, two_nodes
     assert (reports / "supernet" / "scores.csv").is_file()
     assert not list(reports.rglob("checkpoint.pt*")) and not list(store.rglob("checkpoint.pt*"))
 
-    assert main(["train-best", "--pick", "best", *common, "--set=ema=false",
+    assert main(["train-best", "--pick", "best", "--seeds", "1", *common, "--set=ema=false",
                  "--set=mss=false"]) == 0
     weights = list((reports / "finalists").glob("*/model.safetensors"))
     assert len(weights) == 2  # the best and the baseline control

@@ -244,7 +244,8 @@ def test_noise_seeds_are_recorded_apart_and_not_counted_as_search_trials(tmp_pat
     assert outcome["noise"]["top1"] == [1.0, 2.0]
     assert outcome["noise"]["std"] == pytest.approx(0.7071, abs=1e-4)
     assert search.user_attrs["noise_floor"]["std"] == pytest.approx(0.7071, abs=1e-4)
-    assert "beyond noise" in outcome["verdict"] or "No configuration" in outcome["verdict"]
+    assert "over the 2 configurations compared (Holm)" in outcome["verdict"]
+    assert "Power:" in outcome["verdict"] and "pairing correlation" in outcome["verdict"]
     # A resumed search does not measure the floor again.
     again = run_search(_settings(tmp_path, trials=2, noise_seeds=2, resume=True),
                        trial_fn=_instant, log=lines.append)

@@ -1,5 +1,5 @@
-"""Intervals, tau and significance (rhosearch/stats.py) against hand-computed values, and the
-trials table's uncertainty columns on hand-made trials."""
+"""Intervals, tau and the calibrated rule (rhosearch/record/stats.py) against hand-computed
+values, scipy and simulation, and the trials table's uncertainty columns on hand-made trials."""
 
 from __future__ import annotations
 
@@ -12,17 +12,14 @@ import pytest
 import torch
 
 from rhosearch.record.stats import (
+    compare_family,
     detectable_difference,
     holm,
     kendall_tau,
-    noise_sentence,
-    paired_difference,
     paired_test,
     pooled_variance,
     seeds_needed,
     sign_flip_p,
-    significance,
-    top1_interval,
     unpaired_test,
     verdicts,
     wilson_interval,
@@ -56,15 +53,6 @@ def test_wilson_interval_equals_scipys_for_whole_counts(correct, n):
     assert hi == pytest.approx(100 * reference.high, abs=1e-9)
 
 
-def test_seed_spread_widens_the_interval_in_quadrature():
-    lo, hi = wilson_interval(50.0, 100)
-    wide_lo, wide_hi = top1_interval(50.0, 100, seed_std=2.0)
-    z = 1.959963984540054
-    assert 50.0 - wide_lo == pytest.approx(math.hypot(50.0 - lo, 2.0 * z))
-    assert wide_hi - 50.0 == pytest.approx(math.hypot(hi - 50.0, 2.0 * z))
-    assert top1_interval(50.0, 100) == (lo, hi)
-
-
 def test_kendall_tau_value_and_bootstrap_interval():
     # Pairs (1,2),(1,3),(1,4),(2,4),(3,4) concordant, (2,3) discordant: tau = (5 - 1) / 6.
     tau = kendall_tau([1, 2, 3, 4], [1, 3, 2, 4])
@@ -89,36 +77,7 @@ def test_tau_says_why_it_is_undefined():
     assert kendall_tau([1], [2]).text().startswith("undefined (n = 1")
 
 
-@pytest.mark.parametrize(
-    "top1, lo, hi, baseline, label",
-    [
-        (88.0, 85.1, 90.9, 84.0, "beyond noise (+4.0)"),
-        (80.0, 77.0, 83.0, 84.0, "beyond noise (-4.0)"),
-        (85.0, 82.0, 88.0, 84.0, "within noise"),
-        (85.0, 84.0, 88.0, 84.0, "within noise"),  # touching the mean is not excluding it
-        (85.0, 82.0, 88.0, None, "no baseline"),
-    ],
-)
-def test_significance_labels(top1, lo, hi, baseline, label):
-    assert significance(top1, lo=lo, hi=hi, baseline=baseline) == label
-
-
-def test_noise_sentence():
-    labels = ["beyond noise (+4.0)", "within noise", "beyond noise (+1.0)"]
-    assert noise_sentence(labels, baseline_name="MobileViT-S", std=0.6, seeds=3) == (
-        "2 configurations beat MobileViT-S beyond noise (σ = 0.6 pts over 3 seeds).")
-    assert noise_sentence(["within noise"], baseline_name="MobileViT-S", std=0.6, seeds=3) == (
-        "No configuration differs from MobileViT-S beyond noise (σ = 0.6 pts over 3 seeds).")
-
-
-def test_paired_difference_over_seeds():
-    paired = paired_difference([81.0, 82.0, 83.0], [80.0, 80.5, 81.5])
-    assert paired.mean_diff == pytest.approx(4.0 / 3)
-    assert paired.n == 3 and 0 < paired.p_value < 1
-    assert paired_difference([81.0], [80.0]).label == "one seed: no test"
-
-
-def _hand_made_study() -> optuna.Study:
+def _hand_made_study() -> tuple[optuna.Study, optuna.Study]:
     """A proxy stage with the baseline at seed 0, two noise seeds and two configurations."""
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("n_val", 1000)
@@ -138,20 +97,76 @@ def _hand_made_study() -> optuna.Study:
 
 
 def test_trials_table_labels_hand_made_trials(monkeypatch):
+    from scipy.stats import t
+
     study, noise = _hand_made_study()
+    # A cached copy of the baseline's seed-0 run (answered from the record) is not a seed.
+    study.add_trial(optuna.trial.create_trial(values=[80.0, 0.0], user_attrs={
+        "stage": "proxy", "rho": "0,0,0,0,4", "backbone": "mobilevit_s", "top1": 80.0,
+        "seed": 0, "n_val": 1000, "status": "cached"}))
     monkeypatch.setattr("rhosearch.record.study.stage_study",
                         lambda s, stage, create=True: noise if stage == "noise" else None)
     frame = trials_frame(study)
     floor = stage_noise(frame, "proxy")
     assert floor["mean"] == pytest.approx(81.0) and floor["std"] == pytest.approx(1.0)
     assert floor["seeds"] == [0, 1, 2]
-    by_rho = frame[frame["stage"] == "proxy"].set_index("rho")
-    assert by_rho.at["0,0,1,1,4", "vs_baseline"] == "beyond noise (+14.0)"
-    assert by_rho.at["0,0,1/3,1/2,3", "vs_baseline"] == "within noise"
-    lo, hi = top1_interval(95.0, 1000, seed_std=1.0)
-    assert by_rho.at["0,0,1,1,4", "top1_lo"] == pytest.approx(lo, abs=1e-3)
-    assert by_rho.at["0,0,1,1,4", "top1_hi"] == pytest.approx(hi, abs=1e-3)
-    assert frame[frame["stage"] == "noise"]["vs_baseline"].isna().all()
+    by_rho = frame[(frame["stage"] == "proxy") & frame["status"].ne("cached")].set_index("rho")
+    # One seed each, unpaired against 3 baseline seeds: se = 1 * sqrt(1 + 1/3), df = 2, and
+    # Holm over the 2 compared: p = 0.0067 <= 0.05 / 2.
+    assert by_rho.at["0,0,1,1,4", "vs_baseline"] == Verdict.BETTER
+    assert by_rho.at["0,0,1,1,4", "p_value"] == pytest.approx(
+        2 * t.sf(14.0 / math.sqrt(4 / 3), 2), abs=1e-5)
+    assert by_rho.at["0,0,1,1,4", "test"] == "unpaired t"
+    assert by_rho.at["0,0,1/3,1/2,3", "vs_baseline"] == Verdict.WITHIN_NOISE
+    assert by_rho.at["0,0,0,0,4", "vs_baseline"] == Verdict.CONTROL
+    half = t.ppf(0.975, 2) * 1.0  # one run's t interval with the pooled seed spread
+    assert by_rho.at["0,0,1,1,4", "top1_lo"] == pytest.approx(95.0 - half, abs=1e-3)
+    assert by_rho.at["0,0,1,1,4", "top1_hi"] == pytest.approx(95.0 + half, abs=1e-3)
+
+
+def test_cached_rows_never_enter_the_noise_floor():
+    """The seen case: "σ = 2.3 pts over 5 seeds" with seeds [0, 0, 1, 2, 3]."""
+    rows = [("proxy", 0, 84.0, "ok"), ("proxy", 0, 84.0, "cached"), ("noise", 1, 86.0, "ok"),
+            ("noise", 2, 82.0, "ok"), ("noise", 3, 85.0, "ok"), ("noise", 3, 85.0, "ok")]
+    frame = pd.DataFrame([{"number": i, "stage": stage, "state": "COMPLETE",
+                           "rho": "0,0,0,0,4", "backbone": "mobilevit_s", "seed": seed,
+                           "top1": top1, "status": status, "n_val": 360}
+                          for i, (stage, seed, top1, status) in enumerate(rows)])
+    floor = stage_noise(frame, "proxy")
+    assert floor["seeds"] == [0, 1, 2, 3]
+    assert floor["std"] == pytest.approx(np.std([84.0, 86.0, 82.0, 85.0], ddof=1))
+
+
+def test_the_paired_comparison_uses_the_same_seed_baseline():
+    """A configuration 1 point above the baseline at every seed, where seeds themselves move
+    the baseline by several points: paired on the same seeds the difference is exact and
+    clear; the same numbers with the baseline's seeds relabelled are not."""
+    baseline = {0: 80.0, 1: 86.0, 2: 83.0, 3: 89.0}
+    noise = {0: 0.1, 1: -0.1, 2: 0.05, 3: -0.05}
+    runs = {"base": baseline, "wide": {s: baseline[s] + 1.0 + noise[s] for s in baseline},
+            "thin": {s: baseline[s] - 0.2 + noise[s] for s in (0, 1, 2)}}
+    family = compare_family(runs, "base")
+    wide = family.comparisons["wide"]
+    assert wide.method == "paired t" and wide.n == 4
+    assert wide.diff == pytest.approx(1.0)
+    assert family.labels["wide"] == Verdict.BETTER
+    assert family.correlation > 0.99
+    shuffled = compare_family({**runs, "base": dict(zip([1, 0, 3, 2], baseline.values(),
+                                                        strict=True))}, "base")
+    assert shuffled.labels["wide"] == Verdict.WITHIN_NOISE  # pairing with the wrong seed
+    assert shuffled.correlation < 0
+
+
+def test_the_unpaired_test_is_used_where_pairing_would_not_help():
+    """No correlation between a configuration's and the baseline's seeds: one paired seed
+    has variance 2 sigma^2, the unpaired comparison sigma^2 (1 + 1/n0): the rule picks it."""
+    rng = np.random.default_rng(3)
+    runs = {"base": {s: 85 + rng.standard_normal() for s in range(4)}}
+    for k in range(4):
+        runs[f"c{k}"] = {s: 85 + rng.standard_normal() for s in range(3)}
+    runs["single"] = {0: 85.0}
+    family = compare_family(runs, "base")
+    assert family.comparisons["single"].method == "unpaired t"
 
 
 def test_stage_agreement_pairs_first_measurements_by_rho():
@@ -290,7 +305,7 @@ def test_seeds_needed_is_the_smallest_count_with_enough_power():
     assert n is not None
     mdd_at = [detectable_difference(2.0 / math.sqrt(k), k - 1) for k in (n - 1, n)]
     assert mdd_at[0] > 1.0 >= mdd_at[1]
-    assert seeds_needed(1.0, sigma=2.0, df=30) <= n  # a pooled variance's df helps
+    assert seeds_needed(1.0, sigma=2.0, pooled_df=30) <= n  # a pooled variance's df helps
     assert seeds_needed(0.001, sigma=2.0, most=100) is None
 
 

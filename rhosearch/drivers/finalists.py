@@ -210,7 +210,9 @@ class FinalistSettings:
     data_root: Path | None = None
     download: bool = False
     seed: int = 0
-    seeds: int = 1  # each finalist and the baseline control trained with seeds seed..seed+N-1
+    # Each finalist and the baseline control trained with seeds seed..seed+N-1: 3 by default,
+    # the fewest that give a paired test its own variance (1 seed gives no test at all).
+    seeds: int = 3
     resume: bool = False
     address: str | None = None
     storage_path: str | None = None  # the job store (see jobstore.py); None: reports/<study>/ray

@@ -54,7 +54,7 @@ from rhosearch.execution.resources import (
 from rhosearch.execution.searcher import STAGE, Progress, StudySearcher, proxy_trial
 from rhosearch.output import write_csv
 from rhosearch.record.lease import DriverLease
-from rhosearch.record.stats import noise_sentence
+from rhosearch.record.stats import Family, noise_band, verdict_sentence
 from rhosearch.record.study import (
     OBJECTIVES,
     config_from_params,
@@ -67,6 +67,7 @@ from rhosearch.record.study import (
     record_scores,
     space_distributions,
     stage_agreement,
+    stage_family,
     stage_noise,
     stage_study,
     study_dir,
@@ -336,30 +337,32 @@ def _run_search_leased(
             ray.shutdown()
     frame = trials_frame(study)
     noise = stage_noise(frame, STAGE)
+    found = stage_family(frame, STAGE)
+    family = found[0] if found else None
     if noise is not None:
+        if family is not None and (band := noise_band(family)) is not None:
+            noise["band"] = [round(band[0], 3), round(band[1], 3)]
+            noise["band_m"] = family.m
         study.set_user_attr("noise_floor", noise)
     fidelity = _record_fidelity(study, frame)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(frame, folder / "trials.csv")  # counts as integers, not 640.0
     front = pareto_front(frame)
     return {"study": study, "trials": frame, "front": front, "fidelity": fidelity,
-            "noise": noise, "verdict": verdict(frame, noise, settings.space.backbone),
+            "noise": noise, "family": family,
+            "verdict": verdict(frame, family, settings.space.backbone),
             "interrupted": interrupted, "terminated": terminated,
             "wall_s": time.time() - started, "folder": folder}
 
 
-def verdict(frame: pd.DataFrame, noise: dict[str, Any] | None, backbone: str) -> str:
-    """The sentence a search summary ends with: which proxy configurations differ from the
-    baseline beyond the measured noise (each counted once, whatever the front)."""
-    done = frame[(frame["stage"] == STAGE) & (frame["state"] == "COMPLETE")]
-    done = done.drop_duplicates("rho")
-    baseline = baseline_config(backbone)
-    labels = done.loc[done["rho"] != baseline.rho_text, "vs_baseline"].dropna().tolist()
-    if noise is None:
-        return (f"No baseline ({baseline.name}) was measured, so no configuration can be "
-                "compared with it.")
-    return noise_sentence(labels, baseline_name=baseline.name, std=noise.get("std"),
-                          seeds=len(noise.get("top1", [])))
+def verdict(frame: pd.DataFrame, family: Family | None, backbone: str) -> str:
+    """The sentences a search summary ends with (`stats.verdict_sentence`): which proxy
+    configurations differ from the baseline at 5 % over those compared (Holm), the pairing
+    correlation, and what the search could have seen at its measured trial time."""
+    trained = frame[frame["stage"].isin([STAGE, "resolve"]) & (frame["status"] == "ok")]
+    wall = pd.to_numeric(trained["wall_s"], errors="coerce").dropna()
+    return verdict_sentence(family, baseline_name=baseline_config(backbone).name,
+                            trial_s=float(wall.median()) if len(wall) else None)
 
 
 def _run_proxy_stage(

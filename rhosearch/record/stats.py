@@ -41,7 +41,7 @@ t, exact), and the seeds a given difference needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -52,18 +52,24 @@ __all__ = [
     "ALPHA",
     "POWER",
     "Comparison",
+    "Family",
     "Tau",
     "Z95",
+    "compare_family",
     "detectable_difference",
     "holm",
     "paired_test",
+    "pairing_correlation",
     "pooled_variance",
+    "power_sentence",
     "seeds_needed",
     "sign_flip_p",
     "t_interval",
     "unpaired_test",
+    "verdict_sentence",
     "verdicts",
     "kendall_tau",
+    "noise_band",
     "noise_sentence",
     "paired_difference",
     "significance",
@@ -443,17 +449,18 @@ def detectable_difference(se: float, df: float, *, alpha: float = ALPHA,
     return float(ncp * se)
 
 
-def seeds_needed(difference: float, *, sigma: float, df: float | None = None,
+def seeds_needed(difference: float, *, sigma: float, pooled_df: int = 0,
                  alpha: float = ALPHA, power: float = POWER, most: int = 10_000) -> int | None:
     """Paired seeds a configuration needs (each with the baseline's same seed) for a true
     difference of `difference` points to be detected with `power`, when one paired difference
-    has standard deviation `sigma`. The variance's df is `df` (a pooled estimate) or n - 1 (the
-    configuration's own). None beyond `most` seeds or without a sigma."""
+    has standard deviation `sigma`. The variance has the configuration's own n - 1 degrees of
+    freedom plus `pooled_df` from the other configurations it is pooled with. None beyond
+    `most` seeds or without a sigma."""
     if not (sigma > 0) or difference == 0:
         return None
 
     def enough(n: int) -> bool:
-        dof = df if df is not None else n - 1
+        dof = pooled_df + n - 1
         return dof >= 1 and _power(abs(difference) / (sigma / math.sqrt(n)), dof, alpha) >= power
 
     if enough(1):
@@ -467,3 +474,190 @@ def seeds_needed(difference: float, *, sigma: float, df: float | None = None,
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if enough(mid) else (mid, hi)
     return hi
+
+
+class Family(NamedTuple):
+    """Every configuration of one stage against the control, labelled together
+    (`compare_family`): what the front, `trials.csv`, the report and the verdict print.
+
+    comparisons / labels: per configuration key (the control has neither).
+    m: the tests in the family (Holm's m). paired_var, paired_df: the pooled variance of one
+    paired difference and its df (None, 0: no configuration has two paired seeds yet).
+    run_var, run_df: the pooled seed variance of one run over every configuration with >= 2
+    seeds, the control included. correlation: the pairing correlation (NaN: not measurable).
+    control_top1: the control's runs by seed.
+    """
+
+    comparisons: dict[str, Comparison]
+    labels: dict[str, Verdict]
+    m: int
+    paired_var: float | None
+    paired_df: int
+    run_var: float | None
+    run_df: int
+    correlation: float
+    control_top1: dict[int, float]
+
+    def paired_share(self) -> int:
+        """How many of the tested comparisons used the paired test."""
+        return sum(1 for c in self.comparisons.values() if c.tested and c.method != "unpaired t")
+
+
+def pairing_correlation(runs: Mapping[str, Mapping[int, float]], control: str) -> float:
+    """The correlation between a configuration's and the control's top-1 across the seeds both
+    ran, pooled over every configuration with >= 2 shared seeds (each centred on its own mean
+    over those seeds). It is what common random numbers buy: the paired difference's variance
+    is 2 sigma^2 (1 - correlation). NaN when no configuration shares two seeds."""
+    base = runs.get(control, {})
+    xs, ys = [], []
+    for key, seeds in runs.items():
+        shared = sorted(set(seeds) & set(base))
+        if key == control or len(shared) < 2:
+            continue
+        x = np.array([seeds[s] for s in shared], dtype=float)
+        y = np.array([base[s] for s in shared], dtype=float)
+        xs.append(x - x.mean())
+        ys.append(y - y.mean())
+    if not xs:
+        return math.nan
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    denominator = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denominator) if denominator > 0 else math.nan
+
+
+def compare_family(runs: Mapping[str, Mapping[int, float]], control: str, *,
+                   alpha: float = ALPHA) -> Family:
+    """Every configuration in `runs` (key -> {seed: top-1}) against `control`, labelled by the
+    one rule: for each configuration the paired test on the seeds it shares with the control
+    (variance pooled over configurations with >= 2 paired seeds) or the unpaired test (seed
+    variance pooled over configurations with >= 2 seeds, the control's at least), whichever has
+    the smaller standard error (decided from variances only, never from the differences), then
+    Holm over the family.
+
+    Pairing helps only when the correlation is positive: with none, a single seed's paired
+    difference has variance 2 sigma^2 against the unpaired sigma^2 (1 + 1/n0), which is why the
+    choice is made per configuration rather than always paired.
+    """
+    base = {int(s): float(v) for s, v in runs.get(control, {}).items() if not math.isnan(v)}
+    clean = {key: {int(s): float(v) for s, v in seeds.items() if not math.isnan(v)}
+             for key, seeds in runs.items()}
+    differences = {key: [seeds[s] - base[s] for s in sorted(set(seeds) & set(base))]
+                   for key, seeds in clean.items() if key != control}
+    paired_var, paired_df = pooled_variance(list(differences.values()))
+    run_var, run_df = pooled_variance([list(seeds.values()) for seeds in clean.values()])
+    comparisons = {}
+    for key, diffs in differences.items():
+        values = list(clean[key].values())
+        unpaired = unpaired_test(values, list(base.values()), pooled_var=run_var,
+                                 pooled_df=run_df, alpha=alpha)
+        paired = (paired_test(diffs, pooled_var=paired_var, pooled_df=paired_df, alpha=alpha)
+                  if diffs and paired_var else _NO_TEST)
+        use_paired = paired.tested and (not unpaired.tested or paired.se < unpaired.se)
+        comparisons[key] = paired if use_paired else unpaired
+    labels = dict(zip(comparisons, verdicts(list(comparisons.values()), alpha=alpha),
+                      strict=True))
+    return Family(comparisons, labels, sum(c.tested for c in comparisons.values()),
+                  paired_var, paired_df, run_var, run_df, pairing_correlation(clean, control),
+                  base)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def power_sentence(family: Family, *, trial_s: float | None = None,
+                   differences: Sequence[float] = (0.5, 1.1), alpha: float = ALPHA) -> str:
+    """What the family's tests could have seen: the smallest difference a one-seed
+    configuration is told from the baseline with 80 % power at alpha/m (Holm's first step),
+    and the paired seeds each of `differences` (the paper's +0.5 and +1.1 points) would need,
+    with the time they cost at `trial_s` seconds per run (a configuration's run and the
+    baseline's, per seed)."""
+    m = max(1, family.m)
+    level = alpha / m
+    n0 = len(family.control_top1)
+    ses = []
+    if family.run_var and n0:
+        ses.append((math.sqrt(family.run_var * (1 + 1 / n0)), family.run_df))
+    if family.paired_var:
+        ses.append((math.sqrt(family.paired_var), family.paired_df))
+    if not ses:
+        return "Power: not stated (no seed spread measured: give --noise-seeds 2 or more)."
+    mdd = min(detectable_difference(se, df, alpha=level) for se, df in ses)
+    if family.paired_var:
+        sigma, dof, basis = math.sqrt(family.paired_var), family.paired_df, "measured"
+    else:
+        sigma, dof = math.sqrt(2 * family.run_var), family.run_df
+        basis = "assuming no pairing correlation"
+    needs = []
+    for difference in differences:
+        seeds = seeds_needed(difference, sigma=sigma, pooled_df=dof, alpha=level)
+        cost = (f", ~{_duration(2 * seeds * trial_s)} at {trial_s:.0f} s per run"
+                if seeds and trial_s else "")
+        needs.append(f"{difference:+.1f} pts needs {seeds or 'over 10,000'} paired seeds{cost}"
+                     if seeds != 1 else f"{difference:+.1f} pts needs 1 seed")
+    return (f"Power: with one seed a configuration is told from the baseline with 80 % power "
+            f"only if it differs by {mdd:.1f} pts or more (at 5 % over {m}); "
+            f"{'; '.join(needs)} (paired σ {sigma:.1f} pts, {basis}).")
+
+
+def verdict_sentence(family: Family | None, *, baseline_name: str,
+                     trial_s: float | None = None, alpha: float = ALPHA) -> str:
+    """The plain sentences a search summary ends with: which configurations differ from the
+    baseline at 5 % over the configurations compared (Holm), the noise it was measured
+    against, the pairing correlation, and the power statement (`power_sentence`)."""
+    if family is None or not family.control_top1:
+        return (f"No baseline ({baseline_name}) was measured, so no configuration can be "
+                "compared with it.")
+    labels = list(family.labels.values())
+    better, worse = labels.count(Verdict.BETTER), labels.count(Verdict.WORSE)
+    untested = labels.count(Verdict.NO_TEST)
+    n0 = len(family.control_top1)
+    floor = (f"seed σ = {math.sqrt(family.run_var):.1f} pts per run, {family.run_df} df, "
+             f"baseline over {n0} seeds" if family.run_var
+             else "no seed spread measured")
+    pairing = (f"pairing correlation {family.correlation:+.2f}"
+               if not math.isnan(family.correlation)
+               else "pairing correlation not measured (no configuration has 2 paired seeds)")
+    if family.m == 0:
+        head = f"No configuration could be tested against {baseline_name} ({floor})."
+    elif better or worse:
+        parts = []
+        if better:
+            parts.append(f"{_plural(better, 'configuration')} beat{'s' if better == 1 else ''} "
+                         f"{baseline_name}")
+        if worse:
+            parts.append(f"{_plural(worse, 'configuration')} fall{'s' if worse == 1 else ''} "
+                         f"short of it")
+        head = (f"{' and '.join(parts)} at 5 % over the {_plural(family.m, 'configuration')} "
+                f"compared (Holm); the rest are within noise ({floor}).")
+    else:
+        head = (f"No configuration differs from {baseline_name} at 5 % over the "
+                f"{_plural(family.m, 'configuration')} compared (Holm) ({floor}).")
+    tests = (f"{family.paired_share()} of {family.m} compared paired (same seeds)"
+             if family.m else "")
+    extra = f" {untested} not tested (no variance)." if untested else ""
+    return (f"{head}{extra} {pairing}; {tests}. "
+            f"{power_sentence(family, trial_s=trial_s, alpha=alpha)}")
+
+
+def noise_band(family: Family, *, alpha: float = ALPHA) -> tuple[float, float] | None:
+    """The band around the baseline's mean inside which a one-seed configuration compared
+    unpaired is "within noise" at Holm's strictest step (alpha / m): the report's grey band,
+    drawn at the threshold the labels use. None without a seed spread."""
+    from scipy.stats import t
+
+    n0 = len(family.control_top1)
+    if not family.run_var or not n0 or family.run_df < 1:
+        return None
+    level = alpha / max(1, family.m)
+    half = float(t.ppf(1 - level / 2, family.run_df)) * math.sqrt(family.run_var * (1 + 1 / n0))
+    mean = float(np.mean(list(family.control_top1.values())))
+    return (mean - half, mean + half)

@@ -30,7 +30,15 @@ import pandas as pd
 from rhosearch import values
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config
 from rhosearch.errors import RhoSearchError
-from rhosearch.record.stats import Tau, kendall_tau, paired_difference, significance, top1_interval
+from rhosearch.record.stats import (
+    Family,
+    Tau,
+    compare_family,
+    kendall_tau,
+    t_interval,
+    wilson_interval,
+)
+from rhosearch.vocab import Stage, Verdict
 
 __all__ = [
     "TRIAL_COLUMNS",
@@ -48,6 +56,8 @@ __all__ = [
     "STAGES",
     "stage_study",
     "stage_noise",
+    "stage_family",
+    "stage_runs",
     "noise_floor",
     "stage_agreement",
     "SEED_SUMMARY_COLUMNS",
@@ -59,11 +69,15 @@ __all__ = [
 
 # The stages that write trials, in the order a search runs them ("noise": the baseline's extra
 # seeds, measured beside the proxy stage).
-STAGES = ("oneshot", "noise", "proxy", "full")
+STAGES = ("oneshot", "noise", "proxy", "resolve", "full")
 # The stages with a front of their own (the noise stage only repeats the baseline).
 FRONT_STAGES = ("oneshot", "proxy", "full")
-# Stages kept in their own study, out of the sampler's history (see the module docstring).
-COMPANION_STAGES = ("oneshot", "noise")
+# Stages kept in their own study, out of the sampler's history (see the module docstring):
+# the resolve stage's further seeds are repeated measurements of configurations the sampler has
+# already seen once, so they live beside it too (the sampler sees one point per rho).
+COMPANION_STAGES = ("oneshot", "noise", "resolve")
+# The stages whose runs are compared with the proxy stage's baseline as one family.
+PROXY_FAMILY = (Stage.PROXY, Stage.NOISE, Stage.RESOLVE)
 
 # The objectives and their directions, in the order Optuna stores a trial's values: the one
 # place that order is written down.
@@ -78,10 +92,13 @@ def objective_names(*, gmacs: bool = False) -> list[str]:
 TRIAL_COLUMNS = [
     "number", "stage", "state", "name", "backbone", "rho", "classifier_channels", "params",
     "overhead_params", "overhead_pct", "gmacs", "top1", "top1_lo", "top1_hi", "vs_baseline",
-    "n_val", "seed", "top5", "epochs_done", "wall_s", "status", "reason",
+    "top1_diff", "p_value", "test", "n_val", "seed", "top5", "epochs_done", "wall_s", "status",
+    "reason",
 ]
-# Computed by `trials_frame` from the record, not stored per trial.
-_DERIVED = ("top1_lo", "top1_hi", "vs_baseline")
+# Computed by `trials_frame` from the record, not stored per trial: the run's 95 % interval,
+# and its configuration's comparison with the baseline over every seed of the stage
+# (`stats.compare_family`): label (`Verdict`), mean difference, p and which test.
+_DERIVED = ("top1_lo", "top1_hi", "vs_baseline", "top1_diff", "p_value", "test")
 
 
 def study_dir(study_name: str, reports_dir: Path | str = "reports") -> Path:
@@ -220,12 +237,27 @@ def _frame_rows(study: optuna.Study, n_val: int | None) -> list[dict[str, Any]]:
     return rows
 
 
+def stage_runs(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The runs that measured something in a stage: COMPLETE, trained ("ok"; never a "cached"
+    copy of an earlier trial), one per (rho, seed) (the first recorded). The proxy stage's runs
+    include the noise and resolve stages' (the baseline's extra seeds, the contenders' further
+    seeds): one family compared with one baseline."""
+    stages = list(PROXY_FAMILY) if stage == Stage.PROXY else [stage]
+    done = frame[frame["stage"].isin(stages) & (frame["state"] == "COMPLETE")
+                 & frame["top1"].notna() & frame["status"].isin(["ok", None])
+                 & frame["status"].ne("cached")]
+    seeds = done["seed"].astype("Int64")
+    # A run without a recorded seed pairs with nothing: a key of its own.
+    keys = seeds.where(seeds.notna(), -1 - done["number"].astype("Int64"))
+    return (done.assign(seed_key=keys.astype(int)).sort_values("number", kind="stable")
+            .drop_duplicates(["rho", "seed_key"]))
+
+
 def stage_noise(frame: pd.DataFrame, stage: str) -> dict[str, Any] | None:
     """The baseline's measurements in one stage: its mean top-1 and, with two or more seeds,
-    their spread (std, points). The proxy stage's baseline runs include the "noise" stage's."""
-    stages = [stage, "noise"] if stage == "proxy" else [stage]
-    done = frame[frame["stage"].isin(stages) & (frame["state"] == "COMPLETE")
-                 & frame["top1"].notna()]
+    their spread (std, points). The proxy stage's baseline runs include the noise and resolve
+    stages'. Each seed counts once: a "cached" copy of a run is not another seed."""
+    done = stage_runs(frame, stage)
     baselines = {baseline_config(b).rho_text for b in done["backbone"].dropna().unique()}
     # In seed order (the search's own run first), whatever order the runs finished in.
     runs = done[done["rho"].isin(baselines)].sort_values("seed", na_position="first",
@@ -238,6 +270,19 @@ def stage_noise(frame: pd.DataFrame, stage: str) -> dict[str, Any] | None:
             "seeds": sorted(int(s) for s in runs["seed"].dropna()),
             "top1": [round(float(v), 4) for v in values],
             "n_val": int(runs["n_val"].dropna().iloc[0]) if runs["n_val"].notna().any() else None}
+
+
+def stage_family(frame: pd.DataFrame, stage: str) -> tuple[Family, str] | None:
+    """Every configuration of a stage against the baseline, by the one rule
+    (`stats.compare_family` over `stage_runs`), and the baseline's rho; None without runs."""
+    done = stage_runs(frame, stage)
+    if done.empty:
+        return None
+    control = baseline_config(done["backbone"].dropna().iloc[0]).rho_text
+    runs: dict[str, dict[int, float]] = {}
+    for row in done.itertuples(index=False):
+        runs.setdefault(row.rho, {})[int(row.seed_key)] = float(row.top1)
+    return compare_family(runs, control), control
 
 
 def stage_agreement(frame: pd.DataFrame, stage_a: str, stage_b: str) -> Tau:
@@ -264,9 +309,10 @@ _FIRST_RUN = ("pick", "name", "rho", "backbone", "params", "overhead_params", "g
 
 def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
     """One row per configuration (`rho`, in order of first appearance) with
-    `SEED_SUMMARY_COLUMNS`: top-1 mean and std over its seeds, the runs in their order, and a
-    paired comparison with the baseline control trained with the same seeds
-    (`stats.paired_difference`).
+    `SEED_SUMMARY_COLUMNS`: top-1 mean and std over its seeds, the runs in their order, and its
+    comparison with the baseline control trained with the same seeds, labelled by the one rule
+    (`stats.compare_family`: paired over shared seeds, variance pooled over the finalists, Holm
+    over the finalists compared).
 
     Args:
         runs: one row per run with `rho`, `seed`, `top1` and `status` ("ok" counts); the other
@@ -274,7 +320,10 @@ def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
         baseline_rho: the control's ρ (`baseline_config(backbone).rho_text`).
     """
     ok = runs[(runs["status"] == "ok") & runs["top1"].notna()]
-    control = ok[ok["rho"] == baseline_rho].set_index("seed")["top1"]
+    by_seed = {rho: {int(s): float(v) for s, v in zip(group["seed"], group["top1"],
+                                                       strict=True)}
+               for rho, group in ok.groupby("rho", sort=False)}
+    family = compare_family(by_seed, baseline_rho) if baseline_rho in by_seed else None
     rows = []
     for rho, group in runs.groupby("rho", sort=False):
         done = ok[ok["rho"] == rho].set_index("seed")["top1"].astype(float)
@@ -284,13 +333,14 @@ def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
                    top1_std=round(float(done.std(ddof=1)), 3) if len(done) > 1 else None,
                    top1_runs="; ".join(f"{v:.2f}" for v in done),
                    status="ok" if len(done) == len(group) else first.get("status"))
-        shared = done.index.intersection(control.index)
         if rho == baseline_rho:
-            row["vs_baseline"] = "baseline control"
-        elif len(shared):
-            paired = paired_difference(done[shared].tolist(), control[shared].astype(float))
-            row.update(vs_baseline=paired.label, top1_diff=round(paired.mean_diff, 3),
-                       p_value=None if pd.isna(paired.p_value) else round(paired.p_value, 4))
+            row["vs_baseline"] = Verdict.CONTROL
+        elif family is not None and rho in family.comparisons:
+            comparison = family.comparisons[rho]
+            row.update(vs_baseline=family.labels[rho], top1_diff=round(comparison.diff, 3),
+                       p_value=None if not comparison.tested else round(comparison.p_value, 4))
+        else:
+            row["vs_baseline"] = Verdict.NO_TEST
         rows.append(row)
     return pd.DataFrame(rows).reindex(columns=SEED_SUMMARY_COLUMNS)
 
@@ -301,19 +351,44 @@ def noise_floor(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def _add_uncertainty(frame: pd.DataFrame) -> pd.DataFrame:
-    """Adds `top1_lo`, `top1_hi` (95 %) and `vs_baseline` to every row with a top-1."""
+    """Adds to every row with a top-1 its 95 % interval (`top1_lo`, `top1_hi`) and, per
+    configuration, its comparison with the baseline (`vs_baseline`, `top1_diff`, `p_value`,
+    `test`) by the one rule (`stage_family`).
+
+    A trained run's interval is a t interval with the stage's pooled seed spread (which holds
+    the validation set's binomial noise already); without a measured spread, Wilson's from the
+    validation-set size alone. One-shot scores are screening scores: Wilson's interval, no
+    test."""
     for stage in frame["stage"].dropna().unique():
-        rows = frame["stage"] == stage
-        noise = stage_noise(frame, "proxy" if stage == "noise" else stage)
-        seed_std = noise["std"] if noise and stage != "oneshot" else None
-        baseline = noise["mean"] if noise else None
-        for index in frame.index[rows & frame["top1"].notna() & frame["n_val"].notna()]:
+        rows = frame.index[(frame["stage"] == stage) & frame["top1"].notna()]
+        if stage == Stage.ONESHOT:
+            frame.loc[rows, "vs_baseline"] = Verdict.SCREENING
+            family = None
+        else:
+            found = stage_family(frame, Stage.PROXY if stage in PROXY_FAMILY else stage)
+            family, control = found if found else (None, None)
+        for index in rows:
             top1 = float(frame.at[index, "top1"])
-            lo, hi = top1_interval(top1, int(frame.at[index, "n_val"]), seed_std=seed_std)
-            frame.at[index, "top1_lo"], frame.at[index, "top1_hi"] = round(lo, 3), round(hi, 3)
-            if stage != "noise" and frame.at[index, "state"] == "COMPLETE":
-                frame.at[index, "vs_baseline"] = significance(top1, lo=lo, hi=hi,
-                                                              baseline=baseline)
+            if family is not None and family.run_var:
+                lo, hi = t_interval([top1], var=family.run_var, df=family.run_df)
+            elif pd.notna(frame.at[index, "n_val"]):
+                lo, hi = wilson_interval(top1, int(frame.at[index, "n_val"]))
+            else:
+                continue
+            frame.at[index, "top1_lo"] = round(max(0.0, lo), 3)
+            frame.at[index, "top1_hi"] = round(min(100.0, hi), 3)
+            if family is None or frame.at[index, "state"] != "COMPLETE":
+                continue
+            rho = frame.at[index, "rho"]
+            if rho == control:
+                frame.at[index, "vs_baseline"] = Verdict.CONTROL
+            elif rho in family.comparisons:
+                comparison = family.comparisons[rho]
+                frame.at[index, "vs_baseline"] = family.labels[rho]
+                frame.at[index, "top1_diff"] = round(comparison.diff, 3)
+                frame.at[index, "p_value"] = (round(comparison.p_value, 5)
+                                              if comparison.tested else float("nan"))
+                frame.at[index, "test"] = comparison.method
     return frame
 
 
@@ -327,7 +402,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         if companion is not None:
             rows += _frame_rows(companion, n_val)
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).astype(
-        {"top1_lo": float, "top1_hi": float, "vs_baseline": object})
+        {"top1_lo": float, "top1_hi": float, "vs_baseline": object, "top1_diff": float,
+         "p_value": float, "test": object})
     return _add_uncertainty(frame)
 
 

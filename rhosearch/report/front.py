@@ -83,8 +83,9 @@ class Panel(NamedTuple):
 
     y_range: (low, high) top-1 of the panel, covering every point and error bar.
     baseline: the baseline's mean top-1 in this stage (None: not measured).
-    band: (low, high) baseline mean ± 1.96 × seed std, where 95 % of the baseline's own runs
-        land (None without a seed spread).
+    band: (low, high) where a one-seed configuration is within noise by the labels' own rule
+        (`stats.noise_band`; mean ± 1.96 × seed std for a study recorded before it), None
+        without a seed spread.
     """
 
     y_range: tuple[float, float]
@@ -458,7 +459,10 @@ def _panels(marked: pd.DataFrame, noise: dict[str, Any] | None) -> dict[str, Pan
         baseline = band = None
         if stage == "proxy" and noise and noise.get("mean") is not None:
             baseline = float(noise["mean"])
-            if noise.get("std"):
+            if noise.get("band"):  # the labels' own threshold (`stats.noise_band`)
+                band = (float(noise["band"][0]), float(noise["band"][1]))
+                values += list(band)
+            elif noise.get("std"):  # a study recorded before the band was
                 spread = Z95 * float(noise["std"])
                 band = (baseline - spread, baseline + spread)
                 values += list(band)

@@ -136,7 +136,7 @@ def _add_noise_band(figure, panel: Panel, row: int, baseline_name: str) -> None:
                              line_width=0, layer="below", row=row, col=col)
         # A legend entry for the band (shapes have none).
         figure.add_trace(go.Scatter(
-            x=[None], y=[None], mode="markers", name=f"{baseline_name} noise band (±1.96σ)",
+            x=[None], y=[None], mode="markers", name=f"{baseline_name} noise band",
             marker={"symbol": "square", "size": 12, "color": _BAND_COLOR}, hoverinfo="skip",
         ), row=row, col=1)
     if panel.baseline is not None:
@@ -355,7 +355,9 @@ def _finalists_html(finalists: pd.DataFrame) -> str:
         paired = (f"The baseline control ({html.escape(str(name))}, ρ {html.escape(rho)}) "
                   "trained with the same seeds, so each seed's data order and initialisation "
                   "are shared: Δ is the mean over seeds of (finalist − control), p a two-sided "
-                  "paired t-test, beyond noise when p < 0.05.")
+                  "paired t-test with the variance pooled over the finalists (an exact "
+                  "sign-flip test when all differences tie), labelled at 5 % over the "
+                  "finalists compared (Holm).")
     if seeds < 2:
         spread = ("One seed per run: no std, and a paired test needs ≥ 2 seeds (Δ is the one "
                   "seed's difference); <code>train-best --seeds 3</code> gives one.")
@@ -419,12 +421,15 @@ def _noise_text(info: FrontInfo) -> str:
     if noise.get("std") is None:
         return (f"Noise floor: {name} proxy top-1 {noise['mean']:.2f} % from one run; no seed "
                 f"spread measured. Validation set: {n_val or '?'} images{per_image}.")
-    band = ("the grey band is mean ± 1.96σ, where 95 % of its own reruns land" if noise["std"]
-            else "every seed gave the same top-1, so the band is the dotted line")
+    band = ((f"the grey band is where a one-seed configuration is within noise at 5 % over the "
+             f"{noise.get('band_m', '?')} configurations compared (Holm's strictest step, t "
+             "quantiles)") if noise.get("band")
+            else "the grey band is mean ± 1.96σ, where 95 % of its own reruns land"
+            if noise["std"] else "every seed gave the same top-1, so the band is the dotted line")
     return (f"Noise floor: {name} proxy top-1 {noise['mean']:.2f} % ± {noise['std']:.2f} pts "
             f"(std over {len(noise.get('top1', []))} seeds: {runs}); {band}. Validation set: "
-            f"{n_val or '?'} images{per_image}. Bars are 95 % intervals (Wilson, widened by the "
-            "seed spread).")
+            f"{n_val or '?'} images{per_image}. Bars are 95 % t intervals of one run from the "
+            "pooled seed spread (which holds the validation set's noise already).")
 
 
 def render_html(info: FrontInfo, path: Path | str, *, title: str) -> Path:
