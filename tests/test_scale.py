@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+import ray
 import torch
 from ray.cluster_utils import Cluster
 
@@ -162,5 +168,134 @@ def test_a_cluster_without_the_budgets_gpus_is_refused(tmp_path, two_nodes, caps
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "1 GPUs but the cluster" in err and "\n" not in err
-    db = tmp_path / "g" / "study.db"  # the lease's record may exist; the study does not
-    assert not db.exists() or "g" not in optuna.get_all_study_names(f"sqlite:///{db}")
+    assert not (tmp_path / "g").exists()  # refused as Ray was joined: before the lease
+
+
+# --- a cluster node that does not see the driver's folder --------------------------------------
+
+
+def _namespaces_work() -> bool:
+    try:
+        return subprocess.run(["unshare", "-Urm", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="module")
+def blind_cluster(tmp_path_factory) -> Iterator[dict]:
+    """A head with no CPU (where the driver runs) and one 1-CPU node that cannot see the
+    driver's `reports/` folder, as a second machine with its own disk would not.
+
+    On one machine every node shares the disk, so the node is started (`ray start --block`)
+    in a mount namespace of its own (`unshare -Urm`) in which another, empty folder is
+    bind-mounted over the driver's `reports/`: its Ray workers find nothing the driver writes
+    there, and whatever they write there lands in `worker_disk/`, which the driver never reads.
+    Everything else (the network, /tmp/ray, the object store) is shared as between machines.
+    """
+    if not _namespaces_work():
+        pytest.skip("unshare -Urm (a user and mount namespace) is not permitted here")
+    root = tmp_path_factory.mktemp("blind")
+    reports, worker_disk = root / "reports", root / "worker_disk"
+    reports.mkdir()
+    worker_disk.mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
+                                                            "include_dashboard": False})
+    ray_cli = Path(sys.executable).parent / "ray"
+    command = (f"mount --bind {shlex.quote(str(worker_disk))} {shlex.quote(str(reports))} && "
+               f"exec {shlex.quote(str(ray_cli))} start --address={cluster.address} "
+               "--num-cpus=1 --block --disable-usage-stats")
+    log = (root / "node.log").open("w")
+    node = subprocess.Popen(["unshare", "-Urm", "sh", "-c", command], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        deadline = time.time() + 120
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+            assert node.poll() is None and time.time() < deadline, (
+                root / "node.log").read_text()[-2000:]
+            time.sleep(0.5)
+        blind = next(n["NodeID"] for n in ray.nodes()
+                     if n["Alive"] and n["NodeID"] != cluster.head_node.node_id)
+        ray.shutdown()
+        yield {"address": cluster.address, "reports": reports, "worker_disk": worker_disk,
+               "node": blind, "root": root}
+    finally:
+        ray.shutdown()
+        os.killpg(node.pid, signal.SIGTERM)  # the node's own process group, started above
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        log.close()
+        cluster.shutdown()
+
+
+def _all_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_a_search_on_a_node_without_the_store_is_refused_before_any_work(
+        blind_cluster, xxs_space_yaml, capsys):
+    """`search --stage all` without --storage-path: before, the supernet trained on the blind
+    node and the driver then died on a missing scores.csv; now one line, exit 2, nothing made."""
+    reports = blind_cluster["reports"]
+    started = time.time()
+    code = main(["search", "--address", blind_cluster["address"], "--budget", "2cpus",
+                 "--trials", "2", "--stage", "all", "--study", "c", "--space",
+                 str(xxs_space_yaml), "--reports-dir", str(reports), "--epochs", "1"])
+    wall = time.time() - started
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"node {blind_cluster['node'][:8]}" in err and "not found there" in err
+    assert "--storage-path /shared/path" in err and "s3://" in err
+    assert "one-shot" not in out  # no supernet started
+    assert _all_files(reports) == [] and _all_files(blind_cluster["worker_disk"]) == []
+    assert wall < 30, f"took {wall:.0f} s to refuse"
+
+
+def test_train_best_on_a_node_without_the_store_is_refused(blind_cluster, capsys):
+    reports = blind_cluster["reports"]
+    space = blind_cluster["root"] / "space.yaml"
+    space.write_text("backbone: mobilevit_xxs\nrho:\n  rho_3: [0, 1/3]\n  rho_5: [3, 4]\n")
+    url = f"sqlite:///{reports / 'hand' / 'study.db'}"
+    (reports / "hand").mkdir()
+    study = optuna.create_study(study_name="hand", storage=url,
+                                directions=["maximize", "minimize"])
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(["top1", "overhead_params"])
+    study.set_user_attr("space", str(space))
+    study.set_user_attr("data", "digits")
+    choices = optuna.distributions.CategoricalDistribution
+    study.add_trial(optuna.trial.create_trial(
+        values=[70.0, -500], params={"rho_3": "1/3", "rho_5": "3"},
+        distributions={"rho_3": choices(["0", "1/3"]), "rho_5": choices(["3", "4"])},
+        user_attrs=dict(stage="proxy", backbone="mobilevit_xxs", rho="0,0,1/3,0,3",
+                        top1=70.0, overhead_params=-500, params=1e6 - 500)))
+    before = _all_files(reports)
+    code = main(["train-best", "--study", "hand", "--address", blind_cluster["address"],
+                 "--budget", "2cpus", "--reports-dir", str(reports), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"node {blind_cluster['node'][:8]}" in err and "--storage-path" in err
+    assert _all_files(reports) == before  # no finalists/, no store
+    assert optuna.get_all_study_names(url) == ["hand"]  # its lease released
+    assert _all_files(blind_cluster["worker_disk"]) == []
+
+
+def test_a_store_every_node_sees_passes_the_check(blind_cluster):
+    """The same blind node accepts a folder outside the hidden one: the check tells stores
+    apart, it does not refuse a cluster as such."""
+    shared = blind_cluster["root"] / "shared"
+    ray.init(address=blind_cluster["address"], log_to_driver=False)
+    try:
+        JobStore.for_study("s", reports_dir=blind_cluster["reports"],
+                           storage_path=str(shared)).check_shared()
+        assert not shared.exists()  # the folders it made for its token removed again
+        with pytest.raises(RhoSearchError, match="not found there"):
+            JobStore.for_study("s", reports_dir=blind_cluster["reports"]).check_shared()
+    finally:
+        ray.shutdown()

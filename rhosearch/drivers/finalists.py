@@ -559,8 +559,10 @@ def train_finalists(settings: FinalistSettings, *,
     started, rows = time.time(), []
     lease = DriverLease.acquire(settings.storage or default_storage_url(
         settings.study, settings.reports_dir), settings.study, command="train-best")
-    started_ray = start_ray(settings.budget, address=settings.address, log_to_driver=True)
-    try:
+    started_ray = False
+    try:  # a cluster refused as Ray is joined (its GPUs, its store) releases the lease too
+        started_ray = start_ray(settings.budget, address=settings.address, log_to_driver=True)
+        settings.job_store().check_shared()
         # On a cluster the budget's CPUs are summed over nodes; a worker gets what one holds.
         fitting = one_node_share(resources["cpu"], resources["gpu"])
         if fitting < resources["cpu"]:

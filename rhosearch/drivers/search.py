@@ -46,6 +46,7 @@ from rhosearch.execution.resources import (
     Budget,
     check_local_gpus,
     check_ray_address,
+    cluster_address,
     concurrent_trials,
     one_node_share,
     start_ray,
@@ -290,23 +291,37 @@ def run_search(
     check_ray_address(settings.address)
     settings.job_store().check_writable()
     url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
-    with DriverLease.acquire(url, settings.study, command="search"):
-        return _run_search_leased(settings, recipe, resources, trial_fn, log, data=data)
+    # Quiet Tune's own console tables (our _Progress prints the search's state), and let Ctrl-C
+    # reach us as KeyboardInterrupt so interrupted trials are marked and a resume is printed.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # A cluster is joined before the lease (which writes the study's file), so one short of the
+    # budget's GPUs, or with a node that does not see the job store, is refused with nothing
+    # created; a local Ray (one node, nothing to check) starts once the lease is held, so a
+    # study refused by its lease costs no Ray start.
+    joined = False
+    try:
+        if cluster_address(settings.address) or ray.is_initialized():
+            joined = start_ray(settings.budget, address=settings.address)
+            settings.job_store().check_shared()
+        with DriverLease.acquire(url, settings.study, command="search"):
+            return _run_search_leased(settings, recipe, resources, trial_fn, log, data=data,
+                                      joined=joined)
+    finally:
+        if joined:
+            ray.shutdown()
 
 
 def _run_search_leased(
     settings: SearchSettings, recipe: Any, resources: dict[str, float],
     trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, data: BaseData,
+    joined: bool,
 ) -> dict[str, Any]:
-    """`run_search` once this process holds the study's lease: nothing else writes to it."""
+    """`run_search` once this process holds the study's lease: nothing else writes to it.
+    `joined`: this search has already joined a cluster, and leaves it when its jobs end."""
     folder = study_dir(settings.study, settings.reports_dir)
     check_study_name(settings)
-    # Quiet Tune's own console tables (our _Progress prints the search's state), and let Ctrl-C
-    # reach us as KeyboardInterrupt so interrupted trials are marked and a resume is printed.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    # Ray first: a cluster short of the budget's GPUs is refused before the study is touched.
-    started_ray = start_ray(settings.budget, address=settings.address)
+    started_ray = start_ray(settings.budget, address=settings.address) or joined
     try:
         study = open_search_study(settings)
     except BaseException:

@@ -27,8 +27,8 @@ import ray  # noqa: E402
 from rhosearch.errors import RhoSearchError
 from rhosearch.values import Budget, parse_budget
 
-__all__ = ["Budget", "check_local_gpus", "check_ray_address", "concurrent_trials",
-           "one_node_share", "parse_budget", "start_ray", "trial_resources"]
+__all__ = ["Budget", "check_local_gpus", "check_ray_address", "cluster_address",
+           "concurrent_trials", "one_node_share", "parse_budget", "start_ray", "trial_resources"]
 
 
 def check_local_gpus(budget: Budget, *, address: str | None = None) -> None:
@@ -51,7 +51,7 @@ def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool
     """
     if ray.is_initialized():  # a caller (e.g. a test declaring logical GPUs) owns Ray
         return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(address)
     # ray.init installs a SIGTERM handler that kills Ray's processes and exits mid-write (a C++
     # abort, trials left RUNNING); the caller's handler (the CLI's: an interrupt) stays.
     main_thread = threading.current_thread() is threading.main_thread()
@@ -82,11 +82,17 @@ def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool
             signal.signal(signal.SIGTERM, sigterm)
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster a command joins: `--address`, else `RAY_ADDRESS`, else None (a local
+    Ray of its own)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def check_ray_address(address: str | None) -> None:
     """Refuses a cluster address (`--address`, else `RAY_ADDRESS`) that is malformed or where
     nothing listens, in seconds and before anything is written, not after Ray's minutes of
     retries; `auto` is left to Ray, which fails at once when it finds no cluster."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(address)
     if address is None or address == "auto":
         return
     given = address if address != os.environ.get("RAY_ADDRESS") else f"{address} (RAY_ADDRESS)"
