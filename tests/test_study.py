@@ -45,14 +45,17 @@ def test_a_pruned_rho_proposed_again_runs_again(study, tmp_path):
     assert not [t for t in trials if t.user_attrs.get("status") == "duplicate"]
 
 
-def test_a_running_rho_proposed_again_is_a_duplicate(tmp_path):
+def test_a_running_or_measured_rho_proposed_again_writes_no_row(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"])  # 1000 asks: in memory
     searcher = _searcher(study, tmp_path, trials=1)
     assert isinstance(searcher.suggest("a"), dict)
     searcher.remaining = 1  # one more, while "a" still runs
     assert searcher.suggest("b") is None  # the single config is busy: nothing new to run
-    duplicates = [t for t in study.get_trials() if t.user_attrs.get("status") == "duplicate"]
-    assert duplicates and all(t.state.name == "FAIL" for t in duplicates)
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
+    searcher.on_trial_complete("a", {"top1": 50.0, "epochs_done": 3})
+    searcher.remaining = 1
+    assert searcher.suggest("c") is searcher.FINISHED  # measured: answered without a row
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"]
 
 
 def test_record_attrs_is_seen_by_the_live_trial_and_the_study(study):

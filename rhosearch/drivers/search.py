@@ -149,7 +149,11 @@ def _make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSamp
         population = max(4, min(50, trials // 3))
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, trials // 4))
+        # constant_liar: trials still running count as bad results, so 6 slots at once are not
+        # handed the same promising rho six times (without it a 40-trial search on 6 slots
+        # proposed running configurations hundreds of times).
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, trials // 4),
+                                          constant_liar=True)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=max(4, trials // 4))
     if name == "random":

@@ -120,26 +120,42 @@ class StudySearcher(Searcher):
         if self.remaining <= 0:
             return self.FINISHED if not (self.live or self.live_noise) else None
         measured = self._measured()
+        scratch = None
         for _ in range(1000):
-            trial = self.study.ask(self.distributions)
-            config = config_from_params(self.space, trial.params)
+            if scratch is None and not self.study.get_trials(
+                    deepcopy=False, states=(TrialState.WAITING,)):
+                scratch = self._scratch_study()
+            if scratch is None:  # an enqueued configuration (paper preset, rerun) comes first
+                trial = self.study.ask(self.distributions)
+                config = config_from_params(self.space, trial.params)
+            else:
+                proposal = scratch.ask(self.distributions)
+                config = config_from_params(self.space, proposal.params)
+                known = measured.get(config.rho_text)
+                if known is not None or config.rho_text in self.live_rho.values():
+                    # Measured or running: no row in the study. The scratch study hears the
+                    # measured values again (or keeps it running, a constant liar) and is asked
+                    # again; the sampler's record sees each rho once.
+                    if known is not None:
+                        scratch.tell(proposal, known.values)
+                    continue
+                scratch.tell(proposal, state=TrialState.FAIL)
+                self.study.enqueue_trial(proposal.params)
+                trial = self.study.ask(self.distributions)
             base = {"stage": STAGE, **config.as_dict(), "rho": config.rho_text}
             reason = self._infeasible(config)
             if reason:
                 record_attrs(self.study, trial, {**base, "status": "infeasible",
                                                   "reason": reason})
                 self.study.tell(trial, state=TrialState.FAIL)
+                if scratch is not None:  # the scratch study learns it too, as the study did
+                    scratch.add_trial(self.study.get_trials(deepcopy=False)[-1])
                 continue
-            if config.rho_text in measured:  # answered from the record, no training
-                earlier = measured[config.rho_text]
+            if config.rho_text in measured or config.rho_text in self.live_rho.values():
+                # An enqueued rho measured or running meanwhile: closed without training.
                 record_attrs(self.study, trial, {
-                    **earlier.user_attrs, "status": "cached", "trained": False,
-                    "reason": f"same rho as trial {earlier.number}"})
-                self.study.tell(trial, earlier.values)
-                continue
-            if config.rho_text in self.live_rho.values():
-                record_attrs(self.study, trial, {
-                    **base, "status": "duplicate", "reason": "same rho as a running trial"})
+                    **base, "status": "not run", "reason": "enqueued, but already measured "
+                    "or running"})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
             cost = self.cost.price(config).as_dict()
@@ -150,6 +166,18 @@ class StudySearcher(Searcher):
             return {"rho": config.rho_text, "backbone": config.backbone, "number": trial.number}
         self.remaining = 0  # the space holds nothing feasible and new
         return self.FINISHED if not self.live else None
+
+    def _scratch_study(self) -> optuna.Study:
+        """An in-memory copy of the study's record with the study's own sampler, asked for
+        proposals: a proposal of a rho that is running or already measured is answered there,
+        so it never becomes a row of the study (Optuna writes a row for every `ask`). Only a
+        proposal that will train (or is infeasible) is enqueued into the study and asked for
+        there, with its parameters fixed."""
+        scratch = optuna.create_study(directions=self.study.directions,
+                                      sampler=self.study.sampler)
+        scratch.add_trials([t for t in self.study.get_trials(deepcopy=False)
+                            if t.state != TrialState.WAITING])
+        return scratch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
