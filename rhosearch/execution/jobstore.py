@@ -136,10 +136,10 @@ class JobStore:
             named = "; ".join(f"{nodes[n]['NodeManagerAddress']} (node {n[:8]}): {why}"
                               for n, why in blind.items())
             raise RhoSearchError(
-                f"the job store {self.tune_path} is a local path that {len(blind)} of the "
-                f"{len(nodes)} Ray node(s) running jobs beside this driver's do not see "
-                f"({named}); pass --storage-path /shared/path (a folder every node mounts at "
-                "that path) or a bucket URI such as s3://bucket/path (nothing was started)")
+                f"the job store {self.tune_path} is a local path, and {len(blind)} of the "
+                f"{len(nodes)} other Ray node(s) that run jobs do not see it ({named}); pass "
+                "--storage-path /shared/path (a folder every node mounts at that path) or a "
+                "bucket URI such as s3://bucket/path (nothing was started)")
 
     def push(self, folder: Path, job: str, *, skip: tuple[str, ...] = ()) -> None:
         """Copies the files under `folder` into the job's folder in the store, each written to
