@@ -178,10 +178,12 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", type=values.nonempty, default="exmobilevit_s",
                         help="search space name in search_spaces/ or a .yaml path "
                         "(default: %(default)s)")
-    parser.add_argument("--stage", choices=("all", "oneshot", "proxy"), default="all",
+    parser.add_argument("--stage", choices=("all", "oneshot", "proxy", "resolve"),
+                        default="all",
                         help="all (default): train the supernet and score the whole space "
                         "(a screen, printed beside the proxy), then the proxy trials the "
-                        "sampler proposes; oneshot or proxy alone")
+                        "sampler proposes, then race the contenders with more paired seeds; "
+                        "oneshot or proxy alone; resolve on an existing study")
     parser.add_argument("--sampler", default="gp", choices=("gp", "tpe", "nsga2", "random"),
                         help="the Optuna sampler that proposes rho vectors (default: "
                         "%(default)s, the best of benchmarks/sampler_table.py; see README)")
@@ -192,6 +194,10 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-seeds", type=values.whole(0, 100), default=3, metavar="K",
                         help="also train the baseline with K more seeds to measure the noise "
                         "floor every result is judged against (default: 3; 0: off)")
+    parser.add_argument("--resolve-seeds", type=values.whole(0, 100), default=2, metavar="N",
+                        help="the resolve stage gives each contender (the front and what "
+                        "overlaps it) up to N more seeds, paired with the baseline's, until it "
+                        "is told from the baseline or cannot be (default: 2; 0: off)")
     parser.add_argument("--enqueue-oneshot-front", action="store_true",
                         help="queue the one-shot front as the first proxy trials after the "
                         "paper's (off: the one-shot ranking does not agree with longer "
@@ -226,6 +232,7 @@ def _search(args: argparse.Namespace) -> int:
         resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
         stage=args.stage, noise_seeds=args.noise_seeds, early_stop=args.early_stop,
+        resolve_seeds=args.resolve_seeds,
         enqueue_oneshot_front=args.enqueue_oneshot_front,
         keep_checkpoints=args.keep_checkpoints, storage_path=args.storage_path,
     )

@@ -56,7 +56,7 @@ def search_command(tmp_path: Path, xxs_space_yaml: Path) -> Callable[..., list[s
         return [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "2cpus",
                 "--trials", str(trials), "--study", "k", "--space", str(xxs_space_yaml),
                 "--epochs", "1", "--set", "batch_size=32", "--reports-dir", str(tmp_path),
-                *extra]
+                "--resolve-seeds", "0", *extra]
     return command
 
 

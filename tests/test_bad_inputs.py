@@ -83,6 +83,13 @@ def _setup(folder: Path, what: str | None) -> None:
             image.write_bytes(_png_claiming(30_000, 30_000))
     elif what == "damaged":
         _damaged_study(folder)
+    elif what == "no-proxy":  # a study with one-shot scores only: nothing to resolve
+        storage = open_storage(default_storage_url("s", folder / "reports"))
+        study = optuna.create_study(study_name="s", storage=storage,
+                                    directions=["maximize", "minimize"])
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={"stage": "proxy", "status": "infeasible", "rho": "0,0,1,0,4"}))
     elif what == "file":
         (folder / "taken").write_text("a user's file\n")
     elif what == "weights":
@@ -159,6 +166,10 @@ CASES = [
     ("train-best --study s", "damaged", "study.db is damaged"),
     ("search --space space.yaml --trials 0", "space", "--trials 0"),
     ("search --space space.yaml --noise-seeds -1", "space", "--noise-seeds -1"),
+    ("search --space space.yaml --resolve-seeds -1", "space", "--resolve-seeds -1"),
+    ("search --space space.yaml --resolve-seeds abc", "space", "--resolve-seeds 'abc'"),
+    ("search --space space.yaml --study s --stage resolve", "no-proxy", "no finished proxy"),
+    ("search --space space.yaml --study nosuch --stage resolve", None, "no study 'nosuch'"),
     ("search --space space.yaml --study ../x", "space", "'../x'"),
     ("search --space space.yaml --budget 4tpus", "space", "4tpus"),
     ("search --space space.yaml --budget 64gpus", "space", "GPUs"),

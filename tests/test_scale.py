@@ -142,7 +142,7 @@ def test_search_and_train_best_on_two_nodes_reach_the_driver(tmp_path, two_nodes
               "--reports-dir", str(tmp_path / "reports"), "--storage-path", str(store),
               "--epochs", "1", *recipe]
     assert main(["search", "--space", str(xxs_space_yaml), "--trials", "4",
-                 "--noise-seeds", "1", *common]) == 0
+                 "--noise-seeds", "1", "--resolve-seeds", "0", *common]) == 0
     reports = tmp_path / "reports" / "c"
     trained = [t for t in _trials(tmp_path / "reports", "c") if t.user_attrs.get("trained")]
     noise = _trials(tmp_path / "reports", "c", "::noise")

@@ -274,3 +274,46 @@ def test_oneshot_scores_stay_out_of_the_samplers_history_and_its_checkpoint_goes
                        log=lines.append)
     assert not any("training the supernet" in line for line in lines), lines
     assert (again["trials"]["stage"] == "oneshot").sum() == 4
+
+
+def _seeded(config, *, settings, data=None):
+    """A trial whose top-1 is set by its rho and seed: the wide block-3 shortcut 10 points
+    above the baseline at every seed, each seed moving both by the same 2 points, plus a
+    0.1-point wobble (common random numbers, as training with a shared seed gives)."""
+    from ray import tune
+
+    seed = int(config.get("seed", settings.seed))
+    wide = config["rho"].split(",")[2] == "1"
+    top1 = 50.0 + 10.0 * wide + 2.0 * seed + 0.1 * ((seed * 7 + 5 * wide) % 3)
+    tune.report({"epoch": 1, "epochs_done": 1, "top1": top1, "top5": 0.0, "seed": seed,
+                 "status": "ok"})
+
+
+def test_resolve_races_the_contender_with_paired_seeds_until_it_is_decided(
+        tmp_path, shared_ray):
+    lines = []
+    space = _space(rho_3=[0, 1], rho_5=[4])
+    first = run_search(_settings(tmp_path, space=space, trials=2, noise_seeds=2),
+                       trial_fn=_seeded, log=lines.append)
+    assert not (first["trials"]["stage"] == "resolve").any()  # --stage proxy: no resolve
+    outcome = run_search(_settings(tmp_path, space=space, trials=2, noise_seeds=2,
+                                   resolve_seeds=3, stage="resolve"), trial_fn=_seeded,
+                         log=lines.append)
+    trials = outcome["trials"]
+    resolve = trials[trials["stage"] == "resolve"]
+    # One seed more than the proxy's was enough to separate it; the cap (3 more) not reached.
+    assert sorted(zip(resolve["rho"], resolve["seed"], strict=True)) == [("0,0,1,0,4", 1)]
+    storage = f"sqlite:///{tmp_path / 't' / 'study.db'}"
+    search = optuna.load_study(study_name="t", storage=storage)
+    assert {t.user_attrs["stage"] for t in search.get_trials()} == {"proxy"}  # one row per rho
+    wide = trials[(trials["rho"] == "0,0,1,0,4") & (trials["stage"] == "proxy")].iloc[0]
+    assert wide["vs_baseline"] == "better" and wide["test"] == "paired t"
+    assert outcome["resolve"]["runs"] == 1
+    assert outcome["resolve"]["decisions"]["0,0,1,0,4"][0] == "separated"
+    assert any(line.startswith("resolve: racing 1 contender") for line in lines)
+    assert "pairing correlation +" in outcome["verdict"]
+    # --stage resolve on the finished study: everything is decided, nothing runs.
+    again = run_search(_settings(tmp_path, space=space, trials=2, noise_seeds=2,
+                                 resolve_seeds=3, stage="resolve"), trial_fn=_seeded,
+                       log=lines.append)
+    assert (again["trials"]["stage"] == "resolve").sum() == 1

@@ -52,7 +52,13 @@ from rhosearch.execution.resources import (
     start_ray,
     trial_resources,
 )
-from rhosearch.execution.searcher import STAGE, Progress, StudySearcher, proxy_trial
+from rhosearch.execution.searcher import (
+    STAGE,
+    Progress,
+    ResolveSearcher,
+    StudySearcher,
+    proxy_trial,
+)
 from rhosearch.output import write_csv
 from rhosearch.record.lease import DriverLease
 from rhosearch.record.stats import Family, noise_band, verdict_sentence
@@ -70,10 +76,12 @@ from rhosearch.record.study import (
     stage_agreement,
     stage_family,
     stage_noise,
+    stage_runs,
     stage_study,
     study_dir,
     trials_frame,
 )
+from rhosearch.stages.resolve import pick_contenders, resolve_round
 from rhosearch.training.data import BaseData, adopt_base, load_base
 
 __all__ = ["SearchSettings", "open_search_study", "run_search"]
@@ -82,8 +90,9 @@ __all__ = ["SearchSettings", "open_search_study", "run_search"]
 PROXY_RECIPES = {"fashion-mnist": "proxy_fmnist"}
 # What `--early-stop` may name.
 EARLY_STOP = ("none", "asha")
-# What `--stage` may name: the one-shot stage alone, the proxy stage alone, or one then the other.
-SEARCH_STAGES = ("oneshot", "proxy", "all")
+# What `--stage` may name: the one-shot stage alone, the proxy stage alone, the resolve stage on
+# an existing study's proxy trials, or all three in turn.
+SEARCH_STAGES = ("oneshot", "proxy", "resolve", "all")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +125,12 @@ class SearchSettings:
     stage: str = "proxy"
     keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
     noise_seeds: int = 3  # extra seeds of the baseline: the noise floor (0: not measured)
+    # The resolve stage (`stages/resolve.py`): at most this many further paired seeds per
+    # contender (0: off). 2 keeps the default digits search near 5 minutes on 2 cores.
+    resolve_seeds: int = 2
+    # Contenders raced, best first: with one-seed intervals (sigma ~2 pts, 3 df) nearly every
+    # configuration overlaps the front, and racing all 12 would double the search's time.
+    resolve_contenders: int = 3
     # The one-shot front as the proxy stage's first proposals: off, since the one-shot ranking
     # does not agree with longer training beyond noise (benchmarks/fidelity.py).
     enqueue_oneshot_front: bool = False
@@ -276,6 +291,12 @@ def run_search(
     if settings.noise_seeds < 0:
         raise RhoSearchError(f"--noise-seeds {settings.noise_seeds}: give 0 (no noise floor) "
                              "or more seeds, e.g. 3")
+    if settings.resolve_seeds < 0:
+        raise RhoSearchError(f"--resolve-seeds {settings.resolve_seeds}: give 0 (no resolve "
+                             "stage) or more seeds, e.g. 2")
+    if settings.stage == "resolve":  # on an existing study: reopened, as --resume does
+        _check_resolvable(settings)
+        settings = dataclasses.replace(settings, resume=True)
     if settings.early_stop not in EARLY_STOP:
         raise RhoSearchError(f"unknown --early-stop {settings.early_stop!r}; choose one of: "
                              f"{', '.join(EARLY_STOP)}")
@@ -348,6 +369,9 @@ def _run_search_leased(
                                            data=data, deadline=deadline)
             if not interrupted:  # an interrupted search keeps its queue for --resume
                 _close_waiting(study, settings.space)
+        if settings.stage in ("resolve", "all") and not interrupted:
+            interrupted = _run_resolve_stage(study, settings, recipe, resources, trial_fn, log,
+                                             data=data, deadline=deadline)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it
         interrupted, terminated = True, isinstance(exc, Terminated)
     finally:
@@ -368,7 +392,7 @@ def _run_search_leased(
     write_csv(frame, folder / "trials.csv")  # counts as integers, not 640.0
     front = pareto_front(frame)
     return {"study": study, "trials": frame, "front": front, "fidelity": fidelity,
-            "noise": noise, "family": family,
+            "noise": noise, "family": family, "resolve": study.user_attrs.get("resolve"),
             "verdict": verdict(frame, family, settings.space.backbone),
             "interrupted": interrupted, "terminated": terminated,
             "wall_s": time.time() - started, "folder": folder}
@@ -398,6 +422,14 @@ def _run_proxy_stage(
     if searcher.noise_pending:
         log(f"noise floor: training the baseline with {len(searcher.noise_pending)} more "
             f"seed(s) ({', '.join(map(str, searcher.noise_pending))}) beside the search")
+    _tune_fit(searcher, settings, recipe, resources, trial_fn, log, data=data)
+    return bool(searcher.live)
+
+
+def _tune_fit(searcher: StudySearcher, settings: SearchSettings, recipe: Any,
+              resources: dict[str, float], trial_fn: Callable[..., None] | None,
+              log: Callable[[str], None], *, data: BaseData) -> None:
+    """Runs what `searcher` hands out through Ray Tune, `resources` per trial."""
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn or proxy_trial, settings=settings, data=data), resources)
     tuner = tune.Tuner(
@@ -416,7 +448,90 @@ def _run_proxy_stage(
         ),
     )
     tuner.fit()
-    return bool(searcher.live)
+
+
+def _check_resolvable(settings: SearchSettings) -> None:
+    """`--stage resolve` needs an existing study with finished proxy trials; refused before
+    anything is opened for writing."""
+    url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
+    if settings.storage is None and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise RhoSearchError(f"--stage resolve: no study {settings.study!r} under "
+                             f"{settings.reports_dir}; run the proxy stage first")
+    try:
+        study = optuna.load_study(study_name=settings.study, storage=open_storage(url))
+    except KeyError:
+        raise RhoSearchError(f"--stage resolve: no study {settings.study!r} in {url}; run the "
+                             "proxy stage first") from None
+    if not any(t.user_attrs.get("stage") == STAGE and t.user_attrs.get("status") == "ok"
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+        raise RhoSearchError(f"--stage resolve: study {settings.study!r} has no finished proxy "
+                             "trials to resolve (nothing was changed)")
+
+
+def _contenders(frame: pd.DataFrame, control: str, limit: int) -> list[str]:
+    """The proxy front and the configurations whose interval overlaps it (`pick_contenders`),
+    from each configuration's first proxy run."""
+    proxy = frame[(frame["stage"] == STAGE) & (frame["state"] == "COMPLETE")
+                  & (frame["status"] == "ok")].drop_duplicates("rho")
+    points = [(row.rho, float(row.top1), float(row.top1_lo), float(row.top1_hi),
+               float(row.overhead_params)) for row in proxy.itertuples()
+              if pd.notna(row.top1_lo)]
+    return pick_contenders(points, control=control, limit=limit)
+
+
+def _run_resolve_stage(
+    study: optuna.Study, settings: SearchSettings, recipe: Any, resources: dict[str, float],
+    trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, data: BaseData,
+    deadline: float | None = None,
+) -> bool:
+    """Races the contenders against the baseline with further paired seeds, one round at a
+    time (`stages.resolve.resolve_round`), until every contender is decided, the seed cap is
+    reached or the budget's wall time is spent; records what it spent and decided in the study
+    (user attr "resolve"). True if interrupted."""
+    if settings.resolve_seeds <= 0:
+        return False
+    started, spent, rounds = time.time(), 0, 0
+    max_seeds = 1 + settings.resolve_seeds
+    contenders: list[str] | None = None
+    plan = None
+    while True:
+        frame = trials_frame(study)
+        found = stage_family(frame, STAGE)
+        if found is None:
+            log("resolve: no baseline measured in the proxy stage: nothing to race against")
+            return False
+        family, control = found
+        if contenders is None:
+            contenders = _contenders(frame, control, settings.resolve_contenders)
+            log(f"resolve: racing {len(contenders)} contender(s) against the baseline with up "
+                f"to {settings.resolve_seeds} more paired seed(s) each: "
+                + (", ".join(contenders) or "none"))
+        runs: dict[str, dict[int, float]] = {}
+        for row in stage_runs(frame, STAGE).itertuples(index=False):
+            runs.setdefault(row.rho, {})[int(row.seed_key)] = float(row.top1)
+        plan = resolve_round(family, runs, control=control, contenders=contenders,
+                             first_seed=settings.seed, max_seeds=max_seeds)
+        if plan.done:
+            break
+        if deadline is not None and time.time() >= deadline:
+            log(f"resolve: wall-time budget ({settings.budget.describe()}) spent; "
+                f"{len(plan.jobs)} run(s) not started")
+            break
+        rounds += 1
+        searcher = ResolveSearcher(study, settings, epochs=recipe.epochs, n_val=len(data.val),
+                                   jobs=plan.jobs)
+        _tune_fit(searcher, settings, recipe, resources, trial_fn, log, data=data)
+        spent += len(plan.jobs) - len(searcher.pending)
+        if searcher.live_jobs:  # interrupted mid-round
+            return True
+    decisions = {rho: list(d) for rho, d in (plan.decisions if plan else {}).items()}
+    summary = {"runs": spent, "rounds": rounds, "wall_s": round(time.time() - started, 1),
+               "max_seeds": max_seeds, "decisions": decisions}
+    study.set_user_attr("resolve", summary)
+    counts = pd.Series([d[0] for d in decisions.values()]).value_counts().to_dict()
+    log(f"resolve: {spent} run(s) in {rounds} round(s), {summary['wall_s']:.0f} s; decided: "
+        + (", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to race"))
+    return False
 
 
 def _scheduler(early_stop: str, epochs: int) -> ASHAScheduler | None:

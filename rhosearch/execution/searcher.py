@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from rhosearch.drivers.search import SearchSettings
     from rhosearch.training.data import BaseData
 
-__all__ = ["STAGE", "Progress", "StudySearcher", "proxy_trial", "trial_job"]
+__all__ = ["STAGE", "Progress", "ResolveSearcher", "StudySearcher", "proxy_trial", "trial_job"]
 
 STAGE = "proxy"
 
@@ -249,6 +249,57 @@ class StudySearcher(Searcher):
         return attrs, attrs["status"] == "ok"
 
 
+class ResolveSearcher(StudySearcher):
+    """Hands Tune a fixed list of `(rho, seed)` runs (one round of the resolve stage,
+    `stages.resolve.resolve_round`) and records each in the companion study `<study>::resolve`
+    as a further seed of that configuration: never a new trial of the study, so the sampler
+    keeps one point per rho."""
+
+    def __init__(self, study: optuna.Study, settings: SearchSettings, *, epochs: int,
+                 n_val: int | None, jobs: list[tuple[str, int]]) -> None:
+        import dataclasses
+
+        super().__init__(study, dataclasses.replace(settings, noise_seeds=0), epochs=epochs,
+                         n_val=n_val)
+        self.resolve_study = stage_study(study, "resolve")
+        self.pending = list(jobs)
+        self.live_jobs: dict[str, tuple[RhoConfig, int]] = {}
+
+    @property
+    def total(self) -> int:
+        return len(self.pending)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if not self.pending:
+            return self.FINISHED if not self.live_jobs else None
+        rho, seed = self.pending.pop(0)
+        config = RhoConfig.parse(rho, backbone=self.space.backbone)
+        self.live_jobs[trial_id] = (config, seed)
+        return {"rho": config.rho_text, "backbone": config.backbone, "number": seed,
+                "seed": seed, "stage": "resolve"}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.live_jobs:
+            return
+        config, seed = self.live_jobs.pop(trial_id)
+        attrs, complete = self._result_attrs(result or {}, error,
+                                             trial_job(seed, config, stage="resolve"))
+        attrs.update({**self.cost.price(config).as_dict(), **config.as_dict(),
+                      "rho": config.rho_text, "stage": "resolve", "seed": seed})
+        if complete:
+            values = [float(attrs[name]) for name in self.settings.objectives]
+            trial = optuna.trial.create_trial(values=values, user_attrs=attrs)
+        else:
+            attrs.setdefault("reason", f"stopped after {attrs['epochs_done']} of {self.epochs} "
+                                       "epochs")
+            trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
+        self.resolve_study.add_trial(trial)
+        self.events.append(f"resolve: {config.name} rho={config.rho_text} seed {seed}: "
+                           f"{attrs['status']}"
+                           + (f" top1={attrs['top1']:.2f}" if complete else ""))
+
+
 def _noise_seeds_missing(noise_study: optuna.Study | None, settings: SearchSettings) -> list[int]:
     """The baseline seeds the noise floor still needs: search seed + 1 ... + noise_seeds."""
     if noise_study is None:
@@ -343,10 +394,13 @@ def _report(metrics: dict[str, Any]) -> None:
 
 
 def trial_job(number: int, config: RhoConfig, *, stage: str = STAGE) -> str:
-    """A proxy trial's folder name, `trials/<number>_<key>`, or a noise-floor run's,
-    `noise/seed<seed>_<key>`: the same under `reports/<study>/` and in the job store."""
+    """A proxy trial's folder name, `trials/<number>_<key>`, a noise-floor run's,
+    `noise/seed<seed>_<key>`, or a resolve run's, `resolve/seed<seed>_<key>`: the same under
+    `reports/<study>/` and in the job store."""
     if stage == "noise":
         return f"noise/seed{number:03d}_{config.key}"
+    if stage == "resolve":  # `number` is the seed: one run per (rho, seed)
+        return f"resolve/seed{number:03d}_{config.key}"
     return f"trials/{number:04d}_{config.key}"
 
 
