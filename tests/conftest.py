@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,17 +10,11 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from helpers import XXS_SPACE_YAML
 
 from rhosearch.execution.resources import Budget, start_ray
 
 ROOT = Path(__file__).resolve().parent.parent
-# A small XXS space (18 rho vectors) for real searches in tests.
-XXS_SPACE_YAML = """backbone: mobilevit_xxs
-rho:
-  rho_3: [0, 1/3, 1]
-  rho_4: [0, 1/4, 1]
-  rho_5: [3, 4]
-"""
 
 
 def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
@@ -86,9 +81,52 @@ SLOWEST_FILES = ("test_search.py", "test_finalists.py", "test_scale.py", "test_r
                  "test_lease.py", "test_export.py", "test_report.py")
 
 
+# --- the two tiers ---------------------------------------------------------------------------
+# `pytest` runs the fast tier: no Ray, no subprocess, no browser. `pytest -m slow` runs the rest
+# (.ci/run runs both). The tier is decided here, in one place, so a new test needs no marker of
+# its own: it is slow when it asks for one of SLOW_FIXTURES, sits in one of SLOW_FILES (every
+# test there runs a search, a cluster or a process), or is named in SLOW_TESTS. A fast-tier test
+# that starts Ray or a subprocess fails and says to add it here.
+SLOW_FIXTURES = {"shared_ray", "search_command"}
+SLOW_FILES = {"test_search.py", "test_finalists.py", "test_scale.py", "test_robust.py",
+              "test_lease.py"}
+SLOW_TESTS = {
+    "test_a_stale_ray_address_file_is_ignored",  # test_bad_inputs.py: a Ray start
+    "test_a_study_left_mid_write_by_a_killed_driver_opens_rolled_back",  # a killed process
+    "test_help_never_imports_torch_or_ray",  # test_cli.py: a fresh interpreter
+    "test_count_table_cuts_no_header_or_cell",  # test_cli.py: cli.py in a terminal's width
+    "test_wheel_installs_and_runs_outside_the_checkout",  # test_package.py: pip, a wheel
+    "test_report_draws_in_headless_chromium",  # test_report.py: a browser
+    "test_cli_report_html_end_to_end",  # test_report.py: cli.py as a process
+    "test_cli_train_runs_and_writes_its_result",  # test_train.py: cli.py as a process
+}
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    return (item.path.name in SLOW_FILES or item.originalname in SLOW_TESTS
+            or not SLOW_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_ray_or_process(request: pytest.FixtureRequest,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.originalname} starts Ray or a process: list it in "
+                             "SLOW_TESTS (tests/conftest.py) to run it in the slow tier")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from test_data import write_image_folder
+from helpers import write_image_folder
 
 from rhosearch.cli import main
 from rhosearch.record.lease import lease_name

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import write_image_folder
 from torch.utils.data import DataLoader
 
 from rhosearch.errors import RhoSearchError
@@ -23,18 +23,6 @@ from rhosearch.training.data import (
     load_base,
     mss_resolutions,
 )
-
-
-def write_image_folder(root: Path, *, classes=("cat", "dog"), per_class: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for name in classes:
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
 
 
 def write_cifar(root: Path, *, kind: str = "cifar10", per_batch: int = 4) -> Path:

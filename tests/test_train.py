@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_data import write_image_folder
+from helpers import write_image_folder
 from timm.utils import ModelEmaV3
 from torch import nn
 
