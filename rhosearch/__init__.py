@@ -1,17 +1,14 @@
 """rhosearch: architecture search over ExMobileViT's ExShortcut ratios (rho).
 
-Importing the package registers the paper's presets in timm's model registry, so
-`timm.create_model("exmobilevit_s_928")` works afterwards. The registration waits until timm
-itself is imported (at once if it already is): `import rhosearch` must not cost the seconds
-torch and timm take to import, or `rhosearch --help` would.
+`import rhosearch.core.model` registers the paper's presets in timm's model registry (as
+importing `timm.models` registers timm's own), so `timm.create_model("exmobilevit_s_928")` works
+afterwards. `import rhosearch` itself imports neither torch nor timm (seconds), so that
+`rhosearch --help` answers at once; the names below load their module on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
-import sys
 from typing import Any
 
 from rhosearch.errors import RhoSearchError
@@ -44,34 +41,3 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rhosearch' has no attribute {name!r}")
-
-
-class _RegisterWithTimm(importlib.abc.MetaPathFinder):
-    """Imports `rhosearch.core.model` (which registers the presets) right after timm is imported.
-
-    Written by hand because neither timm nor Python's entry points offer a plugin hook for
-    models; a meta-path finder that wraps timm's own loader is the smallest lazy equivalent.
-    """
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname != "timm":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        exec_timm = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            exec_timm(module)
-            importlib.import_module("rhosearch.core.model")
-
-        loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
-if "timm" in sys.modules:
-    importlib.import_module("rhosearch.core.model")
-elif not any(isinstance(f, _RegisterWithTimm) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterWithTimm())

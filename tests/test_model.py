@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-import rhosearch  # noqa: F401  (registers the presets in timm)
+import rhosearch.core.model  # noqa: F401  (registers the presets in timm)
 from rhosearch.core.model import ExMobileViT, RhoSupernet, load_timm_weights
 from rhosearch.core.space import (
     BACKBONE_WIDTHS,

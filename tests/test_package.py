@@ -34,7 +34,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     probe = subprocess.run(
         [sys.executable, "-c",
-         "import rhosearch, timm; m = timm.create_model('exmobilevit_s_928'); "
+         "import rhosearch, rhosearch.core.model, timm; "
+         "m = timm.create_model('exmobilevit_s_928'); "
          "print(rhosearch.__file__); print(m.num_features)"],
         capture_output=True, text=True, cwd=elsewhere, env=env, check=True)
     module_file, features = probe.stdout.split()

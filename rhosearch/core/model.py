@@ -20,7 +20,12 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import ConvNormAct
-from timm.models import build_model_with_cfg, register_model
+from timm.models import (
+    build_model_with_cfg,
+    generate_default_cfgs,
+    register_model,
+)
+from timm.models._features import feature_take_indices  # public in newer timm (timm.layers)
 from torch import nn
 
 from rhosearch.core.space import RhoConfig, SearchSpace, load_presets
@@ -58,7 +63,7 @@ class ExMobileViT(nn.Module):
             ConvNormAct(c_in, c_out, 1, act_layer="silu") if c_out else nn.Identity()
             for c_in, c_out in zip(config.block_widths, self.widths, strict=True)
         )
-        self.num_features = sum(self.widths)
+        self.num_features = self.head_hidden_size = sum(self.widths)
         self.head_drop = nn.Dropout(drop_rate)
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
@@ -80,17 +85,40 @@ class ExMobileViT(nn.Module):
             outputs.append(x)
         return outputs
 
-    def _shortcut(self, k: int, block_output: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(self.shortcuts[k](block_output), 1).flatten(1)
+    def _pooled_shortcuts(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        # A loop over the ModuleList itself (not `self.shortcuts[k]`): TorchScript indexes a
+        # ModuleList only by a constant.
+        for k, shortcut in enumerate(self.shortcuts):
+            if k < len(blocks) and self.widths[k] > 0:
+                parts.append(F.adaptive_avg_pool2d(shortcut(blocks[k]), 1).flatten(1))
+        return torch.cat(parts, dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The classifier input: pooled ExShortcuts concatenated in block order (Eq. 2)."""
-        blocks = self.forward_blocks(x)
-        return torch.cat(
-            [self._shortcut(k, out) for k, out in enumerate(blocks) if self.widths[k]], dim=1
-        )
+        """The classifier input: pooled ExShortcuts concatenated in block order (Eq. 2).
 
-    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        Pooled already (each shortcut at its own block's resolution), so this is what timm
+        calls a non-standard model: `forward_features` gives (batch, num_features)."""
+        return self._pooled_shortcuts(self.forward_blocks(x))
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+        stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the outputs of blocks `indices` (default all built blocks), and
+        the classifier input unless `intermediates_only`. `norm` and `stop_early` are accepted
+        for timm's signature; blocks have no final norm here and the shortcuts need every
+        block."""
+        if output_fmt != "NCHW":
+            raise ValueError("ExMobileViT gives intermediates as NCHW only")
+        take, _ = feature_take_indices(len(self.stages), indices)
+        blocks = self.forward_blocks(x)
+        intermediates = [blocks[i] for i in take]
+        if intermediates_only:
+            return intermediates
+        return self._pooled_shortcuts(blocks), intermediates
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         features = self.head_drop(features)
         return features if pre_logits else self.fc(features)
 
@@ -100,7 +128,11 @@ class ExMobileViT(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier of `num_classes` (0: none). Pooling is part of each shortcut
+        (Eq. 2), so `global_pool` is accepted for timm's signature and must stay average."""
+        if global_pool not in (None, "avg"):
+            raise ValueError("ExMobileViT pools inside each shortcut: global_pool must be 'avg'")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self.fc.apply(init_head_weights)
@@ -199,7 +231,7 @@ class RhoSupernet(ExMobileViT):
         ]
         return torch.cat(parts, dim=1)
 
-    def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         features = self.head_drop(features)
         if pre_logits:
             return features
@@ -231,31 +263,61 @@ def create_model(config: RhoConfig, **kwargs: Any) -> ExMobileViT:
     return ExMobileViT(config, **kwargs)
 
 
-def _register_presets() -> None:
-    """Registers every paper preset in timm: `timm.create_model("exmobilevit_s_928")`.
-
-    Going through `build_model_with_cfg` gives the presets timm's usual loading path, so
-    `pretrained=True, pretrained_cfg_overlay=dict(file=...)` loads rhosearch's safetensors.
-    """
-    for preset in load_presets().values():
-        config = preset.config
-        if config.timm_name is None:
-            continue  # the baseline: timm already has `mobilevit_s`
-        model_name = config.timm_name
-        default_cfgs[model_name] = dict(
-            url="", num_classes=1000, input_size=(3, 256, 256), pool_size=(8, 8),
-            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), first_conv="stem.conv", classifier="fc",
-            license="apache-2.0",
-        )
-
-        def build(pretrained: bool = False, _config: RhoConfig = config,
-                  _name: str = model_name, **kwargs: Any) -> ExMobileViT:
-            return build_model_with_cfg(ExMobileViT, _name, pretrained, config=_config, **kwargs)
-
-        build.__name__ = model_name
-        build.__module__ = __name__
-        register_model(build)
+# --- timm's registry: `timm.create_model("exmobilevit_s_928")` once this module is imported ---
 
 
-default_cfgs: dict[str, dict[str, Any]] = {}
-_register_presets()
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return dict(
+        url="", num_classes=1000, input_size=(3, 256, 256), pool_size=(8, 8), mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0), first_conv="stem.conv", classifier="fc", license="apache-2.0",
+        **kwargs,
+    )
+
+
+def _create_preset(variant: str, pretrained: bool = False, **kwargs: Any) -> ExMobileViT:
+    """Builds the paper preset whose timm name is `variant` through timm's loading path, so
+    `pretrained=True, pretrained_cfg_overlay=dict(file=...)` loads rhosearch's safetensors."""
+    [config] = [p.config for p in load_presets().values() if p.config.timm_name == variant]
+    return build_model_with_cfg(
+        ExMobileViT, variant, pretrained, config=config,
+        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(config.depth))),
+        **kwargs,
+    )
+
+
+# The paper's presets (search_spaces/paper_table5.yaml) but the baseline, which is timm's own
+# `mobilevit_s`; tests/test_model.py checks that this list and the YAML agree.
+default_cfgs = generate_default_cfgs({
+    "exmobilevit_s_576": _cfg(), "exmobilevit_s_640": _cfg(), "exmobilevit_s_704": _cfg(),
+    "exmobilevit_s_864": _cfg(), "exmobilevit_s_928": _cfg(),
+})
+
+
+@register_model
+def exmobilevit_s_576(pretrained: bool = False, **kwargs: Any) -> ExMobileViT:
+    """ExMViT-576: rho = 0, 0, 1/3, 1/2, 3."""
+    return _create_preset("exmobilevit_s_576", pretrained, **kwargs)
+
+
+@register_model
+def exmobilevit_s_640(pretrained: bool = False, **kwargs: Any) -> ExMobileViT:
+    """ExMViT-640: rho = 0, 0, 1/3, 1, 3."""
+    return _create_preset("exmobilevit_s_640", pretrained, **kwargs)
+
+
+@register_model
+def exmobilevit_s_704(pretrained: bool = False, **kwargs: Any) -> ExMobileViT:
+    """ExMViT-704: rho = 0, 0, 1/3, 1/4, 4."""
+    return _create_preset("exmobilevit_s_704", pretrained, **kwargs)
+
+
+@register_model
+def exmobilevit_s_864(pretrained: bool = False, **kwargs: Any) -> ExMobileViT:
+    """ExMViT-864: rho = 0, 0, 1, 1, 4."""
+    return _create_preset("exmobilevit_s_864", pretrained, **kwargs)
+
+
+@register_model
+def exmobilevit_s_928(pretrained: bool = False, **kwargs: Any) -> ExMobileViT:
+    """ExMViT-928: rho = 0, 0, 4/3, 5/4, 4."""
+    return _create_preset("exmobilevit_s_928", pretrained, **kwargs)

@@ -4,6 +4,7 @@
 
     save_weights(model, "model.safetensors", num_classes=10)   # config goes into the metadata
     model = load_model("model.safetensors")                    # needs nothing else
+    import rhosearch.core.model  # registers the presets in timm, then:
     timm.create_model("exmobilevit_s_928", pretrained=True, num_classes=10,
                       pretrained_cfg_overlay=dict(file="model.safetensors", num_classes=10))
 
