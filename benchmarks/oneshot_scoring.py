@@ -26,6 +26,7 @@ import torch
 
 from rhosearch.core.model import RhoSupernet
 from rhosearch.core.space import SearchSpace, load_search_space, parse_rho
+from rhosearch.host import usable_cpus
 from rhosearch.stages.oneshot import score_features, widest_features
 from rhosearch.training.train import evaluate, load_recipe, make_loaders, train_config
 
@@ -76,7 +77,7 @@ def main() -> None:
     loaders = make_loaders("digits", recipe)
     print(f"digits validation set: {len(loaders.val.dataset)} images at {recipe.resolution} px, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs (other processes slow every figure alike)")
+          f"{usable_cpus()} CPUs (other processes slow every figure alike)")
 
     rows = []
     for space in (load_search_space("exmobilevit_s_open"), synthetic_space()):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.host import usable_cpus
 
 __all__ = [
     "Budget", "CLASSES", "EPOCHS", "RESOLUTION", "SEED", "YAML_MAX_BYTES", "YAML_MAX_NODES",
@@ -132,11 +133,8 @@ _MOST = {"cpu": 100_000, "gpu": 10_000, "wall_s": 366 * 24 * 3600}
 
 
 def default_cpus() -> int:
-    """The CPUs this process may run on (affinity and cgroups included where the OS says)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota."""
+    return usable_cpus()
 
 
 def parse_budget(text: str | None) -> Budget:

@@ -49,7 +49,7 @@ from rhosearch.core.cost import CostModel
 from rhosearch.core.space import RhoConfig, baseline_config, load_search_space
 from rhosearch.errors import RhoSearchError
 from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
-from rhosearch.execution.resources import Budget, one_node_share, start_ray
+from rhosearch.execution.resources import Budget, budget_cpus, one_node_share, start_ray
 from rhosearch.output import write_csv
 from rhosearch.record.lease import DriverLease
 from rhosearch.record.study import (
@@ -246,7 +246,7 @@ def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, f
     if gpus and gpus > budget.gpus:
         raise RhoSearchError(f"--gpus-per-trial {gpus:g} exceeds the budget's {budget.gpus:g} "
                              "GPUs; lower it or raise --budget")
-    cpus = budget.cpus or float(os.cpu_count() or 1)
+    cpus = budget_cpus(budget)
     slots = int(budget.gpus // gpus) if gpus else int(cpus)
     if workers > slots:
         raise RhoSearchError(f"--workers-per-finalist {workers} needs {workers} workers at once "

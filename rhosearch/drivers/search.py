@@ -44,6 +44,7 @@ from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
 from rhosearch.execution.resources import (
     Budget,
+    budget_cpus,
     check_local_gpus,
     check_ray_address,
     cluster_address,
@@ -568,7 +569,7 @@ def _run_oneshot_stage(
         # The supernet gets the whole budget (it is the only thing running in this stage), or
         # as much of it as one node holds: on a cluster the budget is summed over nodes.
         gpus = 1.0 if settings.budget.gpus else 0.0
-        cpus = one_node_share(settings.budget.cpus or float(os.cpu_count() or 1), gpus)
+        cpus = one_node_share(budget_cpus(settings.budget), gpus)
         log(f"one-shot: training the supernet over {settings.space.size} rho vectors "
             f"({recipe.epochs} epochs, {cpus:g} CPU{', 1 GPU' if gpus else ''})")
         task = ray.remote(_supernet_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)

@@ -25,10 +25,15 @@ if not sys.stdout.isatty():
 import ray  # noqa: E402
 
 from rhosearch.errors import RhoSearchError
-from rhosearch.values import Budget, parse_budget
+from rhosearch.values import Budget, default_cpus, parse_budget
 
-__all__ = ["Budget", "check_local_gpus", "check_ray_address", "cluster_address",
+__all__ = ["Budget", "budget_cpus", "check_local_gpus", "check_ray_address", "cluster_address",
            "concurrent_trials", "one_node_share", "parse_budget", "start_ray", "trial_resources"]
+
+
+def budget_cpus(budget: Budget) -> float:
+    """The budget's CPUs, or those this process may use when it names none."""
+    return budget.cpus or float(default_cpus())
 
 
 def check_local_gpus(budget: Budget, *, address: str | None = None) -> None:
@@ -66,7 +71,7 @@ def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool
                                      f"at {address} has {have:g}; lower --budget")
             return True
         check_local_gpus(budget)
-        cpus = budget.cpus or float(os.cpu_count() or 1)
+        cpus = budget_cpus(budget)
         # "local": a Ray of our own holding exactly the budget, even when `ray start` runs on
         # this machine or a dead one left its address file (joining those is --address auto).
         # No prestarted workers: Ray starts a few for a new driver, but Tune's trial actors
@@ -123,7 +128,7 @@ def concurrent_trials(budget: Budget, resources: dict[str, float]) -> int:
     """How many trials of `resources` (from `trial_resources`) the budget runs side by side."""
     if resources["gpu"]:
         return max(1, int(budget.gpus // resources["gpu"]))
-    return max(1, int((budget.cpus or float(os.cpu_count() or 1)) // resources["cpu"]))
+    return max(1, int((budget_cpus(budget)) // resources["cpu"]))
 
 
 def one_node_share(cpus: float, gpus: float) -> float:
@@ -153,7 +158,7 @@ def trial_resources(
         raise RhoSearchError(
             f"--gpus-per-trial {gpus:g} exceeds the budget's {budget.gpus:g} GPUs"
             + ("" if budget.gpus else "; give a GPU budget (e.g. --budget 1gpu) or drop it"))
-    have_cpus = budget.cpus or float(os.cpu_count() or 1)
+    have_cpus = budget_cpus(budget)
     if cpus > have_cpus:
         raise RhoSearchError(f"--cpus-per-trial {cpus:g} exceeds the budget's {have_cpus:g} "
                              "CPUs; lower it or raise --budget")

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.host import usable_cpus
 
 __all__ = [
     "CIFAR_CLASSES",
@@ -535,4 +536,4 @@ class VariableBatchSampler:
 
 def worker_count(requested: int) -> int:
     """Data-loader workers: the request, capped by the CPUs this process may use."""
-    return max(0, min(requested, len(os.sched_getaffinity(0)) - 1))
+    return max(0, min(requested, usable_cpus() - 1))
