@@ -161,3 +161,20 @@ def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_p
 
 def _params(trial):
     return tuple(sorted(trial.params.items()))
+
+
+def test_a_driver_whose_lease_was_taken_over_stops_and_says_so(url):
+    """Silent past the TTL (stopped, cut off), then taken over: the heartbeat stops the main
+    thread, and leaving the lease is a one-line error, not a driver writing on."""
+    storage = open_storage(url)
+    with pytest.raises(RhoSearchError, match="took this driver's lease over") as stopped:
+        with DriverLease.acquire(url, "s", command="search", ttl_s=60, heartbeat_s=0.2) as lease:
+            # What `_remove_if_stale` does to a lease it judges stale: deletes it by its id.
+            storage.delete_study(storage.get_study_id_from_name(lease_name("s")))
+            deadline = time.time() + 30
+            with contextlib.suppress(KeyboardInterrupt):  # the heartbeat's interrupt
+                while time.time() < deadline:
+                    time.sleep(0.05)
+            assert lease.lost and not lease.writes_allowed
+            assert time.time() < deadline  # interrupted, not waited out
+    assert "\n" not in str(stopped.value)

@@ -579,6 +579,7 @@ def train_finalists(settings: FinalistSettings, *,
             if settings.resume:
                 number = _already_recorded(study, out_dir, result.get("epochs_done"))
             if number is None:
+                lease.check()  # taken over: the study is another driver's now
                 number = _record(study, config, reason, result, out_dir)
             rows.append({**result, "pick": reason, "name": config.name,
                          "rho": config.rho_text, "trial": number, "seed": seed})

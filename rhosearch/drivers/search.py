@@ -330,9 +330,9 @@ def run_search(
         if cluster_address(settings.address) or ray.is_initialized():
             joined = start_ray(settings.budget, address=settings.address)
             settings.job_store().check_shared()
-        with DriverLease.acquire(url, settings.study, command="search"):
+        with DriverLease.acquire(url, settings.study, command="search") as lease:
             return _run_search_leased(settings, recipe, resources, trial_fn, log, data=data,
-                                      joined=joined)
+                                      joined=joined, lease=lease)
     finally:
         if joined:
             ray.shutdown()
@@ -341,10 +341,11 @@ def run_search(
 def _run_search_leased(
     settings: SearchSettings, recipe: Any, resources: dict[str, float],
     trial_fn: Callable[..., None] | None, log: Callable[[str], None], *, data: BaseData,
-    joined: bool,
+    joined: bool, lease: DriverLease,
 ) -> dict[str, Any]:
     """`run_search` once this process holds the study's lease: nothing else writes to it.
-    `joined`: this search has already joined a cluster, and leaves it when its jobs end."""
+    `joined`: this search has already joined a cluster, and leaves it when its jobs end.
+    Once `lease` is lost (taken over), its RUNNING trials are the new driver's: left alone."""
     folder = study_dir(settings.study, settings.reports_dir)
     check_study_name(settings)
     started_ray = start_ray(settings.budget, address=settings.address) or joined
@@ -376,9 +377,11 @@ def _run_search_leased(
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it
         interrupted, terminated = True, isinstance(exc, Terminated)
     finally:
-        _fail_interrupted(study)
+        if lease.writes_allowed:
+            _fail_interrupted(study)
         if started_ray:
             ray.shutdown()
+    lease.check()
     frame = trials_frame(study)
     noise = stage_noise(frame, STAGE)
     found = stage_family(frame, STAGE)

@@ -14,11 +14,16 @@ A lease whose holder is gone is taken over: at once when the holder ran on this 
 pid no longer runs (or is another process now), else once it has expired (`TTL_S` after its
 last renewal, as the holder's clock wrote it). A stale lease is deleted by its id, so of two
 drivers taking over the same stale lease one deletes it and the other finds a fresh one.
+A driver whose lease was taken over (it was silent past the TTL: stopped, or cut off from the
+storage) must not write on: its heartbeat interrupts the main thread, the driver stops as after
+Ctrl-C but leaves the study alone (`writes_allowed` is False), and leaving the lease raises
+`RhoSearchError` saying why.
 `report` and `load_study` never touch the lease: reading a running search stays allowed.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import socket
 import threading
@@ -128,9 +133,23 @@ class DriverLease:
                                                   time.time() + self.ttl_s)
             except KeyError:  # deleted: another driver judged us gone and took over
                 self.lost = True
+                _thread.interrupt_main()  # stop the driver's work: the study is not ours now
                 return
             except Exception:  # a storage hiccup: the next beat tries again
                 continue
+
+    @property
+    def writes_allowed(self) -> bool:
+        """Whether this driver may still write to the study (its lease was not taken over)."""
+        return not self.lost
+
+    def check(self) -> None:
+        """Raises `RhoSearchError` once another driver has taken the lease over."""
+        if self.lost:
+            raise RhoSearchError(
+                f"study {self.study_name!r}: another driver took this driver's lease over (it "
+                f"was not renewed for {self.ttl_s:.0f} s: stopped, or cut off from the "
+                "storage); stopped without writing more, the other driver owns the study now")
 
     def release(self) -> None:
         """Stops the heartbeat and frees the lease (only if it is still ours)."""
@@ -146,6 +165,7 @@ class DriverLease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+        self.check()  # a lost lease, not the KeyboardInterrupt the heartbeat raised, is the news
 
 
 def _remove_if_stale(storage: optuna.storages.BaseStorage, name: str, study_name: str) -> None:
