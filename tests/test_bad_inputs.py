@@ -155,6 +155,7 @@ CASES = [
     ("search --space space.yaml --address bogus:1", "space", "--address bogus:1"),
     ("search --space space.yaml --address 127.0.0.1:1", "space", "--address 127.0.0.1:1"),
     ("search --space space.yaml --address nonsense", "space", "--address nonsense"),
+    ("search --space space.yaml --address http://127.0.0.1:8265", "space", "Ray Jobs"),
     ("search --space space.yaml --storage-path /proc/rhosearch", "space", "--storage-path"),
     ("search --space space.yaml --storage-path nosuch://x", "space", "--storage-path"),
     ("search --space space.yaml --data pets", "one-class", "one class folder"),

@@ -299,3 +299,18 @@ def test_a_store_every_node_sees_passes_the_check(blind_cluster):
             JobStore.for_study("s", reports_dir=blind_cluster["reports"]).check_shared()
     finally:
         ray.shutdown()
+
+
+def test_a_trial_no_node_holds_is_refused_not_waited_for(blind_cluster, xxs_space_yaml, capsys):
+    """A 2-CPU trial on a cluster whose only job node has 1 CPU: Tune would wait for it for ever
+    (it only warns every minute); refused as the cluster is joined instead."""
+    reports = blind_cluster["root"] / "fits"
+    code = main(["search", "--address", blind_cluster["address"], "--budget", "2cpus",
+                 "--cpus-per-trial", "2", "--trials", "1", "--stage", "proxy", "--study", "f",
+                 "--space", str(xxs_space_yaml), "--reports-dir", str(reports),
+                 "--storage-path", str(blind_cluster["root"] / "shared"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "asks for 2 CPU but no Ray node holds that (the largest: 1 CPU" in err
+    assert not reports.exists() or _all_files(reports) == []

@@ -47,6 +47,7 @@ from rhosearch.execution.resources import (
     budget_cpus,
     check_local_gpus,
     check_ray_address,
+    check_trial_fits,
     cluster_address,
     concurrent_trials,
     one_node_share,
@@ -322,14 +323,16 @@ def run_search(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     # A cluster is joined before the lease (which writes the study's file), so one short of the
-    # budget's GPUs, or with a node that does not see the job store, is refused with nothing
-    # created; a local Ray (one node, nothing to check) starts once the lease is held, so a
-    # study refused by its lease costs no Ray start.
+    # budget's GPUs, with a node that does not see the job store, or with no node that holds a
+    # proxy trial, is refused with nothing created; a local Ray (one node, holding the budget)
+    # starts once the lease is held, so a study refused by its lease costs no Ray start.
     joined = False
     try:
         if cluster_address(settings.address) or ray.is_initialized():
             joined = start_ray(settings.budget, address=settings.address)
             settings.job_store().check_shared()
+            if settings.stage != "oneshot":  # the supernet takes what one node has
+                check_trial_fits(resources)
         with DriverLease.acquire(url, settings.study, command="search") as lease:
             return _run_search_leased(settings, recipe, resources, trial_fn, log, data=data,
                                       joined=joined, lease=lease)

@@ -27,8 +27,9 @@ import ray  # noqa: E402
 from rhosearch.errors import RhoSearchError
 from rhosearch.values import Budget, default_cpus, parse_budget
 
-__all__ = ["Budget", "budget_cpus", "check_local_gpus", "check_ray_address", "cluster_address",
-           "concurrent_trials", "one_node_share", "parse_budget", "start_ray", "trial_resources"]
+__all__ = ["Budget", "budget_cpus", "check_local_gpus", "check_ray_address", "check_trial_fits",
+           "cluster_address", "concurrent_trials", "one_node_share", "parse_budget", "start_ray",
+           "trial_resources"]
 
 
 def budget_cpus(budget: Budget) -> float:
@@ -101,6 +102,9 @@ def check_ray_address(address: str | None) -> None:
     if address is None or address == "auto":
         return
     given = address if address != os.environ.get("RAY_ADDRESS") else f"{address} (RAY_ADDRESS)"
+    if address.startswith(("http://", "https://")):  # what `ray job submit` takes
+        raise RhoSearchError(f"--address {given}: that is a Ray Jobs (dashboard) address; give "
+                             "the head's host:port (default port 6379) or auto")
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise RhoSearchError(f"--address {given}: write host:port, ray://host:port or auto")
@@ -141,6 +145,22 @@ def one_node_share(cpus: float, gpus: float) -> float:
         raise RhoSearchError(f"no Ray node has {gpus:g} GPU(s) and a CPU for one task; "
                              "add such a node or lower --budget")
     return min(cpus, max(fitting))
+
+
+def check_trial_fits(resources: dict[str, float]) -> None:
+    """Refuses proxy-trial `resources` (from `trial_resources`) that no alive node of the
+    running Ray holds: Tune would wait for them for ever (a cluster's CPUs are summed over its
+    nodes, but a trial runs on one)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    cpus, gpus = resources["cpu"], resources["gpu"]
+    if any(r.get("CPU", 0.0) >= cpus and r.get("GPU", 0.0) >= gpus for r in nodes):
+        return
+    most = max(nodes, key=lambda r: (r.get("GPU", 0.0), r.get("CPU", 0.0)), default={})
+    flags = "--cpus-per-trial" + (" or --gpus-per-trial" if gpus else "")
+    raise RhoSearchError(
+        f"a proxy trial asks for {cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "")
+        + f" but no Ray node holds that (the largest: {most.get('CPU', 0.0):g} CPU, "
+        f"{most.get('GPU', 0.0):g} GPU); lower {flags} or add such a node")
 
 
 def trial_resources(
