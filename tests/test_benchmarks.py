@@ -154,3 +154,16 @@ def test_data_path_times_the_samplers_work_per_step():
         10_000, base_resolution=256, base_batch_size=128,
         resolutions=data_path.mss_resolutions(256)))
     assert 0 < cost["per_step_s"] <= cost["amortized_s"] < 0.5
+
+
+def test_calibration_benchmark_ends_with_one_line_per_rule(capsys):
+    """A short run of benchmarks/calibration.py: its closing lines' exact form (the rates
+    themselves are the benchmark's, at 2,000 searches; tests/test_stats.py checks the null)."""
+    import re
+
+    calibration = _load("calibration")
+    assert calibration.main(["--searches", "60"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    pattern = (r"calibration (before|after): per-trial FP \d+\.\d %, per-search FP \d+\.\d %, "
+               r"power\(\+3 pts\) \d+\.\d %")
+    assert [re.fullmatch(pattern, line).group(1) for line in lines[-2:]] == ["before", "after"]

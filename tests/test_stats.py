@@ -157,16 +157,16 @@ def test_the_paired_comparison_uses_the_same_seed_baseline():
     assert shuffled.correlation < 0
 
 
-def test_the_unpaired_test_is_used_where_pairing_would_not_help():
-    """No correlation between a configuration's and the baseline's seeds: one paired seed
-    has variance 2 sigma^2, the unpaired comparison sigma^2 (1 + 1/n0): the rule picks it."""
-    rng = np.random.default_rng(3)
-    runs = {"base": {s: 85 + rng.standard_normal() for s in range(4)}}
-    for k in range(4):
-        runs[f"c{k}"] = {s: 85 + rng.standard_normal() for s in range(3)}
-    runs["single"] = {0: 85.0}
+def test_the_test_is_chosen_from_counts_paired_once_its_variance_has_2_df():
+    """One configuration with 2 paired seeds gives the paired variance 1 df (t quantile
+    12.7): the unpaired test is used; a second such configuration gives it 2 df: paired."""
+    base = {0: 85.0, 1: 83.0, 2: 86.5, 3: 84.0}
+    runs = {"base": base, "single": {0: 86.0}, "a": {0: 85.5, 1: 84.0}}
+    assert compare_family(runs, "base").comparisons["single"].method == "unpaired t"
+    runs["b"] = {0: 84.0, 1: 83.5}
     family = compare_family(runs, "base")
-    assert family.comparisons["single"].method == "unpaired t"
+    assert family.paired_df == 2 and family.comparisons["single"].method == "paired t"
+    assert family.comparisons["single"].diff == pytest.approx(1.0)  # against seed 0 alone
 
 
 def test_stage_agreement_pairs_first_measurements_by_rho():
