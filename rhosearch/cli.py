@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rhosearch import values
 from rhosearch.errors import RhoSearchError, Terminated
+from rhosearch.training.datasets import BUILTIN
 
 # Each subcommand: a function adding its arguments and a function running it. Imports of the
 # heavy modules (torch, ray) happen inside the runners so `--help` stays fast.
@@ -65,7 +66,7 @@ def _recipe_names() -> str:
 
 # --- argument groups several commands share ---------------------------------------------------
 
-DATA_HELP = ("digits | fashion-mnist | cifar10 | cifar100 | PATH (an ImageFolder: train/, val/)")
+DATA_HELP = " | ".join((*BUILTIN, "PATH (an ImageFolder: train/, val/)"))
 STORAGE_HELP = "Optuna storage URL (default: SQLite in REPORTS_DIR/STUDY/study.db)"
 
 
@@ -312,7 +313,7 @@ def _train(args: argparse.Namespace) -> int:
     from rhosearch.training.train import load_recipe, train_config
 
     config = _configs_from_args(args)[0]
-    from rhosearch.drivers.search import proxy_recipe_for
+    from rhosearch.training.datasets import proxy_recipe_for
 
     recipe = load_recipe(args.recipe or proxy_recipe_for(args.data), _recipe_overrides(args))
     out = args.out or Path("runs") / config.key

@@ -63,6 +63,7 @@ from rhosearch.record.study import (
     summarize_seeds,
     trials_frame,
 )
+from rhosearch.training.datasets import full_recipe_for
 
 if TYPE_CHECKING:
     from rhosearch.training.data import BaseData
@@ -495,16 +496,6 @@ def _already_recorded(study: optuna.Study, out_dir: Path, epochs_done: int) -> i
 FINALIST_COLUMNS = ["pick", "name", "rho", "backbone", "seed", "params", "overhead_params",
                     "gmacs", "top1", "top5", "raw_top1", "raw_top5", "epochs_done", "wall_s",
                     "status", "workers", "trial", "weights", "reason"]
-
-
-SMALL_IMAGE_DATA = ("digits", "cifar10", "cifar100")
-
-
-def full_recipe_for(data: str) -> str:
-    """The paper's recipe, at its 256 px base for real-size images (ImageFolder trees such as
-    ImageNet) and at a 64 px base (`full_small`) for data sets of 8-32 px images, where 256 px
-    only multiplies the cost by 16 on upscaled pixels."""
-    return "full_small" if data in SMALL_IMAGE_DATA else "full"
 
 
 def train_finalists(settings: FinalistSettings, *,

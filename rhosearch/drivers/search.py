@@ -85,11 +85,11 @@ from rhosearch.record.study import (
 )
 from rhosearch.stages.resolve import pick_contenders, resolve_round
 from rhosearch.training.data import BaseData, adopt_base, load_base
+from rhosearch.training.datasets import proxy_recipe_for
 
 __all__ = ["SearchSettings", "open_search_study", "run_search"]
 
 # Data sets with a proxy recipe of their own (see recipes.yaml).
-PROXY_RECIPES = {"fashion-mnist": "proxy_fmnist"}
 # What `--early-stop` may name.
 EARLY_STOP = ("none", "asha")
 # What `--stage` may name: the one-shot stage alone, the proxy stage alone, the resolve stage on
@@ -151,12 +151,6 @@ class SearchSettings:
     def job_store(self) -> JobStore:
         return JobStore.for_study(self.study, reports_dir=self.reports_dir,
                                   storage_path=self.storage_path)
-
-
-def proxy_recipe_for(data: str) -> str:
-    """The proxy recipe a data set gets unless --recipe says otherwise: `proxy_fmnist` (sized
-    to about a minute per trial on 2 CPU cores) for fashion-mnist, `proxy` for the rest."""
-    return PROXY_RECIPES.get(data, "proxy")
 
 
 def _make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:

@@ -36,6 +36,7 @@ from torchvision.transforms import v2
 
 from rhosearch.errors import RhoSearchError
 from rhosearch.host import usable_cpus
+from rhosearch.training.datasets import BUILTIN, DATASETS
 
 __all__ = [
     "CIFAR_CLASSES",
@@ -53,8 +54,7 @@ __all__ = [
     "worker_count",
 ]
 
-CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
-BUILTIN = ("digits", "fashion-mnist", *CIFAR_CLASSES)
+CIFAR_CLASSES = {name: DATASETS[name].classes for name in ("cifar10", "cifar100")}
 # Where Debian's `dataset-fashion-mnist` package puts its four IDX files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_VAL_FRACTION = 0.2
@@ -100,10 +100,8 @@ def _as_folder(name: str) -> Path | None:
 
 def dataset_info(name: str, root: Path | str | None = None) -> int:
     """Number of classes of a data set, without loading it (folders: counts train/ subfolders)."""
-    if name in ("digits", "fashion-mnist"):
-        return 10
-    if name in CIFAR_CLASSES:
-        return CIFAR_CLASSES[name]
+    if name in DATASETS:
+        return DATASETS[name].classes
     return len(_folder_classes(_as_folder(name), "train"))
 
 
