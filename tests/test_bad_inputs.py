@@ -8,11 +8,14 @@ and after.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import socket
 import sqlite3
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -300,3 +303,38 @@ def test_an_export_that_fails_its_check_leaves_the_file_that_was_there(tmp_path)
         export_onnx(model, tmp_path / "m.onnx", resolution=32, atol=-1.0, dynamic_size=False)
     assert (tmp_path / "m.onnx").read_bytes() == b"an earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.safetensors"]
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\n\r\n"],
+                         ids=["silent", "http1"])
+def test_an_address_where_something_else_listens_is_refused_in_seconds(
+        tmp_path, monkeypatch, capsys, answer):
+    """A port that accepts but is not Ray's (the dashboard's 8265, a typo): Ray itself retries
+    it for minutes (over 3 min measured, with warnings); refused at once, before Ray starts."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = server.accept()
+                held.append(connection)
+                if answer:
+                    connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    started = time.time()
+    try:
+        code = main([*SEARCH, "--space", "exmobilevit_s", "--address",
+                     f"127.0.0.1:{server.getsockname()[1]}"])
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "answers, but not as a Ray cluster" in err
+    assert time.time() - started < 30
+    assert list(tmp_path.iterdir()) == []

@@ -95,9 +95,9 @@ def cluster_address(address: str | None) -> str | None:
 
 
 def check_ray_address(address: str | None) -> None:
-    """Refuses a cluster address (`--address`, else `RAY_ADDRESS`) that is malformed or where
-    nothing listens, in seconds and before anything is written, not after Ray's minutes of
-    retries; `auto` is left to Ray, which fails at once when it finds no cluster."""
+    """Refuses a cluster address (`--address`, else `RAY_ADDRESS`) that is malformed, where
+    nothing listens, or where something other than Ray listens, in seconds and before anything
+    is written, not after Ray's minutes of retries; `auto` is left to Ray."""
     address = cluster_address(address)
     if address is None or address == "auto":
         return
@@ -109,11 +109,36 @@ def check_ray_address(address: str | None) -> None:
     if not sep or not host or not port.isdigit():
         raise RhoSearchError(f"--address {given}: write host:port, ray://host:port or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=10).close()
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            speaks_grpc = _answers_http2(connection)
     except OSError as exc:
         raise RhoSearchError(f"--address {given}: nothing answers at {host}:{port} "
                              f"({exc.strerror or exc}); start the cluster or drop --address "
                              "for a local Ray") from None
+    # Ray retries a port that is not its own for minutes, printing warnings (the dashboard's
+    # 8265 given as host:port, a mistyped port); with TLS on, gRPC is not plain HTTP/2.
+    if not speaks_grpc and os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):
+        raise RhoSearchError(f"--address {given}: {host}:{port} answers, but not as a Ray "
+                             "cluster (no gRPC); give the head's port that `ray start --head` "
+                             "printed (default 6379), not the dashboard's")
+
+
+# The client's HTTP/2 connection preface and an empty SETTINGS frame (RFC 9113, 3.4): a gRPC
+# server, as Ray's GCS and client server are, answers with a SETTINGS frame of its own.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _answers_http2(connection: socket.socket, *, timeout_s: float = 5.0) -> bool:
+    """Whether the server on `connection` answers an HTTP/2 preface with a SETTINGS frame."""
+    head = b""
+    try:
+        connection.settimeout(timeout_s)
+        connection.sendall(_HTTP2_PREFACE)
+        while len(head) < 9 and (chunk := connection.recv(9 - len(head))):
+            head += chunk
+    except OSError:  # silence (a timeout) or a reset: not a gRPC server either way
+        pass
+    return len(head) == 9 and head[3] == 4  # a frame header whose type is SETTINGS
 
 
 def _join_ray(address: str, *, log_to_driver: bool) -> None:
