@@ -382,9 +382,11 @@ def _train_best(args: argparse.Namespace) -> int:
     outcome = train_finalists(settings)
     frame = outcome["finalists"]
     columns = ["pick", "name", "overhead_params", "seeds", "top1", "top1_std", "vs_baseline",
-               "epochs_done", "status"]
-    print_frame(frame[columns].round(2), title="Finalists (full stage): top-1 (EMA when on), "
-                "mean and std over seeds, paired against the baseline control")
+               "top1_diff", "p_value", "epochs_done", "status"]
+    print_frame(frame[columns].round({"top1": 2, "top1_std": 2, "top1_diff": 2,
+                                      "p_value": 4}),
+                title="Finalists (full stage): top-1 (EMA when on), mean and std over seeds, "
+                "paired against the baseline control, at 5 % over the finalists (Holm)")
     print(f"finalists: {outcome['csv']}   weights: {outcome['folder']}/<key>/model.safetensors"
           f"   report: {outcome['report']}   ({outcome['wall_s']:.0f}s)")
     return 0 if (frame["status"] == "ok").all() else 1

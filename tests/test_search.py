@@ -245,7 +245,7 @@ def test_noise_seeds_are_recorded_apart_and_not_counted_as_search_trials(tmp_pat
     assert outcome["noise"]["std"] == pytest.approx(0.7071, abs=1e-4)
     assert search.user_attrs["noise_floor"]["std"] == pytest.approx(0.7071, abs=1e-4)
     assert "over the 2 configurations compared (Holm)" in outcome["verdict"]
-    assert "Power:" in outcome["verdict"] and "pairing correlation" in outcome["verdict"]
+    assert "Power:" in outcome["verdict"] and "Pairing correlation" in outcome["verdict"]
     # A resumed search does not measure the floor again.
     again = run_search(_settings(tmp_path, trials=2, noise_seeds=2, resume=True),
                        trial_fn=_instant, log=lines.append)
@@ -312,7 +312,7 @@ def test_resolve_races_the_contender_with_paired_seeds_until_it_is_decided(
     assert outcome["resolve"]["runs"] == 1
     assert outcome["resolve"]["decisions"]["0,0,1,0,4"][0] == "separated"
     assert any(line.startswith("resolve: racing 1 contender") for line in lines)
-    assert "pairing correlation +" in outcome["verdict"]
+    assert "Pairing correlation +" in outcome["verdict"]
     # --stage resolve on the finished study: everything is decided, nothing runs.
     again = run_search(_settings(tmp_path, space=space, trials=2, noise_seeds=2,
                                  resolve_seeds=3, stage="resolve"), trial_fn=_seeded,

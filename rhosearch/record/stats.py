@@ -537,8 +537,10 @@ def power_sentence(family: Family, *, trial_s: float | None = None,
                 if seeds and trial_s else "")
         needs.append(f"{difference:+.1f} pts needs {seeds or 'over 10,000'} paired seeds{cost}"
                      if seeds != 1 else f"{difference:+.1f} pts needs 1 seed")
+    seen = (f"only if it differs by {mdd:.1f} pts or more" if mdd <= 100
+            else "by no difference a top-1 can have (it would need over 100 pts)")
     return (f"Power: with one seed a configuration is told from the baseline with 80 % power "
-            f"only if it differs by {mdd:.1f} pts or more (at 5 % over {m}); "
+            f"{seen} (at 5 % over {m}); "
             f"{'; '.join(needs)} (paired σ {sigma:.1f} pts, {basis}).")
 
 
@@ -557,9 +559,9 @@ def verdict_sentence(family: Family | None, *, baseline_name: str,
     floor = (f"seed σ = {math.sqrt(family.run_var):.1f} pts per run, {family.run_df} df, "
              f"baseline over {n0} seeds" if family.run_var
              else "no seed spread measured")
-    pairing = (f"pairing correlation {family.correlation:+.2f}"
+    pairing = (f"Pairing correlation {family.correlation:+.2f}"
                if not math.isnan(family.correlation)
-               else "pairing correlation not measured (no configuration has 2 paired seeds)")
+               else "Pairing correlation not measured (no configuration has 2 paired seeds)")
     if family.m == 0:
         head = f"No configuration could be tested against {baseline_name} ({floor})."
     elif better or worse:
