@@ -250,6 +250,14 @@ def test_nan_loss_ends_the_run_as_diverged(tmp_path, pets):
     assert result["status"] == "diverged" and result["epochs_done"] == 0
     assert result["top1"] is None
 
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")  # what strict parsers (jq, JavaScript) say
+
+    run = tmp_path / "run"
+    [line] = (run / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line, parse_constant=refuse)["loss"] is None  # the NaN loss, as null
+    json.loads((run / "result.json").read_text(), parse_constant=refuse)
+
 
 # --- checkpoints: safe to load, written atomically ------------------------------------------
 

@@ -54,8 +54,9 @@ from rhosearch.core.cost import CostModel
 from rhosearch.core.model import RhoSupernet
 from rhosearch.core.space import RhoConfig, SearchSpace
 from rhosearch.errors import RhoSearchError
-from rhosearch.training.checkpoint import CHECKPOINT
+from rhosearch.training.checkpoint import CHECKPOINT, write_atomic
 from rhosearch.training.train import Recipe, Run, fit, make_loaders, pick_device, seed_everything
+from rhosearch.vocab import RunFile
 
 __all__ = [
     "STAGE",
@@ -418,5 +419,7 @@ def score_supernet(
     configs = list(space.configs())
     scores = _price(score_space(supernet, loaders.val, configs), configs,
                     CostModel(space.backbone, resolution=256, num_classes=1000))
-    scores.to_csv(out_dir / "scores.csv", index=False)
+    # Atomic: a resume trusts a scores.csv with a row per configuration, so a half-written
+    # one (a crash, a full disk) must never exist.
+    write_atomic(out_dir / RunFile.SCORES, scores.to_csv(index=False))
     return scores

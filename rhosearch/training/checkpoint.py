@@ -15,6 +15,8 @@ parts are written as lists and tuples of ints (`rng_state`), not as NumPy arrays
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import tempfile
@@ -56,6 +58,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """`value` as strict JSON: a non-finite float (a diverged epoch's NaN loss) becomes null,
+    since `json.dumps` would write `NaN`, which strict parsers (JavaScript's, jq's) refuse."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
 def write_atomic(path: Path, content: str | bytes | Callable[[IO[bytes]], None]) -> None:

@@ -19,7 +19,6 @@ percentages.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from rhosearch.core.space import RhoConfig
 from rhosearch.errors import RhoSearchError
 from rhosearch.training.checkpoint import (
     CHECKPOINT,
+    json_text,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -359,7 +359,7 @@ def fit(
             status = "diverged"
             history = [*history, {**metrics, "diverged": True}]
             if rank == 0:
-                write_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
+                write_atomic(metrics_path, "".join(json_text(m) + "\n" for m in history))
             break
         if rank == 0 and recipe.validates(epoch + 1):
             metrics.update(validate(plain, ema))
@@ -375,7 +375,7 @@ def fit(
                 step=step.state_dict() if hasattr(step, "state_dict") else None,
             ))
         if rank == 0:  # rewritten from the history: a retried epoch never doubles a line
-            write_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
+            write_atomic(metrics_path, "".join(json_text(m) + "\n" for m in history))
         _gather(None, world_size)  # no rank reports an epoch before its checkpoint exists
         if on_epoch is not None:
             on_epoch(dict(metrics))
@@ -384,7 +384,7 @@ def fit(
     result = None
     if rank == 0:
         result = summarize(run)
-        write_atomic(out_dir / "result.json", json.dumps(result, indent=2) + "\n")
+        write_atomic(out_dir / "result.json", json_text(result, indent=2) + "\n")
     _gather(None, world_size)  # the result exists before any rank returns
     return run._replace(result=result)
 
