@@ -318,3 +318,19 @@ def test_resolve_races_the_contender_with_paired_seeds_until_it_is_decided(
                                  resolve_seeds=3, stage="resolve"), trial_fn=_seeded,
                        log=lines.append)
     assert (again["trials"]["stage"] == "resolve").sum() == 1
+
+
+def test_the_oneshot_front_is_queued_once_even_when_queued_before(tmp_path):
+    # A waiting trial's `params` are empty, so a second queueing (a resumed search) compared
+    # against nothing and queued the front again.
+    from rhosearch.core.space import load_search_space
+    from rhosearch.drivers.search import enqueue_front
+
+    space = load_search_space("exmobilevit_xxs")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}",
+                                directions=["maximize", "minimize"])
+    front = list(space.configs())[:3]
+    assert enqueue_front(study, space, front) == 3
+    assert enqueue_front(study, space, front) == 0
+    assert enqueue_front(study, space, [*front, front[0]]) == 0
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 3

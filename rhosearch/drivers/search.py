@@ -81,6 +81,7 @@ from rhosearch.record.study import (
     stage_runs,
     stage_study,
     study_dir,
+    trial_params,
     trials_frame,
 )
 from rhosearch.stages.resolve import pick_contenders, resolve_round
@@ -226,7 +227,7 @@ def _fail_interrupted(study: optuna.Study) -> int:
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         # A trial killed inside Optuna's ask has no stage yet, and its params may not be set
         # yet either (then an enqueued one's are in its fixed_params; else none was chosen).
-        params = trial.params or trial.system_attrs.get("fixed_params")
+        params = trial_params(trial)
         if trial.user_attrs.get("stage", STAGE) == STAGE and params:
             source = trial.user_attrs.get("source", "sampler")
             study.enqueue_trial(params, user_attrs={
@@ -598,14 +599,25 @@ def _run_oneshot_stage(
             "longer training beyond noise (README, 'How sure is a result'); the stage is "
             "kept to measure that agreement on every search")
     if settings.stage == "all" and settings.enqueue_oneshot_front:
-        queued = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
-                  if t.user_attrs.get("stage") == STAGE}
-        waiting = [t.params for t in study.get_trials(deepcopy=False,
-                                                      states=(TrialState.WAITING,))]
-        for config in front:
-            params = params_of(settings.space, config)
-            if config.rho_text not in queued and params not in waiting:
-                study.enqueue_trial(params, user_attrs={"source": "oneshot-front"})
+        enqueue_front(study, settings.space, front)
+
+
+def enqueue_front(study: optuna.Study, space: SearchSpace, front: list[RhoConfig]) -> int:
+    """Queues the one-shot front's configurations for the proxy stage, each once: not when a
+    proxy trial measured it already or it waits in the queue; returns how many were queued."""
+    queued = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
+              if t.user_attrs.get("stage") == STAGE}
+    # A waiting trial's `params` are empty until it runs: its queued parameters count.
+    waiting = [trial_params(t) for t in study.get_trials(deepcopy=False,
+                                                         states=(TrialState.WAITING,))]
+    added = 0
+    for config in front:
+        params = params_of(space, config)
+        if config.rho_text not in queued and params not in waiting:
+            study.enqueue_trial(params, user_attrs={"source": "oneshot-front"})
+            waiting.append(params)
+            added += 1
+    return added
 
 
 def _oneshot_scores(study: optuna.Study, out_dir: Path) -> pd.DataFrame | None:

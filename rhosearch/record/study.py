@@ -65,6 +65,7 @@ __all__ = [
     "space_distributions",
     "params_of",
     "config_from_params",
+    "trial_params",
 ]
 
 # The stages that write trials, in the order a search runs them ("noise": the baseline's extra
@@ -458,6 +459,13 @@ def space_distributions(space: SearchSpace) -> dict[str, optuna.distributions.Ba
 def config_from_params(space: SearchSpace, params: dict[str, str]) -> RhoConfig:
     rho = [params.get(f"rho_{k}", str(c[0])) for k, c in enumerate(space.choices, start=1)]
     return RhoConfig(space.backbone, tuple(rho))
+
+
+def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's parameters, also while it waits in the queue (or was killed inside Optuna's
+    ask): `enqueue_trial` keeps them in the system attr `fixed_params` until the trial runs,
+    and `trial.params` stays empty. The one place that reads that Optuna internal."""
+    return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
 
 
 def params_of(space: SearchSpace, config: RhoConfig) -> dict[str, str]:
