@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -27,3 +28,20 @@ def write_image_folder(root: Path, *, classes=("cat", "dog"), per_class: int = 3
                 pixels = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+def dominated_area(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area of (top1, cost) space that `points` dominate within `reference` (top1 at least
+    the reference's, cost at most its), by brute force: every cell of the grid the points'
+    coordinates draw counts when some point dominates it. An independent check of hypervolume
+    code (O(n^3), for a few dozen points)."""
+    ref_top1, ref_cost = reference
+    inside = [(t, c) for t, c in points if t > ref_top1 and c < ref_cost]
+    tops = sorted({ref_top1, *(t for t, _ in inside)})
+    costs = sorted({ref_cost, *(c for _, c in inside)})
+    area = 0.0
+    for t_low, t_high in itertools.pairwise(tops):
+        for c_low, c_high in itertools.pairwise(costs):
+            if any(t >= t_high and c <= c_low for t, c in inside):
+                area += (t_high - t_low) * (c_high - c_low)
+    return area

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import dominated_area
 
 from rhosearch.core.cost import Cost
 from rhosearch.core.space import RhoConfig, SearchSpace, load_presets, load_search_space
@@ -80,15 +81,16 @@ def test_pick_configs_paper_six_then_narrowest_and_widest():
 # --- sampler_table ----------------------------------------------------------------------------
 
 
-def test_hypervolume_by_hand_and_against_optuna():
+def test_hypervolume_by_hand_and_by_brute_force():
     points = [(80.0, 10.0), (70.0, 5.0), (60.0, 20.0)]  # the third is dominated
     reference = sampler_table.Reference(50.0, 30.0)
     # x in [5, 10): height 70 - 50; [10, 30): height 80 - 50.
     assert sampler_table.hypervolume(points, reference) == pytest.approx(5 * 20 + 20 * 30)
-    from optuna._hypervolume import compute_hypervolume
-
-    losses = np.array([[-t, x] for t, x in points])
-    assert compute_hypervolume(losses, np.array([-50.0, 30.0])) == pytest.approx(700.0)
+    rng = np.random.default_rng(0)
+    many = [(float(t), float(x)) for t, x in zip(rng.uniform(50, 99, 30),
+                                                 rng.uniform(-100, 300, 30), strict=True)]
+    assert sampler_table.hypervolume(many, sampler_table.Reference(40.0, 250.0)) == (
+        pytest.approx(dominated_area(many, (40.0, 250.0))))
 
 
 def _tiny_space() -> SearchSpace:
