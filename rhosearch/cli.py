@@ -192,6 +192,11 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="seed of the sampler, the weights and the data order (default: 0)")
     parser.add_argument("--gmacs-objective", action="store_true",
                         help="minimise GMACs as a third objective")
+    parser.add_argument("--latency-objective", action="store_true",
+                        help="minimise latency overhead over the baseline (ms, onnxruntime on "
+                        "this CPU, 1 thread, 256 px): measured once into REPORTS_DIR/latency.csv"
+                        " for the configurations its model needs, priced by that model for "
+                        "the rest (each trial says which); needs the export extra")
     parser.add_argument("--noise-seeds", type=values.whole(0, 100), default=3, metavar="K",
                         help="also train the baseline with K more seeds to measure the noise "
                         "floor every result is judged against (default: 3; 0: off)")
@@ -232,7 +237,8 @@ def _search(args: argparse.Namespace) -> int:
         sampler=args.sampler, seed=args.seed, storage=args.storage, reports_dir=args.reports_dir,
         resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
-        stage=args.stage, noise_seeds=args.noise_seeds, early_stop=args.early_stop,
+        latency_objective=args.latency_objective, stage=args.stage,
+        noise_seeds=args.noise_seeds, early_stop=args.early_stop,
         resolve_seeds=args.resolve_seeds,
         enqueue_oneshot_front=args.enqueue_oneshot_front,
         keep_checkpoints=args.keep_checkpoints, storage_path=args.storage_path,
@@ -244,6 +250,8 @@ def _search(args: argparse.Namespace) -> int:
                "vs_baseline", "top1_diff", "p_value", "number"]
     front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1,
                                              "top1_diff": 2, "p_value": 4})
+    if args.latency_objective:
+        columns[3:3] = ["overhead_ms", "overhead_ms_lo", "overhead_ms_hi", "latency_source"]
     print_frame(front, title="Pareto front (proxy): top-1 [95% interval] vs overhead params "
                 "(priced at 256 px, 1000 classes)")
     noise = outcome["noise"]
@@ -274,7 +282,7 @@ def _report_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("html", "csv", "json"), default="html",
                         help="html: write REPORTS_DIR/STUDY/index.html; csv/json: print the "
                         "front")
-    parser.add_argument("--x", choices=("overhead", "gmacs"), default="overhead",
+    parser.add_argument("--x", choices=("overhead", "gmacs", "latency"), default="overhead",
                         help="the cost objective of the front (default: %(default)s)")
 
 

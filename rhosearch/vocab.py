@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "LATENCY_COLUMNS",
     "OBJECTIVES",
     "PRICED",
     "PRICED_CLASSES",
@@ -33,7 +34,11 @@ class Stage(StrEnum):
 
 
 # The objectives and their directions, in the order Optuna stores a trial's values.
-OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize"}
+OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize",
+              "overhead_ms": "minimize"}
+# A priced configuration's latency: overhead over the baseline (ms), its interval, and where it
+# came from ("table": measured on this machine; "model": the latency model's price).
+LATENCY_COLUMNS = ("overhead_ms", "overhead_ms_lo", "overhead_ms_hi", "latency_source")
 
 # Every search and report prices a configuration at the paper's point (Tables 1, 2 and 5),
 # whatever resolution and class count it was trained at, so costs compare across data sets.

@@ -334,3 +334,40 @@ def test_the_oneshot_front_is_queued_once_even_when_queued_before(tmp_path):
     assert enqueue_front(study, space, front) == 0
     assert enqueue_front(study, space, [*front, front[0]]) == 0
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 3
+
+
+def test_latency_objective_prices_every_trial_and_the_report_draws_it(tmp_path, shared_ray):
+    from rhosearch.deploy.latency import LatencySettings, LatencyTable
+    from rhosearch.report.html import write_report
+
+    # Real onnxruntime timings, kept small: the XXS models at 64 px, a second each.
+    latency = LatencySettings(resolution=64, max_seconds=1.0)
+    lines = []
+    outcome = run_search(_settings(tmp_path, trials=3, noise_seeds=1, latency_objective=True,
+                                   latency=latency), trial_fn=_instant, log=lines.append)
+    timed = [line for line in lines if line.startswith("latency: timing")]
+    assert len(timed) == 6, lines  # the space's design set: its model's 4 terms + 2 rows
+    table = LatencyTable.for_folder(tmp_path)
+    assert len(table.rows(latency, backbone="mobilevit_xxs")) == 6
+    trials = outcome["trials"]
+    priced = trials[trials["stage"].isin(["proxy", "noise"]) & (trials["state"] == "COMPLETE")]
+    assert len(priced) == 4
+    assert priced[["overhead_ms", "overhead_ms_lo", "overhead_ms_hi"]].notna().all().all()
+    assert set(priced["latency_source"]) <= {"table", "model"}
+    assert (priced["overhead_ms_lo"] <= priced["overhead_ms"]).all()
+    storage = f"sqlite:///{tmp_path / 't' / 'study.db'}"
+    study = optuna.load_study(study_name="t", storage=storage)
+    assert study.metric_names == ["top1", "overhead_params", "overhead_ms"]
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert trial.values[2] == trial.user_attrs["overhead_ms"]
+    assert "model fitted on 6 measured configurations" in study.user_attrs["latency"]
+    csv_columns = (tmp_path / "t" / "trials.csv").read_text().splitlines()[0].split(",")
+    assert {"overhead_ms", "overhead_ms_lo", "overhead_ms_hi", "latency_source"} <= set(
+        csv_columns)
+    page = write_report("t", reports_dir=tmp_path).read_text()
+    assert 'id="latency-plot"' in page and "latency overhead ms" in page
+    # Resumed: the table answers, nothing is timed again.
+    lines.clear()
+    run_search(_settings(tmp_path, trials=4, noise_seeds=1, latency_objective=True,
+                         latency=latency, resume=True), trial_fn=_instant, log=lines.append)
+    assert not any(line.startswith("latency: timing") for line in lines), lines

@@ -52,6 +52,7 @@ from scipy.stats import binom
 
 from rhosearch.core.space import NUM_BLOCKS, RhoConfig, baseline_config
 from rhosearch.errors import RhoSearchError
+from rhosearch.vocab import LATENCY_COLUMNS
 
 __all__ = [
     "KEY_COLUMNS",
@@ -568,3 +569,94 @@ def latency_report(
                     title=f"Latency against {baseline_config(configs[0].backbone).name} "
                     f"({settings.provider}, {settings.clock} clock)")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Pricing a search's configurations.
+
+@dataclass(frozen=True)
+class LatencyPricer:
+    """Latency overhead (ms) of any configuration of one backbone: the table's measurement
+    when it has one (`latency_source` "table"), else the model's price ("model"), each with
+    an interval.
+
+    The model's interval is its price +- the larger of the fitted rows' median measurement
+    half-width and 1.96 x the model's leave-one-out RMS error (its error on configurations it
+    was not fitted on; 0 when every row is needed to fit it).
+    """
+
+    model: LatencyModel
+    measured: dict[str, tuple[float, float, float]]  # rho -> (overhead, lo, hi)
+    half_width: float
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict[str, Any]]) -> LatencyPricer:
+        model = LatencyModel.fit(rows)
+        measured = {r["rho"]: (float(r["overhead_ms"]), float(r["overhead_lo"]),
+                               float(r["overhead_hi"])) for r in rows}
+        widths = [(hi - lo) / 2 for _, lo, hi in measured.values()]
+        return cls(model, measured, max(float(np.median(widths)), 1.96 * _loo_rms(rows)))
+
+    def price(self, config: RhoConfig) -> dict[str, Any]:
+        if config.rho_text in self.measured:
+            overhead, lo, hi = self.measured[config.rho_text]
+            source = "table"
+        else:
+            overhead = self.model.overhead_ms(config)
+            lo, hi = overhead - self.half_width, overhead + self.half_width
+            source = "model"
+        return dict(zip(LATENCY_COLUMNS, (round(overhead, 3), round(lo, 3), round(hi, 3),
+                                           source), strict=True))
+
+    def describe(self) -> str:
+        return (f"latency overhead: the table's measurement where it has one, else the model "
+                f"fitted on {self.model.rows} measured configurations (interval +-"
+                f"{self.half_width:.2f} ms); baseline {self.model.baseline_ms:.1f} ms")
+
+
+def _loo_rms(rows: Sequence[dict[str, Any]]) -> float:
+    """Root mean square of the model's leave-one-out errors (rows it cannot price skipped)."""
+    errors = []
+    for i, row in enumerate(rows):
+        rest = [r for j, r in enumerate(rows) if j != i]
+        if not rest:
+            continue
+        try:
+            model = LatencyModel.fit(rest)
+            config = RhoConfig.parse(row["rho"], backbone=row["backbone"])
+            errors.append(model.overhead_ms(config) - float(row["overhead_ms"]))
+        except RhoSearchError:
+            continue
+    return float(np.sqrt(np.mean(np.square(errors)))) if errors else 0.0
+
+
+def design_set(space: Any, *, extra: int = 2, seed: int = 0) -> list[RhoConfig]:
+    """The configurations measured to fit a space's latency model: the baseline, the paper's
+    configurations in the space, the widest, one per depth, and a seeded sample, enough for
+    the model's terms plus `extra` rows to estimate its error."""
+    import random
+
+    from rhosearch.core.space import load_presets
+
+    configs = list(space.configs())
+    chosen = [baseline_config(space.backbone)]
+    chosen += [p.config for p in load_presets().values() if space.contains(p.config)]
+    chosen.append(space.widest)
+    for depth in sorted({c.depth for c in configs}):
+        chosen.append(next(c for c in configs if c.depth == depth))
+    chosen = list(dict.fromkeys(chosen))
+    varied = sum(len(choices) > 1 for choices in space.choices)
+    needed = len({c.depth for c in configs}) + varied + extra
+    rest = [c for c in configs if c not in chosen]
+    random.Random(seed).shuffle(rest)
+    return chosen + rest[:max(0, needed - len(chosen))]
+
+
+def space_pricer(
+    space: Any, *, table: LatencyTable, settings: LatencySettings,
+    progress: Callable[[str], None] | None = None,
+) -> LatencyPricer:
+    """A pricer for `space`, measuring (once: the table keeps them) its `design_set`."""
+    measure_latency(design_set(space), table=table, settings=settings, progress=progress)
+    rows = table.rows(settings, backbone=space.backbone)
+    return LatencyPricer.from_rows(rows)

@@ -40,6 +40,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config, load_presets
+from rhosearch.deploy.latency import LatencyPricer, LatencySettings, LatencyTable, space_pricer
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
 from rhosearch.execution.resources import (
@@ -124,6 +125,11 @@ class SearchSettings:
     gpus_per_trial: float | None = None
     cpus_per_trial: float | None = None
     gmacs_objective: bool = False
+    # Latency overhead over the baseline (ms) as an objective: priced by `deploy.latency`'s
+    # table where it has the configuration, else by its model (each trial says which).
+    latency_objective: bool = False
+    latency: LatencySettings = field(default_factory=lambda: LatencySettings(max_seconds=10.0))
+    latency_pricer: LatencyPricer | None = None  # filled by the driver before trials run
     progress: bool = True
     stage: str = "proxy"
     keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
@@ -147,7 +153,7 @@ class SearchSettings:
 
     @property
     def objectives(self) -> list[str]:
-        return objective_names(gmacs=self.gmacs_objective)
+        return objective_names(gmacs=self.gmacs_objective, latency=self.latency_objective)
 
     def job_store(self) -> JobStore:
         return JobStore.for_study(self.study, reports_dir=self.reports_dir,
@@ -346,6 +352,8 @@ def _run_search_leased(
     Once `lease` is lost (taken over), its RUNNING trials are the new driver's: left alone."""
     folder = study_dir(settings.study, settings.reports_dir)
     check_study_name(settings)
+    if settings.latency_objective:  # before Ray: timings want the CPUs to themselves
+        settings = _with_latency_pricer(settings, log)
     started_ray = start_ray(settings.budget, address=settings.address) or joined
     try:
         study = open_search_study(settings)
@@ -354,6 +362,8 @@ def _run_search_leased(
             ray.shutdown()
         raise
     study.set_user_attr("n_val", len(data.val))
+    if settings.latency_pricer is not None:
+        study.set_user_attr("latency", settings.latency_pricer.describe())
     if settings.resume:
         _fail_interrupted(study)  # what a killed (kill -9) driver left RUNNING
         if reruns := _reruns_waiting(study):
@@ -398,6 +408,27 @@ def _run_search_leased(
             "verdict": verdict(frame, family, settings.space.backbone),
             "interrupted": interrupted, "terminated": terminated,
             "wall_s": time.time() - started, "folder": folder}
+
+
+def _with_latency_pricer(settings: SearchSettings, log: Callable[[str], None]
+                         ) -> SearchSettings:
+    """`settings` with the space's latency pricer: the table under `reports_dir`, with the
+    configurations its model needs measured first (once per machine: the table keeps them)."""
+    table = LatencyTable.for_folder(settings.reports_dir)
+    pricer = space_pricer(settings.space, table=table, settings=settings.latency,
+                          progress=lambda line: log(f"latency: {line}"))
+    log(f"latency: {pricer.describe()} ({table.path})")
+    return dataclasses.replace(settings, latency_pricer=pricer)
+
+
+def with_latency_columns(scores: pd.DataFrame, settings: SearchSettings) -> pd.DataFrame:
+    """`scores` (one row per configuration) with its latency overhead when the search prices
+    latency."""
+    if settings.latency_pricer is None:
+        return scores
+    prices = [settings.latency_pricer.price(RhoConfig.parse(rho, backbone=backbone))
+              for rho, backbone in scores[["rho", "backbone"]].itertuples(index=False)]
+    return scores.assign(**pd.DataFrame(prices, index=scores.index))
 
 
 def verdict(frame: pd.DataFrame, family: Family | None, backbone: str) -> str:
@@ -584,8 +615,9 @@ def _run_oneshot_stage(
         finally:  # its metrics, even when it failed
             store.pull("supernet", out_dir,
                        skip=() if settings.keep_checkpoints else CHECKPOINTS)
-        scores = pd.read_csv(out_dir / "scores.csv")
-        record_scores(stage_study(study, "oneshot"), settings.space, scores)
+        scores = with_latency_columns(pd.read_csv(out_dir / "scores.csv"), settings)
+        record_scores(stage_study(study, "oneshot"), settings.space, scores,
+                      objectives=settings.objectives)
         if not settings.keep_checkpoints:  # ~60 MB; every score is in the study and scores.csv
             store.drop("supernet")
     frame = scores.assign(stage="oneshot", state="COMPLETE")

@@ -33,6 +33,7 @@ from rhosearch.record.study import (
     trials_done,
     trials_frame,
 )
+from rhosearch.vocab import LATENCY_COLUMNS
 
 if TYPE_CHECKING:
     from rhosearch.drivers.search import SearchSettings
@@ -99,6 +100,12 @@ class StudySearcher(Searcher):
             return f"{cost.gmacs:.3f} GMACs > max_gmacs {self.space.max_gmacs:g}"
         return None
 
+    def _latency(self, config: RhoConfig) -> dict[str, Any]:
+        """The configuration's latency overhead when the search prices latency (the driver
+        puts its pricer in the settings), else nothing."""
+        pricer = getattr(self.settings, "latency_pricer", None)
+        return pricer.price(config) if pricer is not None else {}
+
     @property
     def total(self) -> int:
         """Trials Tune still has to start: search trials left plus noise seeds left."""
@@ -158,7 +165,7 @@ class StudySearcher(Searcher):
                     "or running"})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
-            cost = self.cost.price(config).as_dict()
+            cost = {**self.cost.price(config).as_dict(), **self._latency(config)}
             record_attrs(self.study, trial, {**base, **cost})
             self.live[trial_id] = trial
             self.live_rho[trial_id] = config.rho_text
@@ -194,7 +201,7 @@ class StudySearcher(Searcher):
         # paper's setting), whatever data set the proxy trains on.
         priced = trial.user_attrs
         attrs.update({k: priced[k] for k in ("params", "overhead_params", "overhead_pct",
-                                             "gmacs")})
+                                             "gmacs", *LATENCY_COLUMNS) if k in priced})
         if complete:
             values = [float(attrs[name]) for name in self.settings.objectives]
             state = TrialState.COMPLETE
@@ -214,7 +221,8 @@ class StudySearcher(Searcher):
         baseline = baseline_config(self.space.backbone)
         attrs, complete = self._result_attrs(result, error, trial_job(seed, baseline,
                                                                       stage="noise"))
-        attrs.update({**self.cost.price(baseline).as_dict(), **baseline.as_dict(),
+        attrs.update({**self.cost.price(baseline).as_dict(), **self._latency(baseline),
+                      **baseline.as_dict(),
                       "stage": "noise", "seed": seed})
         if complete:
             values = [float(attrs[name]) for name in self.settings.objectives]

@@ -38,7 +38,7 @@ from rhosearch.record.stats import (
     t_interval,
     wilson_interval,
 )
-from rhosearch.vocab import Stage, Verdict
+from rhosearch.vocab import LATENCY_COLUMNS, Stage, Verdict
 
 __all__ = [
     "TRIAL_COLUMNS",
@@ -82,19 +82,22 @@ PROXY_FAMILY = (Stage.PROXY, Stage.NOISE, Stage.RESOLVE)
 
 # The objectives and their directions, in the order Optuna stores a trial's values: the one
 # place that order is written down.
-OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize"}
+OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize",
+              "overhead_ms": "minimize"}
 
 
-def objective_names(*, gmacs: bool = False) -> list[str]:
-    """The search's objectives in value order: top-1, overhead params (and GMACs when asked)."""
-    return [name for name in OBJECTIVES if name != "gmacs" or gmacs]
+def objective_names(*, gmacs: bool = False, latency: bool = False) -> list[str]:
+    """The search's objectives in value order: top-1, overhead params (and GMACs, latency
+    overhead in ms, when asked)."""
+    asked = {"gmacs": gmacs, "overhead_ms": latency}
+    return [name for name in OBJECTIVES if asked.get(name, True)]
 
 # One row per trial in `trials.csv` and in what reports read.
 TRIAL_COLUMNS = [
     "number", "stage", "state", "name", "backbone", "rho", "classifier_channels", "params",
-    "overhead_params", "overhead_pct", "gmacs", "top1", "top1_lo", "top1_hi", "vs_baseline",
-    "top1_diff", "p_value", "test", "n_val", "seed", "top5", "epochs_done", "wall_s", "status",
-    "reason",
+    "overhead_params", "overhead_pct", "gmacs", "overhead_ms", "overhead_ms_lo", "overhead_ms_hi",
+    "latency_source", "top1", "top1_lo", "top1_hi", "vs_baseline", "top1_diff", "p_value", "test",
+    "n_val", "seed", "top5", "epochs_done", "wall_s", "status", "reason",
 ]
 # Computed by `trials_frame` from the record, not stored per trial: the run's 95 % interval,
 # and its configuration's comparison with the baseline over every seed of the stage
@@ -472,27 +475,31 @@ def params_of(space: SearchSpace, config: RhoConfig) -> dict[str, str]:
     return {name: str(config.rho[int(name[4:]) - 1]) for name in space_distributions(space)}
 
 
-def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame) -> None:
+def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame, *,
+                  objectives: list[str] | None = None) -> None:
     """Records each scored configuration as a COMPLETE trial with `stage="oneshot"`.
 
     Configurations the study already holds from this stage are not written again, so a rerun
-    after an interruption completes the record.
+    after an interruption completes the record. `objectives`: the study's objective names (by
+    default the first of top-1, overhead params, GMACs); each is a column of `scores`.
     """
     recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("stage") == "oneshot"}
     distributions = space_distributions(space)
-    objectives = len(study.directions)
+    names = objectives or list(OBJECTIVES)[:len(study.directions)]
+    latency = [k for k in LATENCY_COLUMNS if k in scores]
     trials = []
     for row in scores.itertuples(index=False):
         config = RhoConfig.parse(row.rho, backbone=row.backbone)
         if config.rho_text in recorded:
             continue
-        values = [float(row.top1), float(row.overhead_params), float(row.gmacs)][:objectives]
+        values = [float(getattr(row, name)) for name in names]
         attrs = {"stage": "oneshot", "name": config.name, "rho": config.rho_text,
                  "backbone": config.backbone, "classifier_channels": config.classifier_channels,
                  "params": int(row.params), "overhead_params": int(row.overhead_params),
                  "overhead_pct": float(row.overhead_pct), "gmacs": float(row.gmacs),
-                 "top1": float(row.top1), "top5": float(row.top5), "status": "ok"}
+                 "top1": float(row.top1), "top5": float(row.top5), "status": "ok",
+                 **{k: getattr(row, k) for k in latency}}
         trials.append(optuna.trial.create_trial(
             values=values, distributions=distributions, user_attrs=attrs,
             params=params_of(space, config),

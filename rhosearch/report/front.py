@@ -42,6 +42,7 @@ from rhosearch.record.study import (
     stage_agreement,
     summarize_seeds,
 )
+from rhosearch.vocab import LATENCY_COLUMNS
 
 __all__ = [
     "FINALIST_TABLE_COLUMNS",
@@ -53,6 +54,7 @@ __all__ = [
     "front_table",
     "hypervolume_2d",
     "hypervolume_history",
+    "latency_trials",
     "mark_fronts",
     "paper_points",
     "rank_agreement",
@@ -61,10 +63,12 @@ __all__ = [
 
 STAGES = FRONT_STAGES
 STAGE_LABELS = {"oneshot": "one-shot", "proxy": "proxy", "full": "full"}
-X_COLUMNS = {"overhead": "overhead_params", "gmacs": "gmacs"}
+X_COLUMNS = {"overhead": "overhead_params", "gmacs": "gmacs", "latency": "overhead_ms"}
 PRICED = "priced at 256 px, 1000 classes"
-X_LABELS = {"overhead_params": "overhead parameters", "gmacs": "GMACs"}
-_NUMERIC = ["params", "overhead_params", "overhead_pct", "gmacs", "top1", "top5", "top1_lo",
+X_LABELS = {"overhead_params": "overhead parameters", "gmacs": "GMACs",
+            "overhead_ms": "latency overhead (ms)"}
+_NUMERIC = ["params", "overhead_params", "overhead_pct", "gmacs", "overhead_ms",
+            "overhead_ms_lo", "overhead_ms_hi", "top1", "top5", "top1_lo",
             "top1_hi", "classifier_channels", "epochs_done", "wall_s", "number"]
 _RECIPES = {"basic": "basic", "mss": "MSS", "mss+ema": "MSS+EMA"}
 # Statuses of proxy trials that did not train: answered from the record, refused, or skipped.
@@ -73,7 +77,7 @@ _NOT_RUN = {"infeasible", "cached", "duplicate", "not run"}
 HV_MARGIN = 0.1
 # The smallest span an axis shows: equal values get this much room instead of Plotly's
 # autoscale to a 1e-7 range, where equal points look far apart.
-MIN_SPAN = {"top1": 2.0, "overhead_params": 20_000.0, "gmacs": 0.01}
+MIN_SPAN = {"top1": 2.0, "overhead_params": 20_000.0, "gmacs": 0.01, "overhead_ms": 1.0}
 # How many of the best found configurations (not the paper's) "Table 5, extended" adds.
 FOUND_ROWS = 3
 
@@ -128,6 +132,10 @@ class FrontInfo(NamedTuple):
     paper: pd.DataFrame
     excluded: int
     data: str
+    # The proxy stage's trials priced for latency (`latency_trials`), and where their latency
+    # came from; None and "" when the search did not price latency.
+    latency: pd.DataFrame | None = None
+    latency_note: str = ""
 
     @property
     def rank_agreement(self) -> Tau | None:
@@ -140,11 +148,12 @@ class FrontInfo(NamedTuple):
 
 
 def _with_optional(frame: pd.DataFrame) -> pd.DataFrame:
-    """The trials table with the uncertainty columns present (NA where an older study, or a
-    hand-made table, lacks them)."""
-    for column in ("top1_lo", "top1_hi", "vs_baseline"):
+    """The trials table with the uncertainty and latency columns present (NA where an older
+    study, or a hand-made table, lacks them)."""
+    for column in ("top1_lo", "top1_hi", "vs_baseline", *LATENCY_COLUMNS):
         if column not in frame:
-            frame[column] = float("nan") if column != "vs_baseline" else None
+            frame[column] = float("nan") if column not in ("vs_baseline",
+                                                           "latency_source") else None
     return frame
 
 
@@ -204,15 +213,16 @@ def front_table(trials: pd.DataFrame, *, x: str = "overhead_params") -> pd.DataF
     stages = on_front.groupby(["backbone", "rho"])["stage"].agg(
         lambda s: ",".join(st for st in STAGES if st in set(s))
     ).rename("front")
+    latency = [c for c in LATENCY_COLUMNS if c in marked and marked[c].notna().any()]
     costs = marked.sort_values("number").drop_duplicates(["backbone", "rho"])[
         ["backbone", "rho", "name", "classifier_channels", "params", "overhead_params",
-         "overhead_pct", "gmacs"]
+         "overhead_pct", "gmacs", *latency]
     ]
     table = stages.reset_index().merge(costs, on=["backbone", "rho"], how="left")
     table = table.merge(_best_per_stage(marked), on=["backbone", "rho"], how="left")
     per_stage = [f"{'trial' if v == 'number' else v}_{s}" for s in STAGES for v in _PER_STAGE]
     columns = ["name", "backbone", "rho", "classifier_channels", "params", "overhead_params",
-               "overhead_pct", "gmacs", *per_stage, "front"]
+               "overhead_pct", "gmacs", *latency, *per_stage, "front"]
     order = [f"top1_{s}" for s in reversed(STAGES)]
     table = table.sort_values([*order, "overhead_params"],
                               ascending=[False] * len(order) + [True], na_position="last")
@@ -413,7 +423,7 @@ def finalists_over_seeds(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _check_x(x: str) -> None:
     if x not in X_LABELS:
-        raise RhoSearchError(f"unknown x {x!r}; choose one of: overhead_params, gmacs")
+        raise RhoSearchError(f"unknown x {x!r}; choose one of: {', '.join(X_LABELS)}")
 
 
 def _span(values: list[float], minimum: float, *, bounds: tuple[float, float] | None = None,
@@ -473,7 +483,8 @@ def _panels(marked: pd.DataFrame, noise: dict[str, Any] | None) -> dict[str, Pan
 
 
 def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
-               noise: dict[str, Any] | None = None, data: str = "") -> FrontInfo:
+               noise: dict[str, Any] | None = None, data: str = "",
+               latency_note: str = "") -> FrontInfo:
     """Computes the report of a trials table (`study.trials_frame`); see `FrontInfo`.
 
     Args:
@@ -481,9 +492,13 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
         x: the cost of the front: `overhead_params` or `gmacs`.
         noise: the study's `noise_floor` user attr (computed from `trials` when not given).
         data: the data set the search trained on, for labels.
+        latency_note: where the trials' latency came from (the study's `latency` attr).
     """
     _check_x(x)
     trials = _with_optional(trials.copy())
+    if x == "overhead_ms" and trials["overhead_ms"].isna().all():
+        raise RhoSearchError("this study has no latency overhead: it was searched without "
+                             "--latency-objective")
     marked = mark_fronts(trials, x=x)
     other = "gmacs" if x == "overhead_params" else "overhead_params"
     by_other = mark_fronts(trials, x=other)[["stage", "number", "dominated"]].rename(
@@ -502,7 +517,7 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
                   if (tau := rank_agreement(trials, a, b)) is not None}
     paper = paper_points()
     x_ranges = {column: _span(marked[column].dropna().tolist(), MIN_SPAN[column])
-                for column in X_LABELS}
+                for column in X_LABELS if column in marked}
     in_stages = trials["stage"].isin(STAGES)
     return FrontInfo(
         x=x,
@@ -519,4 +534,27 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
         paper=paper,
         excluded=int(in_stages.sum()) - len(marked),
         data=data,
+        latency=latency_trials(trials),
+        latency_note=latency_note,
     )
+
+
+def latency_trials(trials: pd.DataFrame, *, stage: str = "proxy") -> pd.DataFrame | None:
+    """A stage's usable trials that carry a latency overhead, one per configuration, with
+    `dominated_overhead_params` and `dominated_overhead_ms` (each front on its own) and
+    `paper`: the paper configuration's label (`ExMViT-928`, `MobileViT-S`) or "".
+
+    None when no trial of the stage was priced for latency."""
+    from rhosearch.core.space import load_presets
+
+    usable = _usable(_with_optional(trials.copy()), "overhead_ms")
+    usable = usable[usable["stage"] == stage].drop_duplicates(["backbone", "rho"])
+    if usable.empty:
+        return None
+    usable = usable.reset_index(drop=True)
+    for x in ("overhead_params", "overhead_ms"):
+        usable[f"dominated_{x}"] = dominated(usable["top1"], usable[x])
+    labels = {(p.config.backbone, p.config.rho_text): p.label for p in load_presets().values()}
+    usable["paper"] = [labels.get(key, "") for key in zip(usable["backbone"], usable["rho"],
+                                                          strict=True)]
+    return usable

@@ -33,6 +33,7 @@ from rhosearch.report.front import (
     Panel,
     front_info,
 )
+from rhosearch.report.latency_plot import latency_section
 
 __all__ = ["render_html", "write_report"]
 
@@ -268,14 +269,28 @@ def _vs_baseline(row: Any) -> str:
     return "–"
 
 
+def _latency_cell(value: object, lo: object, hi: object, source: object) -> tuple[str, str]:
+    """(html, sort key) of a latency overhead with its interval and source beneath it."""
+    if _missing(value):
+        return "–", ""
+    interval = "" if _missing(lo) else f"{float(lo):.2f}–{float(hi):.2f}, "
+    return (f"{float(value):.2f}<br><small>{interval}{html.escape(str(source))}</small>",
+            _sort_key(value))
+
+
 def _front_html_table(front: pd.DataFrame) -> str:
+    latency = "overhead_ms" in front
     heads = ["configuration", "ρ", "classifier ch.", "params", "overhead", "GMACs",
+             *(["latency overhead ms"] if latency else []),
              *(f"{STAGE_LABELS[s]} top-1 %" for s in STAGES), "vs baseline", "on front of"]
     head = "".join(f"<th onclick=\"sortBy(this)\">{html.escape(h)}</th>" for h in heads)
     body = []
     for row in front.itertuples(index=False):
         cells = [_cell(row.name), _cell(row.rho), _cell(row.classifier_channels),
                  _cell(row.params), _cell(row.overhead_params), _cell(row.gmacs, 4)]
+        if latency:
+            cells.append(_latency_cell(row.overhead_ms, row.overhead_ms_lo, row.overhead_ms_hi,
+                                       row.latency_source))
         cells += [_top1_cell(getattr(row, f"top1_{s}"), getattr(row, f"top1_lo_{s}"),
                              getattr(row, f"top1_hi_{s}")) for s in STAGES]
         verdict = _vs_baseline(row)
@@ -463,6 +478,7 @@ proxy and full runs are not comparable with each other. Within a stage, the line
 ImageNet setting) whatever {data} the search trained on, so they compare with the paper's.</p>
 <p class="note" id="noise">{html.escape(_noise_text(info))}</p>
 {stages}
+{latency_section(info)}
 {_finalists_html(info.finalists)}
 <h2>Table 5, extended: the paper's configurations beside ours</h2>
 <p class="note">The paper's six configurations (its Tables 1–2, ImageNet-1k) next to our
@@ -492,6 +508,7 @@ def write_report(
     """Loads a study and writes `reports/<study>/index.html`; returns its path."""
     study = load_study(study_name, storage=storage, reports_dir=reports_dir)
     info = front_info(trials_frame(study), x=x, noise=study.user_attrs.get("noise_floor"),
-                      data=str(study.user_attrs.get("data", "")))
+                      data=str(study.user_attrs.get("data", "")),
+                      latency_note=str(study.user_attrs.get("latency", "")))
     path = study_dir(study_name, reports_dir) / "index.html"
     return render_html(info, path, title=f"rhosearch: study {study_name}")
