@@ -197,6 +197,9 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         "this CPU, 1 thread, 256 px): measured once into REPORTS_DIR/latency.csv"
                         " for the configurations its model needs, priced by that model for "
                         "the rest (each trial says which); needs the export extra")
+    parser.add_argument("--latency-clock", choices=("wall", "cpu"), default="wall",
+                        help="what --latency-objective times: wall (default) or the thread's "
+                        "CPU time (steadier on a loaded machine; see rhosearch latency --clock)")
     parser.add_argument("--noise-seeds", type=values.whole(0, 100), default=3, metavar="K",
                         help="also train the baseline with K more seeds to measure the noise "
                         "floor every result is judged against (default: 3; 0: off)")
@@ -224,6 +227,7 @@ def _search(args: argparse.Namespace) -> int:
     import optuna
 
     from rhosearch.core.space import load_search_space
+    from rhosearch.deploy.latency import LatencySettings
     from rhosearch.drivers.search import SearchSettings, run_search
     from rhosearch.execution.resources import parse_budget
     from rhosearch.output import folder_size, human_size, print_frame
@@ -237,7 +241,8 @@ def _search(args: argparse.Namespace) -> int:
         sampler=args.sampler, seed=args.seed, storage=args.storage, reports_dir=args.reports_dir,
         resume=args.resume, address=args.address, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, gmacs_objective=args.gmacs_objective,
-        latency_objective=args.latency_objective, stage=args.stage,
+        latency_objective=args.latency_objective,
+        latency=LatencySettings(clock=args.latency_clock, max_seconds=10.0), stage=args.stage,
         noise_seeds=args.noise_seeds, early_stop=args.early_stop,
         resolve_seeds=args.resolve_seeds,
         enqueue_oneshot_front=args.enqueue_oneshot_front,
