@@ -59,11 +59,13 @@ from rhosearch.record.study import (
     params_of,
     pareto_front,
     space_distributions,
+    stage_study,
     study_dir,
     summarize_seeds,
     trials_frame,
 )
 from rhosearch.training.datasets import full_recipe_for
+from rhosearch.vocab import LATENCY_COLUMNS
 
 if TYPE_CHECKING:
     from rhosearch.training.data import BaseData
@@ -450,6 +452,17 @@ def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSet
 # Recording results.
 
 
+def _latency_price(study: optuna.Study, config: RhoConfig) -> dict[str, Any]:
+    """The latency columns the search recorded for `config` (its proxy or noise trials), or
+    none when it never priced it."""
+    for source in (study, stage_study(study, "noise", create=False)):
+        for trial in source.get_trials(deepcopy=False) if source is not None else ():
+            attrs = trial.user_attrs
+            if attrs.get("rho") == config.rho_text and attrs.get("overhead_ms") is not None:
+                return {k: attrs[k] for k in LATENCY_COLUMNS if k in attrs}
+    return {}
+
+
 def _record(study: optuna.Study, config: RhoConfig, reason: str, result: dict[str, Any],
             out_dir: Path) -> int:
     """Adds one finished finalist to the study as a stage "full" trial; returns its number.
@@ -466,8 +479,11 @@ def _record(study: optuna.Study, config: RhoConfig, reason: str, result: dict[st
     attrs.update(stage=STAGE, **config.as_dict(), trained=True, pick=reason,
                  run_dir=str(out_dir))
     attrs.update(rho=config.rho_text)
-    ok = result.get("status") == "ok" and result.get("top1") is not None
     names = study.metric_names or objective_names(gmacs=len(study.directions) == 3)
+    if "overhead_ms" in names:  # a latency search: the price its proxy trial was given
+        attrs.update(_latency_price(study, config))
+    ok = (result.get("status") == "ok" and result.get("top1") is not None
+          and all(name in attrs for name in names))
     trial = optuna.trial.create_trial(
         state=TrialState.COMPLETE if ok else TrialState.FAIL,
         values=[float(attrs[name]) for name in names] if ok else None,
