@@ -73,16 +73,17 @@ def test_paired_timing_alternates_baseline_and_candidate_and_discards_the_warmup
 
     def candidate():
         calls.append("B")
-        time.sleep(0.004)
+        time.sleep(0.025)
 
-    timing = paired_timing(baseline, candidate, warmup=3, min_rounds=20, max_rounds=40,
+    timing = paired_timing(baseline, candidate, warmup=3, min_rounds=20, max_rounds=60,
                            step=10)
     assert calls[:6] == ["A", "B"] * 3  # warm-up: not timed
     assert list(timing.order) == calls[6:]
     assert timing.order[:8] == tuple("ABBAABBA")  # neither is always first
     assert len(timing.baseline_ms) == len(timing.candidate_ms) == timing.rounds
     summary = timing.summary()
-    assert summary["verdict"] == "slower" and summary["rounds"] == 20  # clear at the first look
+    # 24 ms apart: clear at the first look or soon after, even on a loaded machine.
+    assert summary["verdict"] == "slower" and summary["rounds"] <= 40
     assert summary["overhead_lo"] > 0 and summary["ratio"] > 1
 
 
@@ -110,6 +111,17 @@ def test_the_table_key_separates_machines_threads_and_versions(tmp_path):
     assert [r["rho"] for r in reread.rows(LatencySettings(), backbone="mobilevit_s")] == [
         config.rho_text]
     assert set(KEY_COLUMNS) <= set(reread.lookup(key))
+
+
+def test_two_writers_of_one_table_keep_both_rows(tmp_path):
+    # A search and `rhosearch latency` may share reports/latency.csv: each table object was read
+    # before the other wrote, and neither's row is lost.
+    first, second = LatencyTable.for_folder(tmp_path), LatencyTable.for_folder(tmp_path)
+    configs = [get_preset("exmvit-928").config, get_preset("exmvit-576").config]
+    first.add(_row(configs[0], LatencySettings().key(configs[0])))
+    second.add(_row(configs[1], LatencySettings().key(configs[1])))
+    rows = LatencyTable.for_folder(tmp_path).rows(LatencySettings(), backbone="mobilevit_s")
+    assert sorted(r["rho"] for r in rows) == sorted(c.rho_text for c in configs)
 
 
 def test_a_cached_row_is_reused_without_timing(tmp_path):
@@ -172,7 +184,7 @@ def test_rhosearch_latency_times_a_tiny_model_for_real_then_reads_it_from_the_ta
     assert main(argv) == 0
     again = json.loads(capsys.readouterr().out)
     assert again[0]["cached"] == "yes" and again[0]["latency_ms"] == row["latency_ms"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".latency.csv.lock", "latency.csv"]
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -338,16 +338,23 @@ class LatencyTable:
         return list(latest.values())
 
     def add(self, row: dict[str, Any]) -> None:
-        """Appends `row` and rewrites the file (written beside it, then moved onto it)."""
-        self._rows.append({c: row.get(c) for c in COLUMNS})
+        """Appends `row` to the file: under a lock, the file's rows as they are now (another
+        process may have added some) plus this one, written beside it and moved onto it."""
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False,
-                                             prefix=f".{self.path.name}.", newline="")
-        with handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(self._rows)
-        os.replace(handle.name, self.path)
+        with open(self.path.with_name(f".{self.path.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._rows = [*LatencyTable.read(self.path)._rows,
+                          _typed({c: "" if row.get(c) is None else str(row.get(c))
+                                  for c in COLUMNS})]
+            handle = tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False,
+                                                 prefix=f".{self.path.name}.", newline="")
+            with handle:
+                writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(self._rows)
+            os.replace(handle.name, self.path)
 
 
 def _typed(row: dict[str, str]) -> dict[str, Any]:
