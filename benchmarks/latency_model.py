@@ -27,13 +27,8 @@ import numpy as np
 
 from rhosearch.core.cost import CostModel
 from rhosearch.core.space import load_search_space
-from rhosearch.deploy.latency import (
-    LatencyModel,
-    LatencySettings,
-    LatencyTable,
-    design_set,
-    measure_latency,
-)
+from rhosearch.deploy.latency import LatencySettings, LatencyTable, measure_latency
+from rhosearch.deploy.latency_model import LatencyModel, design_set
 
 
 def _errors(rows: list[dict], predict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,6 @@ from rhosearch.cli import main
 from rhosearch.core.space import RhoConfig, baseline_config, get_preset, load_search_space
 from rhosearch.deploy.latency import (
     KEY_COLUMNS,
-    LatencyModel,
     LatencySettings,
     LatencyTable,
     measure_latency,
@@ -28,6 +27,7 @@ from rhosearch.deploy.latency import (
     sequential_decision,
     sequential_looks,
 )
+from rhosearch.deploy.latency_model import LatencyModel
 from rhosearch.errors import RhoSearchError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

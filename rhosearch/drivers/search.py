@@ -40,7 +40,8 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config, load_presets
-from rhosearch.deploy.latency import LatencyPricer, LatencySettings, LatencyTable, space_pricer
+from rhosearch.deploy.latency import LatencySettings, LatencyTable
+from rhosearch.deploy.latency_model import LatencyPricer, space_pricer
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
 from rhosearch.execution.resources import (
