@@ -16,6 +16,7 @@ import pytest
 from helpers import dominated_area
 from scipy.stats import t as student_t
 
+from rhosearch.errors import RhoSearchError
 from rhosearch.record.stats import Z95
 from rhosearch.record.study import TRIAL_COLUMNS
 from rhosearch.report.front import (
@@ -447,3 +448,40 @@ def test_report_draws_in_headless_chromium(tmp_path, variant):
     assert stddev > 5 and colours > 50, (stddev, colours)
     if variant == "ties":
         assert "undefined (all scores tie" in dom and "nan" not in dom.split("<script")[0]
+
+
+def test_latency_is_carried_by_the_front_table_and_drawn_beside_params(tmp_path):
+    from rhosearch.report.front import latency_trials
+
+    trials = make_trials().astype({"latency_source": object})
+    # Latency overhead (ms) of the proxy trials: A (ExMViT-704) is cheap in latency, C
+    # (ExMViT-576, fewer parameters) is not: the two fronts differ.
+    latency = {0: 0.9, 1: 1.8, 2: 1.4, 3: 2.5, 6: 0.5}
+    for number, ms in latency.items():
+        row = trials["number"] == number
+        trials.loc[row, ["overhead_ms", "overhead_ms_lo", "overhead_ms_hi"]] = (
+            ms, ms - 0.4, ms + 0.4)
+        trials.loc[row, "latency_source"] = "table" if number < 3 else "model"
+    points = latency_trials(trials)
+    assert sorted(points["number"]) == [0, 1, 2, 3, 6]  # COMPLETE proxy trials only
+    by_number = points.set_index("number")
+    # D ties B on params and top-1 (both on that front) but costs 0.7 ms more.
+    assert not bool(by_number.loc[3, "dominated_overhead_params"])
+    assert bool(by_number.loc[3, "dominated_overhead_ms"])
+    assert bool(by_number.loc[2, "dominated_overhead_params"])  # 150 params, below A's top-1
+    assert bool(by_number.loc[0, "dominated_overhead_ms"])  # H: same top-1, 0.5 ms < 0.9 ms
+    assert not bool(by_number.loc[6, "dominated_overhead_ms"])
+    assert by_number.loc[0, "paper"] == "ExMViT-704" and by_number.loc[6, "paper"] == ""
+    info = front_info(trials, x="overhead_ms")
+    assert info.latency is not None and info.x == "overhead_ms"
+    assert {"overhead_ms", "overhead_ms_lo", "overhead_ms_hi", "latency_source"} <= set(
+        info.front.columns)
+    page = render_html(info, tmp_path / "index.html", title="latency").read_text()
+    assert 'id="latency-plot"' in page and "latency overhead ms" in page
+    # A study searched without latency draws no latency section and refuses --x latency.
+    plain = front_info(make_trials())
+    assert plain.latency is None and "overhead_ms" not in plain.front.columns
+    assert 'id="latency-plot"' not in render_html(plain, tmp_path / "p.html",
+                                                   title="plain").read_text()
+    with pytest.raises(RhoSearchError, match="--latency-objective"):
+        front_info(make_trials(), x="overhead_ms")

@@ -500,12 +500,13 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
         raise RhoSearchError("this study has no latency overhead: it was searched without "
                              "--latency-objective")
     marked = mark_fronts(trials, x=x)
-    other = "gmacs" if x == "overhead_params" else "overhead_params"
-    by_other = mark_fronts(trials, x=other)[["stage", "number", "dominated"]].rename(
-        columns={"dominated": f"dominated_{other}"})
     marked[f"dominated_{x}"] = marked["dominated"]
-    marked = marked.merge(by_other, on=["stage", "number"], how="left")
-    marked[f"dominated_{other}"] = marked[f"dominated_{other}"].fillna(True).astype(bool)
+    # Each cost the trials carry has its own front (latency only in a latency search).
+    for other in (c for c in X_LABELS if c != x and trials[c].notna().any()):
+        by_other = mark_fronts(trials, x=other)[["stage", "number", "dominated"]].rename(
+            columns={"dominated": f"dominated_{other}"})
+        marked = marked.merge(by_other, on=["stage", "number"], how="left")
+        marked[f"dominated_{other}"] = marked[f"dominated_{other}"].fillna(True).astype(bool)
     per_stage = _best_per_stage(marked).drop(columns=[f"trial_{s}" for s in STAGES])
     per_stage = per_stage[["backbone", "rho", *(f"{v}_{s}" for s in STAGES
                                                 for v in ("top1", "top5"))]]
