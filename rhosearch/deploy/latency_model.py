@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.optimize import lsq_linear
 
 from rhosearch.core.space import NUM_BLOCKS, RhoConfig, baseline_config
 from rhosearch.deploy.latency import LatencySettings, LatencyTable, measure_latency
@@ -32,7 +33,8 @@ __all__ = ["LatencyModel", "LatencyPricer", "design_set", "space_pricer"]
 class LatencyModel:
     """Overhead over the baseline (ms) = trunk[depth] + sum_k per_channel[k] * c_k.
 
-    Fitted by least squares on measured overheads (the baseline itself is a row: overhead 0).
+    Fitted by least squares on measured overheads (the baseline itself is a row: overhead 0),
+    the per-channel costs bounded below by 0.
     A block whose width does not vary among the fitted rows has no term of its own (its cost
     is in the trunk of that depth), so `overhead_ms` refuses a configuration that needs one.
     """
@@ -62,7 +64,11 @@ class LatencyModel:
         design = np.column_stack(
             [[float(c.depth == d) for c in configs] for d in depths]
             + [channels[:, k] for k in varied])
-        coefficients, *_ = np.linalg.lstsq(design, overhead, rcond=None)
+        # A channel cannot save time: its cost is bounded below by 0 (on few, noisy rows an
+        # unbounded fit trades a negative block-3 cost against a positive block-4 one and
+        # predicts held-out configurations worse, benchmarks/latency_model.py).
+        lower = [-np.inf] * len(depths) + [0.0] * len(varied)
+        coefficients = lsq_linear(design, overhead, bounds=(lower, np.inf)).x
         trunk = {d: float(coefficients[i]) for i, d in enumerate(depths)}
         per_channel: list[float | None] = [None] * NUM_BLOCKS
         for i, k in enumerate(varied):
