@@ -44,6 +44,13 @@ __all__ = ["STAGE", "Progress", "ResolveSearcher", "StudySearcher", "proxy_trial
 STAGE = "proxy"
 
 
+def _latency(settings: SearchSettings, config: RhoConfig) -> dict[str, Any]:
+    """The configuration's latency overhead when the search prices latency (the driver puts
+    its pricer in the settings), else nothing."""
+    pricer = getattr(settings, "latency_pricer", None)
+    return pricer.price(config) if pricer is not None else {}
+
+
 class StudySearcher(Searcher):
     """Asks the Optuna study for rho vectors and tells it each trial's outcome.
 
@@ -99,12 +106,6 @@ class StudySearcher(Searcher):
         if self.space.max_gmacs is not None and cost.gmacs > self.space.max_gmacs:
             return f"{cost.gmacs:.3f} GMACs > max_gmacs {self.space.max_gmacs:g}"
         return None
-
-    def _latency(self, config: RhoConfig) -> dict[str, Any]:
-        """The configuration's latency overhead when the search prices latency (the driver
-        puts its pricer in the settings), else nothing."""
-        pricer = getattr(self.settings, "latency_pricer", None)
-        return pricer.price(config) if pricer is not None else {}
 
     @property
     def total(self) -> int:
@@ -165,7 +166,7 @@ class StudySearcher(Searcher):
                     "or running"})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
-            cost = {**self.cost.price(config).as_dict(), **self._latency(config)}
+            cost = {**self.cost.price(config).as_dict(), **_latency(self.settings, config)}
             record_attrs(self.study, trial, {**base, **cost})
             self.live[trial_id] = trial
             self.live_rho[trial_id] = config.rho_text
@@ -221,7 +222,7 @@ class StudySearcher(Searcher):
         baseline = baseline_config(self.space.backbone)
         attrs, complete = self._result_attrs(result, error, trial_job(seed, baseline,
                                                                       stage="noise"))
-        attrs.update({**self.cost.price(baseline).as_dict(), **self._latency(baseline),
+        attrs.update({**self.cost.price(baseline).as_dict(), **_latency(self.settings, baseline),
                       **baseline.as_dict(),
                       "stage": "noise", "seed": seed})
         if complete:
@@ -293,8 +294,9 @@ class ResolveSearcher(StudySearcher):
         config, seed = self.live_jobs.pop(trial_id)
         attrs, complete = self._result_attrs(result or {}, error,
                                              trial_job(seed, config, stage="resolve"))
-        attrs.update({**self.cost.price(config).as_dict(), **config.as_dict(),
-                      "rho": config.rho_text, "stage": "resolve", "seed": seed})
+        attrs.update({**self.cost.price(config).as_dict(), **_latency(self.settings, config),
+                      **config.as_dict(), "rho": config.rho_text, "stage": "resolve",
+                      "seed": seed})
         if complete:
             values = [float(attrs[name]) for name in self.settings.objectives]
             trial = optuna.trial.create_trial(values=values, user_attrs=attrs)
