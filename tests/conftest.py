@@ -99,6 +99,9 @@ SLOW_TESTS = {
     "test_report_draws_in_headless_chromium",  # test_report.py: a browser
     "test_cli_report_html_end_to_end",  # test_report.py: cli.py as a process
     "test_cli_train_runs_and_writes_its_result",  # test_train.py: cli.py as a process
+    "test_without_onnxruntime_latency_names_the_extra",  # test_latency.py: cli.py as a process
+    # test_latency.py: two ONNX exports and real timings (~20 s on 2 loaded cores)
+    "test_rhosearch_latency_times_a_tiny_model_for_real_then_reads_it_from_the_table",
 }
 
 
