@@ -305,10 +305,13 @@ def test_finalists_over_seeds_are_paired_with_the_control():
     assert (a["seeds"], a["seeds_run"], a["seed_list"]) == (3, 3, "0, 1, 2")
     assert a["top1"] == 83.0 and a["top1_std"] == 1.0 and a["top1_runs"] == "82.00; 84.00; 83.00"
     assert a["top1_diff"] == 2.0
-    # Alone, A's own paired t (2 df) gives p = 0.074; pooled with B's differences (4 df, one
-    # noise level for the finalists) and with Holm over the two finalists it is told apart.
+    # Alone, A's own paired t (2 df) gives p = 0.074. The rule's paired variance is the
+    # two-way (configuration x seed) residual over all 9 runs, by the textbook formula:
+    # 2 x sum (y - row mean - column mean + grand mean)^2 / ((3 - 1)(3 - 1)), 4 df.
     assert t_test_p_df2([2, 3, 1]) == pytest.approx(0.0742, abs=1e-4)
-    pooled_se = ((1.0 * 2 + 0.25 * 2) / 4 / 3) ** 0.5
+    y = np.array(list(SEED_RUNS.values()))
+    residual = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+    pooled_se = (2 * (residual ** 2).sum() / 4 / 3) ** 0.5
     assert a["p_value"] == pytest.approx(2 * student_t.sf(2.0 / pooled_se, 4), abs=1e-4)
     assert a["vs_baseline"] == Verdict.BETTER
     assert b["top1"] == 86.5 and b["top1_std"] == pytest.approx(1.75**0.5, abs=1e-3)

@@ -60,6 +60,7 @@ __all__ = [
     "holm",
     "paired_test",
     "pairing_correlation",
+    "paired_variance",
     "pooled_variance",
     "power_sentence",
     "seeds_needed",
@@ -458,12 +459,45 @@ def pairing_correlation(runs: Mapping[str, Mapping[int, float]], control: str) -
     return float((x * y).sum() / denominator) if denominator > 0 else math.nan
 
 
+def paired_variance(runs: Mapping[str, Mapping[int, float]]) -> tuple[float | None, int]:
+    """The variance of one paired difference (configuration minus control, same seed) and its
+    degrees of freedom, from the additive model top-1 = configuration + seed + error fitted to
+    every run (least squares): 2 x the residual variance, df = runs - configurations - seeds + 1.
+    (None, 0) without residual degrees of freedom.
+
+    Why not the pooled variance of each configuration's differences: those share the
+    control's runs, so k configurations' variance estimates are correlated and their nominal
+    k(n - 1) df overstate how well the variance is known (train-best with 4 finalists x 3
+    seeds: 5.7 % search-wise false positives in `benchmarks/calibration.py`). The model's
+    residual counts each run once; with complete blocks it is the textbook two-way analysis.
+    """
+    keys = list(runs)
+    seeds = sorted({s for values in runs.values() for s in values})
+    rows = [(keys.index(k), seeds.index(s), v) for k, values in runs.items()
+            for s, v in values.items()]
+    if not rows:
+        return (None, 0)
+    design = np.zeros((len(rows), len(keys) + len(seeds) - 1))
+    target = np.empty(len(rows))
+    for row, (config, seed, value) in enumerate(rows):
+        design[row, config] = 1.0
+        if seed:  # seed 0's effect is the reference
+            design[row, len(keys) + seed - 1] = 1.0
+        target[row] = value
+    _, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
+    df = len(rows) - int(rank)
+    if df < 1:
+        return (None, 0)
+    fitted = design @ np.linalg.lstsq(design, target, rcond=None)[0]
+    return (2.0 * float(((target - fitted) ** 2).sum()) / df, df)
+
+
 def compare_family(runs: Mapping[str, Mapping[int, float]], control: str, *,
                    alpha: float = ALPHA) -> Family:
     """Every configuration in `runs` (key -> {seed: top-1}) against `control`, labelled by the
     one rule: the paired test on the seeds it shares with the control, with the variance of one
-    paired difference pooled over every configuration with >= 2 paired seeds, once that pooled
-    variance has at least `MIN_PAIRED_DF` degrees of freedom; before that, the unpaired test
+    paired difference from every run (`paired_variance`), once it has at least `MIN_PAIRED_DF`
+    degrees of freedom; before that, the unpaired test
     (seed variance of one run pooled over configurations with >= 2 seeds, the control's at
     least). Then Holm over the family.
 
@@ -478,7 +512,7 @@ def compare_family(runs: Mapping[str, Mapping[int, float]], control: str, *,
              for key, seeds in runs.items()}
     differences = {key: [seeds[s] - base[s] for s in sorted(set(seeds) & set(base))]
                    for key, seeds in clean.items() if key != control}
-    paired_var, paired_df = pooled_variance(list(differences.values()))
+    paired_var, paired_df = paired_variance(clean)
     run_var, run_df = pooled_variance([list(seeds.values()) for seeds in clean.values()])
     comparisons = {}
     for key, diffs in differences.items():
