@@ -187,7 +187,8 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         "oneshot or proxy alone; resolve on an existing study")
     parser.add_argument("--sampler", default="gp", choices=("gp", "tpe", "nsga2", "random"),
                         help="the Optuna sampler that proposes rho vectors (default: "
-                        "%(default)s, the best of benchmarks/sampler_table.py; see README)")
+                        "%(default)s, the best of benchmarks/sampler_table.py: "
+                        "docs/measurements.md)")
     parser.add_argument("--seed", type=values.SEED, default=0,
                         help="seed of the sampler, the weights and the data order (default: 0)")
     parser.add_argument("--gmacs-objective", action="store_true",

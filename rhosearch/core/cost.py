@@ -178,7 +178,7 @@ def cost_table(
         f"GMACs at {resolution}x{resolution}, {num_classes} classes, by {method}; counted: "
         + COUNTED_OPS,
         "paper_params: the paper's 'overhead parameters' column (Tables 1-2), rounded to 1k; "
-        "README 'Parameter counts vs the paper' explains the differences",
+        "docs/parameters.md explains the differences",
     ]
     return pd.DataFrame(rows), notes
 

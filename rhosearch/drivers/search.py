@@ -573,7 +573,7 @@ def _scheduler(early_stop: str, epochs: int) -> ASHAScheduler | None:
 
     Off by default: `benchmarks/fidelity.py` measures how well the top-1 at ASHA's first rung
     predicts the final one on the proxy, and on a 3-epoch proxy it does not beyond noise
-    (see the README), so stopping there would stop trials on noise.
+    (docs/measurements.md), so stopping there would stop trials on noise.
     """
     if early_stop != "asha":
         return None
@@ -629,7 +629,7 @@ def _run_oneshot_stage(
     if settings.stage == "all" and not settings.enqueue_oneshot_front:
         log("one-shot: its front is not queued for the proxy stage (--enqueue-oneshot-front "
             "does): benchmarks/fidelity.py measures one-shot rankings as not agreeing with "
-            "longer training beyond noise (README, 'How sure is a result'); the stage is "
+            "longer training beyond noise (docs/measurements.md); the stage is "
             "kept to measure that agreement on every search")
     if settings.stage == "all" and settings.enqueue_oneshot_front:
         enqueue_front(study, settings.space, front)
