@@ -371,3 +371,24 @@ def test_latency_objective_prices_every_trial_and_the_report_draws_it(tmp_path, 
     run_search(_settings(tmp_path, trials=4, noise_seeds=1, latency_objective=True,
                          latency=latency, resume=True), trial_fn=_instant, log=lines.append)
     assert not any(line.startswith("latency: timing") for line in lines), lines
+
+
+def test_an_interrupted_trial_is_queued_again_and_counted_by_its_number(tmp_path):
+    from rhosearch.core.space import load_search_space
+    from rhosearch.drivers.search import _fail_interrupted, _reruns_waiting
+    from rhosearch.record.study import params_of, space_distributions
+
+    space = load_search_space("exmobilevit_xxs")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}",
+                                directions=["maximize", "minimize"])
+    config = next(iter(space.configs()))
+    study.enqueue_trial(params_of(space, config), user_attrs={"source": "paper"})
+    trial = study.ask(space_distributions(space))  # RUNNING, as a killed driver leaves it
+    trial.set_user_attr("stage", "proxy")
+    assert _fail_interrupted(study) == 1
+    [waiting] = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.user_attrs["rerun_of"] == trial.number
+    assert _reruns_waiting(study) == 1
+    # What is counted is the number, not the sentence shown beside it.
+    study.enqueue_trial(params_of(space, config), user_attrs={"source": "rerun of #9 (typed)"})
+    assert _reruns_waiting(study) == 1

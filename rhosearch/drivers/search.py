@@ -238,14 +238,14 @@ def _fail_interrupted(study: optuna.Study) -> int:
         if trial.user_attrs.get("stage", STAGE) == STAGE and params:
             source = trial.user_attrs.get("source", "sampler")
             study.enqueue_trial(params, user_attrs={
-                "source": f"rerun of #{trial.number} ({source})"})
+                "source": f"rerun of #{trial.number} ({source})", "rerun_of": trial.number})
     return len(stale)
 
 
 def _reruns_waiting(study: optuna.Study) -> int:
     """Interrupted trials queued to run again (by this driver or the one before it)."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-               if str(t.user_attrs.get("source", "")).startswith("rerun of #"))
+               if "rerun_of" in t.user_attrs)  # data, not the `source` sentence
 
 
 def _close_waiting(study: optuna.Study, space: SearchSpace) -> int:

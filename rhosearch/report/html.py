@@ -34,6 +34,7 @@ from rhosearch.report.front import (
     front_info,
 )
 from rhosearch.report.latency_plot import latency_section
+from rhosearch.vocab import Verdict
 
 __all__ = ["render_html", "write_report"]
 
@@ -342,7 +343,7 @@ def _finalist_cells(row: Any) -> list[tuple[str, str]]:
     runs = html.escape(row.top1_runs or "–")
     if row.seed_list:
         runs += f"<br><small>seeds {html.escape(row.seed_list)}</small>"
-    control = row.vs_baseline == "baseline control"
+    control = row.vs_baseline == Verdict.CONTROL
     diff = "–" if control or _missing(row.top1_diff) else f"{float(row.top1_diff):+.2f}"
     p_value = "–" if _missing(row.p_value) else f"{float(row.p_value):.2g}"
     verdict = "–" if _missing(row.vs_baseline) else str(row.vs_baseline)
@@ -361,7 +362,7 @@ def _finalists_html(finalists: pd.DataFrame) -> str:
     if finalists.empty:
         return ""
     seeds = int(finalists["seeds_run"].max())
-    control = finalists[finalists["vs_baseline"] == "baseline control"]
+    control = finalists[finalists["vs_baseline"] == Verdict.CONTROL]
     if control.empty:
         paired = ("No baseline control in the full stage: nothing to pair the finalists with "
                   "(<code>train-best</code> trains one with the same seeds).")
