@@ -315,7 +315,7 @@ def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
     """One row per configuration (`rho`, in order of first appearance) with
     `SEED_SUMMARY_COLUMNS`: top-1 mean and std over its seeds, the runs in their order, and its
     comparison with the baseline control trained with the same seeds, labelled by the one rule
-    (`stats.compare_family`: paired over shared seeds, variance pooled over the finalists, Holm
+    (`stats.compare_family`: paired over shared seeds, variance from every run, Holm
     over the finalists compared).
 
     Args:

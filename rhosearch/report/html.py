@@ -371,8 +371,8 @@ def _finalists_html(finalists: pd.DataFrame) -> str:
         paired = (f"The baseline control ({html.escape(str(name))}, ρ {html.escape(rho)}) "
                   "trained with the same seeds, so each seed's data order and initialisation "
                   "are shared: Δ is the mean over seeds of (finalist − control), p a two-sided "
-                  "paired t-test with the variance pooled over the finalists (an exact "
-                  "sign-flip test when all differences tie), labelled at 5 % over the "
+                  "paired t-test with the variance of all runs' configuration × seed fit (an "
+                  "exact sign-flip test when all differences tie), labelled at 5 % over the "
                   "finalists compared (Holm).")
     if seeds < 2:
         spread = ("One seed per run: no std, and a paired test needs ≥ 2 seeds (Δ is the one "
