@@ -21,7 +21,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rhosearch.training.data import VariableBatchSampler, mss_resolutions
+from rhosearch.training.sampler import VariableBatchSampler, mss_resolutions
 
 IMAGENET_TRAIN = 1281167
 

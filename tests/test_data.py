@@ -16,13 +16,12 @@ from torch.utils.data import DataLoader
 
 from rhosearch.errors import RhoSearchError
 from rhosearch.training.data import (
-    VariableBatchSampler,
     adopt_base,
     build_datasets,
     dataset_info,
     load_base,
-    mss_resolutions,
 )
+from rhosearch.training.sampler import VariableBatchSampler, mss_resolutions
 
 
 def write_cifar(root: Path, *, kind: str = "cifar10", per_batch: int = 4) -> Path:

@@ -1,4 +1,4 @@
-"""Data sets by name, the paper's transforms, and ml-cvnets' multi-scale batch sampler.
+"""Data sets by name and the paper's transforms (the sampler is `training/sampler.py`).
 
     train_set, val_set = build_datasets("digits", resolution=32)
     sampler = VariableBatchSampler(len(train_set), base_resolution=256, base_batch_size=128)
@@ -15,17 +15,16 @@ Multi-scale training (MobileViT's MSS) needs the resolution to be chosen per bat
 sampler yields batches of `(index, resolution)` pairs and `ScaledDataset` crops each sample to the
 resolution it is handed; a plain `int` index gets the base resolution (validation).
 
-Over ~400 lines for one job, naming data sets: five families (digits, Fashion-MNIST with its
-IDX checks, CIFAR, image folders, stratified subsets) plus the multi-scale sampler they feed.
+The registry of names and their recipes is `training/datasets.py`; Fashion-MNIST's IDX files
+are checked in `training/fashion_mnist.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,30 +36,25 @@ from torchvision.transforms import v2
 from rhosearch.errors import RhoSearchError
 from rhosearch.host import usable_cpus
 from rhosearch.training.datasets import BUILTIN, DATASETS
+from rhosearch.training.fashion_mnist import fashion_mnist_files
 
 __all__ = [
     "CIFAR_CLASSES",
     "DIGITS_VAL_FRACTION",
     "BaseData",
     "ScaledDataset",
-    "VariableBatchSampler",
     "adopt_base",
     "build_datasets",
     "dataset_info",
     "load_base",
-    "mss_resolutions",
     "train_transform",
     "val_transform",
     "worker_count",
 ]
 
 CIFAR_CLASSES = {name: DATASETS[name].classes for name in ("cifar10", "cifar100")}
-# Where Debian's `dataset-fashion-mnist` package puts its four IDX files.
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_VAL_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0  # fixed: the validation set must not move with the training seed
-# MobileViT's multi-scale set for a 256 base (ml-cvnets: 160 ... 320), as fractions of the base.
-MSS_SCALES = (0.625, 0.75, 1.0, 1.125, 1.25)
 
 
 # --- naming data sets -------------------------------------------------------------------------
@@ -181,91 +175,6 @@ def _digits() -> tuple[Dataset, Dataset]:
     train_idx, val_idx = torch.tensor(train_idx), torch.tensor(val_idx)
     return (TensorDataset(images[train_idx], labels[train_idx]),
             TensorDataset(images[val_idx], labels[val_idx]))
-
-
-def fashion_mnist_files(root: Path | str | None = None) -> Path:
-    """Checks the four Fashion-MNIST IDX files under `root` (default: Debian's package folder)
-    and unpacks them once into a cache laid out as torchvision's `FashionMNIST` expects
-    (`<cache>/FashionMNIST/raw/`); returns the cache root to hand to torchvision.
-
-    Each file may be gzipped (as Debian ships them: recompressed, so torchvision's MD5s of the
-    upstream .gz files do not apply; gzip's CRC is checked) or already unpacked; either way its
-    IDX header must match its length, and images and labels their counts. Hand-written because
-    torchvision only checks that the unpacked files are present: a truncated one would fail
-    deep inside a training run instead of here, named.
-    """
-    import hashlib
-
-    from torchvision.datasets import FashionMNIST
-
-    source = Path(root or FASHION_MNIST_DIR).expanduser()
-    if not source.is_dir():
-        raise RhoSearchError(f"fashion-mnist not found: {source} is not a folder; "
-                             f"{_FASHION_MNIST_HINT}")
-    files = {gz.removesuffix(".gz"): _idx_source(source, gz) for gz, _ in FashionMNIST.resources}
-    # The cache is keyed by the files' paths, sizes and times: a changed source is re-checked.
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                     for p in files.values())
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
-        f"rhosearch/fashion-mnist-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}")
-    raw = cache_root / "FashionMNIST" / "raw"
-    if all((raw / name).is_file() for name in files):
-        return cache_root
-    contents = {name: _read_maybe_gzip(path) for name, path in files.items()}  # unpacked once
-    counts = {name: _idx_count(name, content) for name, content in contents.items()}
-    for split in ("train", "t10k"):
-        images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
-        if images != labels:
-            raise RhoSearchError(f"fashion-mnist in {source}: {split} has {images} images but "
-                                 f"{labels} labels; the files do not belong together")
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, content in contents.items():
-        partial = raw / f"{name}.{os.getpid()}.part"  # workers may unpack at once
-        partial.write_bytes(content)
-        os.replace(partial, raw / name)
-    return cache_root
-
-
-_FASHION_MNIST_HINT = ("install Debian's dataset-fashion-mnist package (apt-get install "
-                       "dataset-fashion-mnist) or point --data-root at a folder holding its four "
-                       "IDX files")
-
-
-def _idx_source(source: Path, gz_name: str) -> Path:
-    for path in (source / gz_name, source / gz_name.removesuffix(".gz")):
-        if path.is_file():
-            return path
-    raise RhoSearchError(f"fashion-mnist file {gz_name} is missing from {source}; "
-                         f"{_FASHION_MNIST_HINT}")
-
-
-def _read_maybe_gzip(path: Path) -> bytes:
-    import gzip
-    import zlib
-
-    content = path.read_bytes()
-    if path.suffix != ".gz":
-        return content
-    try:  # gzip checks its CRC and length: a truncated or damaged file fails here
-        return gzip.decompress(content)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise RhoSearchError(f"fashion-mnist file {path} is truncated or corrupted ({exc}); "
-                             "reinstall dataset-fashion-mnist") from None
-
-
-def _idx_count(name: str, content: bytes) -> int:
-    """The item count of an IDX file whose header agrees with its length (else an error)."""
-    images = "images" in name
-    header = 16 if images else 8
-    fields = [int.from_bytes(content[i:i + 4], "big") for i in range(0, min(header,
-                                                                            len(content)), 4)]
-    magic, shape = (2051, (28, 28)) if images else (2049, ())
-    ok = (len(fields) == header // 4 and fields[0] == magic and tuple(fields[2:]) == shape
-          and len(content) == header + fields[1] * (784 if images else 1))
-    if not ok:
-        raise RhoSearchError(f"fashion-mnist file {name} ({len(content)} bytes) is truncated "
-                             "or not a Fashion-MNIST IDX file; reinstall dataset-fashion-mnist")
-    return fields[1]
 
 
 def _fashion_mnist(root: Path | None) -> tuple[Dataset, Dataset]:
@@ -441,95 +350,6 @@ def _stratified_subset(dataset: Dataset, count: int | None) -> Dataset:
         keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:count]
         keep = keep.tolist()
     return Subset(dataset, sorted(keep))
-
-
-# --- multi-scale sampler ----------------------------------------------------------------------
-
-
-def mss_resolutions(base: int, scales: Sequence[float] = MSS_SCALES) -> tuple[int, ...]:
-    """The multi-scale set for a base resolution, on multiples of 32 (16 below a 128 base).
-
-    256 gives (160, 192, 256, 288, 320) as in MobileViT; 32 gives (16, 32, 48).
-    """
-    step = 32 if base >= 128 else 16
-    sizes = {max(step, math.floor(base * s / step + 0.5) * step) for s in scales}
-    return tuple(sorted(sizes | {base}))
-
-
-class VariableBatchSampler:
-    """ml-cvnets' VariableBatchSampler: each batch has one resolution and a batch size that keeps
-    the pixels per batch those of `base_batch_size` images at `base_resolution`.
-
-    Yields lists of `(index, resolution)`. The order is reshuffled every epoch from `seed` and
-    the epoch (`set_epoch`), so a resumed run sees the same batches. With `world_size > 1` each
-    rank takes a disjoint shard of the shuffled indices (padded by wrapping to equal length), and
-    all ranks draw the same resolutions, so they run the same number of steps. Every sample is
-    seen once per epoch; the last batch is filled up from the start of the order.
-    """
-
-    def __init__(self, num_samples: int, *, base_resolution: int, base_batch_size: int,
-                 resolutions: Sequence[int] | None = None, shuffle: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
-        if num_samples < 1 or base_batch_size < 1:
-            raise RhoSearchError("the sampler needs at least one sample and a batch size >= 1")
-        if not 0 <= rank < world_size:
-            raise RhoSearchError(f"rank {rank} is outside world size {world_size}")
-        self.num_samples = num_samples
-        self.resolutions = tuple(resolutions or (base_resolution,))
-        pixels = base_batch_size * base_resolution**2
-        self.batch_sizes = {r: max(1, pixels // r**2) for r in self.resolutions}
-        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
-        self.shard_size = math.ceil(num_samples / world_size)
-        self.epoch = 0
-        # The last epoch's plan: `len()` is asked on every training step (the progress bar, the
-        # last-step check) and a plan is a Python loop over every batch of the epoch.
-        self._plans: dict[int, list[tuple[int, int]]] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def plan(self, epoch: int | None = None) -> list[tuple[int, int]]:
-        """(resolution, batch size) of every batch of an epoch; the same on every rank."""
-        epoch = self.epoch if epoch is None else epoch
-        if epoch not in self._plans:
-            self._plans = {epoch: self._make_plan(epoch)}  # one epoch kept: plans are long
-        return self._plans[epoch]
-
-    def _make_plan(self, epoch: int) -> list[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + 1)
-        picks = torch.randint(len(self.resolutions), (self.shard_size,), generator=generator)
-        batches, seen = [], 0
-        while seen < self.shard_size:
-            resolution = self.resolutions[int(picks[len(batches)])]
-            batches.append((resolution, self.batch_sizes[resolution]))
-            seen += self.batch_sizes[resolution]
-        return batches
-
-    def shard(self, epoch: int | None = None) -> list[int]:
-        """This rank's indices for an epoch, in order."""
-        epoch = self.epoch if epoch is None else epoch
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2)
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-        else:
-            order = list(range(self.num_samples))
-        padded = (order * math.ceil(self.shard_size * self.world_size / self.num_samples))
-        return padded[: self.shard_size * self.world_size][self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        indices = self.shard()
-        start = 0
-        for resolution, batch_size in self.plan():
-            batch = [indices[(start + i) % len(indices)] for i in range(batch_size)]
-            start += batch_size
-            yield [(index, resolution) for index in batch]
-
-    def __len__(self) -> int:
-        return len(self.plan())
-
-    def mean_batches(self, epochs: int) -> float:
-        """Average batches per epoch over `epochs` epochs (the LR schedule's steps per epoch)."""
-        return sum(len(self.plan(e)) for e in range(epochs)) / epochs
 
 
 def worker_count(requested: int) -> int:

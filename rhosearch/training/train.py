@@ -44,10 +44,8 @@ from rhosearch.training.checkpoint import (
     write_atomic,
 )
 from rhosearch.training.data import (
-    VariableBatchSampler,
     build_datasets,
     dataset_info,
-    mss_resolutions,
     worker_count,
 )
 from rhosearch.training.recipe import (  # re-exported: callers import them from here
@@ -58,6 +56,7 @@ from rhosearch.training.recipe import (  # re-exported: callers import them from
     learning_rate,
     load_recipe,
 )
+from rhosearch.training.sampler import VariableBatchSampler, mss_resolutions
 
 __all__ = [
     "CHECKPOINT", "RECIPES_PATH", "Loaders", "Recipe", "Run", "build_optimizer",
