@@ -338,3 +338,26 @@ def test_an_address_where_something_else_listens_is_refused_in_seconds(
     assert "answers, but not as a Ray cluster" in err
     assert time.time() - started < 30
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("record, names", [
+    (None, "no Ray cluster started with `ray start` is recorded"),
+    ("127.0.0.1:1", "(127.0.0.1:1, recorded on this machine): nothing answers at 127.0.0.1:1"),
+], ids=["none", "stale"])
+def test_address_auto_joins_only_the_recorded_cluster(tmp_path, monkeypatch, capsys, record,
+                                                      names):
+    """Ray's `auto` falls back to any Ray running on the machine (another user's own search on
+    a shared one); rhosearch joins only what `ray start` recorded, and checks it first."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    temp = tmp_path / "raytmp"
+    (temp / "ray").mkdir(parents=True)
+    if record:
+        (temp / "ray" / "ray_current_cluster").write_text(record)
+    monkeypatch.setenv("RAY_TMPDIR", str(temp))
+    code = main([*SEARCH, "--space", "exmobilevit_s", "--address", "auto"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"--address auto{' ' if record else ': '}{names}" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["raytmp", "ray"] + (["ray_current_cluster"] if record else []))

@@ -94,14 +94,28 @@ def cluster_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def check_ray_address(address: str | None) -> None:
+def check_ray_address(address: str | None) -> str | None:
     """Refuses a cluster address (`--address`, else `RAY_ADDRESS`) that is malformed, where
     nothing listens, or where something other than Ray listens, in seconds and before anything
-    is written, not after Ray's minutes of retries; `auto` is left to Ray."""
+    is written, not after Ray's minutes of retries; returns the address to join (None: none).
+
+    `auto` is the cluster `ray start` recorded on this machine. Ray itself would fall back to
+    any Ray it finds running here, which on a shared machine is another user's own local Ray
+    (another `rhosearch search`): that is refused instead.
+    """
     address = cluster_address(address)
-    if address is None or address == "auto":
-        return
+    if address is None:
+        return None
     given = address if address != os.environ.get("RAY_ADDRESS") else f"{address} (RAY_ADDRESS)"
+    if address == "auto":
+        recorded = _recorded_cluster()
+        if recorded is None:
+            raise RhoSearchError(f"--address {given}: no Ray cluster started with `ray start` "
+                                 "is recorded on this machine; start one, or give the head's "
+                                 "host:port")
+        if recorded == "auto":  # this Ray does not say where it records: leave it to Ray
+            return address
+        address, given = recorded, f"{given} ({recorded}, recorded on this machine)"
     if address.startswith(("http://", "https://")):  # what `ray job submit` takes
         raise RhoSearchError(f"--address {given}: that is a Ray Jobs (dashboard) address; give "
                              "the head's host:port (default port 6379) or auto")
@@ -121,6 +135,17 @@ def check_ray_address(address: str | None) -> None:
         raise RhoSearchError(f"--address {given}: {host}:{port} answers, but not as a Ray "
                              "cluster (no gRPC); give the head's port that `ray start --head` "
                              "printed (default 6379), not the dashboard's")
+    return address
+
+
+def _recorded_cluster() -> str | None:
+    """The address the last `ray start` on this machine recorded (RAY_TMPDIR or /tmp/ray),
+    None if none; "auto" where this Ray version's record cannot be read."""
+    try:
+        from ray._private.utils import read_ray_address
+    except ImportError:
+        return "auto"
+    return read_ray_address(None) or None
 
 
 # The client's HTTP/2 connection preface and an empty SETTINGS frame (RFC 9113, 3.4): a gRPC
@@ -144,8 +169,8 @@ def _answers_http2(connection: socket.socket, *, timeout_s: float = 5.0) -> bool
 def _join_ray(address: str, *, log_to_driver: bool) -> None:
     """Joins the cluster at `address` (host:port, ray://host:port or auto), or says in one line
     why not."""
-    check_ray_address(address)
     given = address if address != os.environ.get("RAY_ADDRESS") else f"{address} (RAY_ADDRESS)"
+    address = check_ray_address(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver)
     except (ConnectionError, ValueError, TimeoutError) as exc:
