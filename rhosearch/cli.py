@@ -254,10 +254,10 @@ def _search(args: argparse.Namespace) -> int:
     outcome = run_search(settings)
     columns = ["name", "params", "overhead_params", "top1", "top1_lo", "top1_hi",
                "vs_baseline", "top1_diff", "p_value", "number"]
-    front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1,
-                                             "top1_diff": 2, "p_value": 4})
     if args.latency_objective:
         columns[3:3] = ["overhead_ms", "overhead_ms_lo", "overhead_ms_hi", "latency_source"]
+    front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1,
+                                             "top1_diff": 2, "p_value": 4})
     print_frame(front, title="Pareto front (proxy): top-1 [95% interval] vs overhead params "
                 "(priced at 256 px, 1000 classes)")
     noise = outcome["noise"]
