@@ -79,7 +79,7 @@ def latency_figure(points: pd.DataFrame, *, data: str = ""):
             showlegend=col == 1, hoverinfo="skip",
             marker={"symbol": "square-open", "size": 13, "line": {"width": 2},
                     "color": _PAPER_COLOR}), row=1, col=col)
-        unit = "ms, onnxruntime on this CPU" if x == "overhead_ms" else PRICED
+        unit = "onnxruntime, this CPU" if x == "overhead_ms" else PRICED
         figure.update_xaxes(title_text=f"{X_LABELS[x]} ({unit})", row=1, col=col)
     on = f" on {data}" if data else ""
     figure.update_yaxes(title_text=f"proxy top-1 %{on}", row=1, col=1)
