@@ -6,7 +6,11 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import optuna
+import pytest
 from PIL import Image
+
+from rhosearch.record.study import default_storage_url, open_storage
 
 # A small XXS space (18 rho vectors) for real searches in tests.
 XXS_SPACE_YAML = """backbone: mobilevit_xxs
@@ -45,3 +49,25 @@ def dominated_area(points: list[tuple[float, float]], reference: tuple[float, fl
             if any(t >= t_high and c <= c_low for t, c in inside):
                 area += (t_high - t_low) * (c_high - c_low)
     return area
+
+
+def hand_study(tmp_path: Path, proxy: list[tuple[str, float, float]]) -> str:
+    """A searched-looking study: an XXS space file and proxy trials (rho, overhead, top1)."""
+    space = tmp_path / "space.yaml"
+    space.write_text("backbone: mobilevit_xxs\nrho:\n  rho_3: [0, 1/3]\n  rho_5: [3, 4]\n")
+    study = optuna.create_study(study_name="hand", directions=["maximize", "minimize"],
+                                storage=open_storage(default_storage_url("hand", tmp_path)))
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(["top1", "overhead_params"])
+    study.set_user_attr("space", str(space))
+    study.set_user_attr("data", "digits")
+    distributions = {"rho_3": optuna.distributions.CategoricalDistribution(["0", "1/3"]),
+                     "rho_5": optuna.distributions.CategoricalDistribution(["3", "4"])}
+    for rho, overhead, top1 in proxy:
+        rho_3, rho_5 = rho.split(",")[2], rho.split(",")[4]
+        study.add_trial(optuna.trial.create_trial(
+            values=[top1, overhead], params={"rho_3": rho_3, "rho_5": rho_5},
+            distributions=distributions,
+            user_attrs=dict(stage="proxy", backbone="mobilevit_xxs", rho=rho, top1=top1,
+                            overhead_params=overhead, params=1e6 + overhead)))
+    return "hand"

@@ -100,10 +100,10 @@ def _setup(folder: Path, what: str | None) -> None:
     elif what == "real-weights":
         _save_small_weights(folder / "model.safetensors")
     elif what in ("finalists", "leased"):
-        from test_finalists import _hand_study
+        from helpers import hand_study
 
         (folder / "reports").mkdir()
-        _hand_study(folder / "reports", [("0,0,1/3,0,3", -500.0, 70.0)])
+        hand_study(folder / "reports", [("0,0,1/3,0,3", -500.0, 70.0)])
         if what == "finalists":
             (folder / "reports" / "hand" / "finalists" / "mobilevit_xxs__0_0_0_0_4").mkdir(
                 parents=True)

@@ -115,9 +115,9 @@ def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
 
 
 def test_sigterm_stops_train_best_with_a_resume_hint(tmp_path):
-    from test_finalists import _hand_study
+    from helpers import hand_study
 
-    study = _hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])  # a knee and the control
+    study = hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])  # a knee and the control
     driver = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "train-best", "--study", study, "--budget", "2cpus",
          "--epochs", "3", "--set", "subset=256", "--reports-dir", str(tmp_path)],
