@@ -43,6 +43,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.training.checkpoint import write_atomic
 
 __all__ = ["CHECKPOINTS", "JobStore"]
 
@@ -170,10 +171,9 @@ class JobStore:
                 continue
             target = Path(folder) / info.path[len(f"{base}/{job}/"):]
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f"{target.name}.tmp")
-            with fs.open_input_stream(info.path) as stream, partial.open("wb") as out:
-                shutil.copyfileobj(stream, out, length=1 << 20)
-            os.replace(partial, target)
+            with fs.open_input_stream(info.path) as stream:
+                write_atomic(target, lambda out, stream=stream: shutil.copyfileobj(
+                    stream, out, length=1 << 20))
             written.append(target)
         return written
 

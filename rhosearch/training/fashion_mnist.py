@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.training.checkpoint import write_atomic
 
 __all__ = ["FASHION_MNIST_DIR", "fashion_mnist_files"]
 
@@ -54,9 +55,7 @@ def fashion_mnist_files(root: Path | str | None = None) -> Path:
                                  f"{labels} labels; the files do not belong together")
     raw.mkdir(parents=True, exist_ok=True)
     for name, content in contents.items():
-        partial = raw / f"{name}.{os.getpid()}.part"  # workers may unpack at once
-        partial.write_bytes(content)
-        os.replace(partial, raw / name)
+        write_atomic(raw / name, content)  # workers may unpack at once: each its own temp file
     return cache_root
 
 
