@@ -92,9 +92,7 @@ def folder_size(path: Path | str) -> int:
 
 
 def human_size(size: float) -> str:
-    """`48.2 MB`, `1.1 GB` (decimal units, as `du --si` prints them)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
+    """`48.2 MB`, `1.1 GB` (decimal units, as `du --si` prints them; rich's `filesize`)."""
+    from rich.filesize import decimal
+
+    return decimal(int(size))

@@ -123,3 +123,10 @@ def test_csv_writes_counts_as_integers(tmp_path):
     write_csv(frame, tmp_path / "t.csv")
     lines = (tmp_path / "t.csv").read_text().splitlines()
     assert lines[1:] == ["0,5578632,90.0,640", "1,,,576"]  # top-1 stays a measurement
+
+
+def test_sizes_read_as_du_si_prints_them():
+    from rhosearch.output import human_size
+
+    assert [human_size(n) for n in (999, 48_200_000, 1_100_000_000)] == [
+        "999 bytes", "48.2 MB", "1.1 GB"]
