@@ -464,23 +464,22 @@ def latency_report(
                     for p in providers]
     table = LatencyTable.for_folder(reports_dir)
     ort = _onnxruntime()
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     for settings in all_settings:
         if not provider_available(settings.provider):
             print(f"rhosearch latency: skipped: no {settings.provider.upper()} execution "
                   f"provider in onnxruntime {ort.__version__} (it has: "
                   f"{', '.join(ort.get_available_providers())})", file=sys.stderr)
             continue
-
-        def progress(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
-
         rows = measure_latency(configs, table=table, settings=settings, progress=progress)
         frame = pd.DataFrame(rows)
+        # For people: the main columns, ms to 0.01, ratios to 0.001; csv and json get every one.
         shown = frame if fmt != "table" else frame[SHOWN].round(
-            {c: 2 for c in SHOWN if c.endswith(("_ms", "_lo", "_hi"))} | {
-                "ratio": 3, "ratio_lo": 3, "ratio_hi": 3})
-        if fmt == "table":
-            shown = shown.round({"ratio_lo": 3, "ratio_hi": 3})
+            {c: 3 if c.startswith("ratio") else 2 for c in SHOWN
+             if c.endswith(("_ms", "_lo", "_hi")) or c == "ratio"})
         level = max(float(r["level"]) for r in rows)
         key = settings.key(configs[0])
         loads = sorted(float(r["load_1min"]) for r in rows if r.get("load_1min") is not None)

@@ -135,7 +135,7 @@ class LatencyPricer:
                                            source), strict=True))
 
     def describe(self) -> str:
-        return (f"latency overhead: the table's measurement where it has one, else the model "
+        return (f"Latency overhead: the table's measurement where it has one, else the model "
                 f"fitted on {self.model.rows} measured configurations (interval +-"
                 f"{self.half_width:.2f} ms); baseline {self.model.baseline_ms:.1f} ms")
 

@@ -418,7 +418,7 @@ def _with_latency_pricer(settings: SearchSettings, log: Callable[[str], None]
     table = LatencyTable.for_folder(settings.reports_dir)
     pricer = space_pricer(settings.space, table=table, settings=settings.latency,
                           progress=lambda line: log(f"latency: {line}"))
-    log(f"latency: {pricer.describe()} ({table.path})")
+    log(f"{pricer.describe()} ({table.path})")
     return dataclasses.replace(settings, latency_pricer=pricer)
 
 
