@@ -71,10 +71,12 @@ def latency_figure(points: pd.DataFrame, *, data: str = ""):
                 marker={"symbol": "diamond", "color": _COLOR, "size": 9,
                         "line": {"width": 0.5, "color": "white"}},
                 customdata=_customdata(group), hovertemplate=_HOVER), row=1, col=col)
-        paper = points[points["paper"] != ""]
+        paper = points[points["paper"] != ""].sort_values(x)
         figure.add_trace(go.Scatter(
             x=paper[x], y=paper["top1"], mode="markers+text", text=paper["paper"].tolist(),
-            textposition="top center", textfont={"size": 9, "color": _PAPER_COLOR},
+            # Above and below in turn along x: neighbours a fraction of a ms apart stay legible.
+            textposition=["top center" if i % 2 == 0 else "bottom center"
+                          for i in range(len(paper))], textfont={"size": 9, "color": _PAPER_COLOR},
             name="the paper's configurations (measured by this search)",
             showlegend=col == 1, hoverinfo="skip",
             marker={"symbol": "square-open", "size": 13, "line": {"width": 2},
