@@ -4,6 +4,7 @@
     python benchmarks/fidelity.py --extra 4 --reference-epochs 12 --workers 2
     python benchmarks/fidelity.py --out reports/benchmarks/fidelity   # rerun: reuses results
     python benchmarks/fidelity.py --import-study fmnist  # reuse a search's identical runs
+    python benchmarks/fidelity.py --only head --head-trunks 4 --head-seeds 2
 
 Trains M configurations of the MobileViT-S space (the paper's six from `paper_table5.yaml`,
 then the narrowest and widest feasible ones, then `--extra` more spread over classifier widths)
@@ -15,6 +16,16 @@ and of the one-shot (tau between supernets: the ceilings for any agreement with 
 each against the reference on seed-averaged values, tau between the proxy's top-1 after epoch
 ceil(epochs / 2) (ASHA's first rung) and its final top-1, and the wall time of each kind of run.
 Every tau comes from `rhosearch.record.stats.kendall_tau` with its n and bootstrap 95 % interval.
+
+The head stage (`rhosearch/stages/head.py`): `--head-trunks` baseline trunks (proxy runs of
+the baseline that keep their weights, seeds 0...) and every configuration's head on each, with
+`--head-seeds` head seeds. Printed beside the others: its self-agreement (tau between the
+configurations' mean top-1 on two disjoint halves of the trunks, the whole space, bootstrap
+95 % CI), its tau against the reference and the proxy on the M configurations, and the pooled
+standard deviation of one paired difference from the baseline (configuration minus baseline on
+the same trunk and head seed) beside the proxy's (same seed). `--only head` trains only the
+trunks and the heads and reports with whatever proxy, reference and supernet runs `--out`
+already holds (the whole benchmark takes 1.5-2 h on 2 shared cores).
 
 Runs go through a pool of `--workers` processes, each with one torch thread. Each finished run
 leaves `record.json` in its folder under `--out` and is never trained again; a killed run
@@ -28,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,7 +61,7 @@ DEFAULT_OUT = Path("reports/benchmarks/fidelity")
 class Job:
     """One training run: a proxy or reference trial of one configuration, or a supernet."""
 
-    kind: str  # "proxy", "reference" or "supernet"
+    kind: str  # "proxy", "reference", "supernet" or "trunk" (the baseline, weights kept)
     seed: int
     epochs: int
     rho: str = ""  # empty for a supernet
@@ -141,9 +153,11 @@ def run_job(job: Job, *, out: Path, data: str, recipe_name: str, space_name: str
                       scores=dict(zip(scores["rho"], scores["top1"].astype(float), strict=True)))
     else:
         config = RhoConfig.parse(job.rho, backbone=job.backbone)
+        # A trunk of the head stage is a proxy run of the baseline that keeps its weights.
         result = _resuming(
             lambda resume: train_config(config, data=data, recipe=recipe, out_dir=folder,
-                                        seed=job.seed, resume=resume, progress=False), folder)
+                                        seed=job.seed, resume=resume, progress=False,
+                                        weights=job.kind == "trunk"), folder)
         record.update(status=result["status"], wall_s=result["wall_s"], top1=result["top1"],
                       top1_by_epoch=_epoch_top1(folder / "metrics.jsonl"))
         (folder / "checkpoint.pt").unlink(missing_ok=True)  # ~60 MB each; the record is the cache
@@ -269,6 +283,108 @@ def by_config(records: list[dict], kind: str, seeds: int) -> dict[str, list[floa
     return {rho: v for rho, v in table.items() if len(v) == seeds}
 
 
+# --- the head stage ---------------------------------------------------------------------------
+
+
+def run_heads(records: list[dict], configs: list[RhoConfig], args: argparse.Namespace) -> dict:
+    """Trains (or reads back) every configuration's heads on every trunk in `records`; returns
+    rho -> trunk -> head seed -> top-1, and the stage's wall time and heads trained."""
+    import torch
+    from safetensors.torch import load_model
+
+    from rhosearch.core.model import create_model
+    from rhosearch.stages.head import read_runs, train_heads_on_trunk
+    from rhosearch.training.data import ScaledDataset, build_datasets
+    from rhosearch.training.train import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    head_recipe = load_recipe("head", {"epochs": args.head_epochs} if args.head_epochs else {})
+    train, val = build_datasets(args.data, resolution=recipe.resolution, subset=recipe.subset,
+                                val_subset=recipe.val_subset, crop_pct=recipe.crop_pct)
+    plain = ScaledDataset(train.base, resolution=recipe.resolution, train=False,
+                          crop_pct=recipe.crop_pct)
+    loaders = {"train": torch.utils.data.DataLoader(plain, batch_size=256),
+               "val": torch.utils.data.DataLoader(val, batch_size=256)}
+    folder = args.out / "head"
+    folder.mkdir(parents=True, exist_ok=True)
+    runs_path = folder / f"runs-{head_recipe.epochs}ep.jsonl"
+    torch.set_num_threads(args.workers)
+    started, trained = time.perf_counter(), 0
+    for record in sorted((r for r in records if r["kind"] == "trunk"), key=lambda r: r["seed"]):
+        job = Job("trunk", record["seed"], record["epochs"], record["rho"], record["backbone"])
+        trunk = create_model(RhoConfig.parse(job.rho, backbone=job.backbone), num_classes=10)
+        load_model(trunk, str(job.folder(args.out) / "model.safetensors"))
+        trained += len(train_heads_on_trunk(
+            job.seed, trunk, configs, train=loaders["train"], val=loaders["val"],
+            recipe=head_recipe, head_seeds=range(args.head_seeds), runs_path=runs_path,
+            log=lambda line: print(line, flush=True)))
+    table: dict[str, dict[int, dict[int, float]]] = {}
+    for run in read_runs(runs_path):
+        table.setdefault(run.rho, {}).setdefault(run.trunk, {})[run.head_seed] = run.top1
+    return {"top1": table, "wall_s": time.perf_counter() - started, "trained": trained,
+            "epochs": head_recipe.epochs}
+
+
+def paired_sd(runs: dict[str, dict[Any, float]], control: str) -> tuple[float, int]:
+    """The pooled standard deviation of one paired difference (configuration minus control on
+    the same key: a seed, or a (trunk, head seed)) and its degrees of freedom."""
+    from rhosearch.record.stats import pooled_variance
+
+    base = runs.get(control, {})
+    diffs = [[v - base[k] for k, v in keyed.items() if k in base]
+             for rho, keyed in runs.items() if rho != control]
+    var, df = pooled_variance(diffs)
+    return (math.sqrt(var) if var else math.nan), df
+
+
+def report_heads(heads: dict, configs: list[RhoConfig], records: list[dict],
+                 args: argparse.Namespace) -> None:
+    table = heads["top1"]
+    baseline = next(c for c in configs if c.is_baseline).rho_text
+    trunks = sorted({t for by_trunk in table.values() for t in by_trunk})
+    mean = {rho: float(np.mean([v for s in by.values() for v in s.values()]))
+            for rho, by in table.items()}
+    print(f"\n== head stage ({len(table)} configurations x {len(trunks)} trunks x "
+          f"{args.head_seeds} head seeds, {heads['epochs']} head epochs) ==")
+    print(f"  trained now: {heads['trained']} heads in {heads['wall_s']:.0f} s wall "
+          f"({heads['trained'] / max(heads['wall_s'], 1e-9):.2f} heads/s; cached heads cost "
+          "nothing)")
+    halves = [trunks[0::2], trunks[1::2]]
+    if all(halves):
+        half_means = [{rho: float(np.mean([v for t in half if t in by for v in by[t].values()]))
+                       for rho, by in table.items() if all(t in by for t in trunks)}
+                      for half in halves]
+        rhos = sorted(half_means[0])
+        print(_tau_line(f"head self-agreement, trunks {halves[0]} vs {halves[1]}, whole set",
+                        [half_means[0][r] for r in rhos], [half_means[1][r] for r in rhos]))
+    else:
+        print("  head self-agreement: not measured (fewer than 2 trunks)")
+    reference = {rho: v[0] for rho, v in by_config(records, "reference", 1).items()}
+    proxy = by_config(records, "proxy", args.seeds)
+    chosen = [c.rho_text for c in configs if c.rho_text in mean]
+    for name, other in (("reference", reference),
+                        ("proxy seed mean", {r: float(np.mean(v)) for r, v in proxy.items()})):
+        both = [r for r in chosen if r in other]
+        if len(both) >= 2:
+            print(_tau_line(f"tau(head mean, {name}), M", [mean[r] for r in both],
+                            [other[r] for r in both]))
+        else:
+            print(f"  tau(head mean, {name}): not measured (no {name} runs in {args.out})")
+    keyed = {rho: {(t, s): v for t, by in by_trunk.items() for s, v in by.items()}
+             for rho, by_trunk in table.items()}
+    sd, df = paired_sd(keyed, baseline)
+    per_trunk = {rho: {t: float(np.mean(list(by.values()))) for t, by in by_trunk.items()}
+                 for rho, by_trunk in table.items()}
+    sd_trunk, df_trunk = paired_sd(per_trunk, baseline)
+    print(f"  paired sd of a difference from the baseline: head {sd:.2f} pts per (trunk, head "
+          f"seed) ({df} df), {sd_trunk:.2f} pts per trunk mean ({df_trunk} df)")
+    proxy_runs = {rho: dict(enumerate(v)) for rho, v in proxy.items()}
+    sd_proxy, df_proxy = paired_sd(proxy_runs, baseline)
+    print("  paired sd of a difference from the baseline: proxy "
+          + (f"{sd_proxy:.2f} pts per seed ({df_proxy} df)" if df_proxy else
+             f"not measured (no proxy runs in {args.out})"))
+
+
 # --- printing ---------------------------------------------------------------------------------
 
 
@@ -384,6 +500,14 @@ def main() -> None:
                         "val_every=1` (same recipe, seed and data, every epoch validated): they "
                         "are not trained again")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--only", choices=("head",), default=None,
+                        help="head: train only the head stage's trunks and heads")
+    parser.add_argument("--head-trunks", type=int, default=4)
+    parser.add_argument("--head-seeds", type=int, default=2)
+    parser.add_argument("--head-epochs", type=int, default=None,
+                        help="default: the head recipe's")
+    parser.add_argument("--head-space", choices=("space", "picked"), default="space",
+                        help="heads of the whole space (default) or of the M configurations")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: print the figures the cached runs allow (with "
                         "--seeds 1 --supernet-seeds 1 for a partial run)")
@@ -404,6 +528,23 @@ def main() -> None:
                for s in range(args.supernet_seeds)]
             + [Job("proxy", s, recipe.epochs, c.rho_text, c.backbone) for s in range(args.seeds)
                for c in configs])
+    baseline = next(c for c in configs if c.is_baseline)
+    trunks = [Job("trunk", s, recipe.epochs, baseline.rho_text, baseline.backbone)
+              for s in range(args.head_trunks)]
+    if args.only == "head":
+        cached = [job for job in jobs if (job.folder(args.out) / "record.json").is_file()]
+        print(f"--only head: {len(trunks)} trunks; {len(cached)} other runs cached in "
+              f"{args.out} are reported beside them", flush=True)
+        records = [json.loads((job.folder(args.out) / "record.json").read_text())
+                   for job in cached]
+        records += run_all(trunks, workers=args.workers, out=args.out, data=args.data,
+                           recipe_name=args.recipe, space_name=args.space)
+        head_configs = list(space.configs()) if args.head_space == "space" else configs
+        report_heads(run_heads(records, head_configs, args), configs, records, args)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  peak memory of this process: {peak:.0f} MiB resident")
+        return
+    jobs += trunks
     if args.import_study:
         count = import_study(jobs, study_name=args.import_study, reports_dir=args.reports_dir,
                              out=args.out, data=args.data, recipe_name=args.recipe)
@@ -419,6 +560,8 @@ def main() -> None:
     print(f"all runs done in {time.perf_counter() - started:.0f} s wall "
           f"(cached runs cost nothing)")
     report(records, configs, args)
+    head_configs = list(space.configs()) if args.head_space == "space" else configs
+    report_heads(run_heads(records, head_configs, args), configs, records, args)
 
 
 if __name__ == "__main__":

@@ -179,12 +179,13 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", type=values.nonempty, default="exmobilevit_s",
                         help="search space name in search_spaces/ or a .yaml path "
                         "(default: %(default)s)")
-    parser.add_argument("--stage", choices=("all", "oneshot", "proxy", "resolve"),
+    parser.add_argument("--stage", choices=("all", "oneshot", "head", "proxy", "resolve"),
                         default="all",
                         help="all (default): train the supernet and score the whole space "
-                        "(a screen, printed beside the proxy), then the proxy trials the "
+                        "(a screen, printed beside the proxy), then every rho's head on "
+                        "frozen baseline trunks (the head stage), then the proxy trials the "
                         "sampler proposes, then race the contenders with more paired seeds; "
-                        "oneshot or proxy alone; resolve on an existing study")
+                        "oneshot, head or proxy alone; resolve on an existing study")
     parser.add_argument("--sampler", default="gp", choices=("gp", "tpe", "nsga2", "random"),
                         help="the Optuna sampler that proposes rho vectors (default: "
                         "%(default)s, the best of benchmarks/sampler_table.py: "
@@ -208,6 +209,13 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="the resolve stage gives each contender (the front and what "
                         "overlaps it) up to N more seeds, paired with the baseline's, until it "
                         "is told from the baseline or cannot be (default: 2; 0: off)")
+    parser.add_argument("--head-seeds", type=values.whole(1, 100), default=2, metavar="S",
+                        help="head stage: head seeds per trunk and configuration (default: 2)")
+    parser.add_argument("--head-trunks", type=values.whole(0, 100), default=0, metavar="K",
+                        help="head stage: K trunks beyond the noise floor's seeds (default: 0)")
+    parser.add_argument("--enqueue-head-front", action="store_true", default=None,
+                        help="queue the head stage's front as the first proxy trials after "
+                        "the paper's (off: see docs/head-stage.md)")
     parser.add_argument("--enqueue-oneshot-front", action="store_true",
                         help="queue the one-shot front as the first proxy trials after the "
                         "paper's (off: the one-shot ranking does not agree with longer "
@@ -246,7 +254,8 @@ def _search(args: argparse.Namespace) -> int:
         latency=LatencySettings(clock=args.latency_clock, max_seconds=10.0), stage=args.stage,
         noise_seeds=args.noise_seeds, early_stop=args.early_stop,
         resolve_seeds=args.resolve_seeds,
-        enqueue_oneshot_front=args.enqueue_oneshot_front,
+        enqueue_oneshot_front=args.enqueue_oneshot_front, head_seeds=args.head_seeds,
+        head_trunks=args.head_trunks, enqueue_head_front=args.enqueue_head_front,
         keep_checkpoints=args.keep_checkpoints, storage_path=args.storage_path,
     )
     print(f"search {settings.study!r}: {settings.trials} trials on {settings.budget.describe()}, "

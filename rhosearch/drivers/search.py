@@ -42,6 +42,7 @@ from ray.tune.schedulers import ASHAScheduler
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.deploy.latency import LatencySettings, LatencyTable
 from rhosearch.deploy.latency_model import LatencyPricer, space_pricer
+from rhosearch.drivers.head import check_head_settings, run_head_stage
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
 from rhosearch.execution.resources import (
@@ -95,9 +96,9 @@ __all__ = ["SearchSettings", "open_search_study", "run_search"]
 # Data sets with a proxy recipe of their own (see recipes.yaml).
 # What `--early-stop` may name.
 EARLY_STOP = ("none", "asha")
-# What `--stage` may name: the one-shot stage alone, the proxy stage alone, the resolve stage on
-# an existing study's proxy trials, or all three in turn.
-SEARCH_STAGES = ("oneshot", "proxy", "resolve", "all")
+# What `--stage` may name: the one-shot, head or proxy stage alone, the resolve stage on an
+# existing study's proxy trials, or all in turn (one-shot, head, proxy, resolve).
+SEARCH_STAGES = ("oneshot", "head", "proxy", "resolve", "all")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +152,14 @@ class SearchSettings:
     # Warm workers: a Ray worker runs trial after trial (Tune's reuse_actors), paying imports
     # and data loading once; False starts a fresh worker per trial (benchmarks compare both).
     reuse_workers: bool = True
+    # The head stage (drivers/head.py): head seeds per trunk, trunks beyond the noise floor's,
+    # overrides of the `head` recipe, and whether its front is queued for the proxy stage
+    # (None: off, since benchmarks/fidelity.py does not show it ranking better than the
+    # one-shot stage; see docs/head-stage.md).
+    head_seeds: int = 2
+    head_trunks: int = 0
+    head_overrides: dict[str, Any] = field(default_factory=dict)
+    enqueue_head_front: bool | None = None
 
     @property
     def objectives(self) -> list[str]:
@@ -301,6 +310,7 @@ def run_search(
     if settings.stage == "resolve":  # on an existing study: reopened, as --resume does
         _check_resolvable(settings)
         settings = dataclasses.replace(settings, resume=True)
+    check_head_settings(settings)
     if settings.early_stop not in EARLY_STOP:
         raise RhoSearchError(f"unknown --early-stop {settings.early_stop!r}; choose one of: "
                              f"{', '.join(EARLY_STOP)}")
@@ -375,6 +385,12 @@ def _run_search_leased(
     try:
         if settings.stage in ("oneshot", "all"):
             _run_oneshot_stage(study, settings, recipe, resources, log, data=data)
+        if settings.stage in ("head", "all"):
+            front = run_head_stage(study, settings, recipe, resources, log, data=data)
+            if settings.stage == "all" and settings.enqueue_head_front:
+                queued = enqueue_front(study, settings.space, front, source="head-front")
+                log(f"head: {queued} front configuration(s) queued as the proxy stage's first "
+                    "proposals (--enqueue-head-front)")
         if settings.stage in ("proxy", "all"):
             interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log,
                                            data=data, deadline=deadline)
@@ -635,9 +651,11 @@ def _run_oneshot_stage(
         enqueue_front(study, settings.space, front)
 
 
-def enqueue_front(study: optuna.Study, space: SearchSpace, front: list[RhoConfig]) -> int:
-    """Queues the one-shot front's configurations for the proxy stage, each once: not when a
-    proxy trial measured it already or it waits in the queue; returns how many were queued."""
+def enqueue_front(study: optuna.Study, space: SearchSpace, front: list[RhoConfig], *,
+                  source: str = "oneshot-front") -> int:
+    """Queues a screening stage's front (one-shot or head) for the proxy stage, each once: not
+    when a proxy trial measured it already or it waits in the queue; returns how many were
+    queued."""
     queued = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
               if t.user_attrs.get("stage") == STAGE}
     # A waiting trial's `params` are empty until it runs: its queued parameters count.
@@ -647,7 +665,7 @@ def enqueue_front(study: optuna.Study, space: SearchSpace, front: list[RhoConfig
     for config in front:
         params = params_of(space, config)
         if config.rho_text not in queued and params not in waiting:
-            study.enqueue_trial(params, user_attrs={"source": "oneshot-front"})
+            study.enqueue_trial(params, user_attrs={"source": source})
             waiting.append(params)
             added += 1
     return added

@@ -70,13 +70,13 @@ __all__ = [
 
 # The stages that write trials, in the order a search runs them ("noise": the baseline's extra
 # seeds, measured beside the proxy stage).
-STAGES = ("oneshot", "noise", "proxy", "resolve", "full")
+STAGES = ("oneshot", "head", "noise", "proxy", "resolve", "full")
 # The stages with a front of their own (the noise stage only repeats the baseline).
-FRONT_STAGES = ("oneshot", "proxy", "full")
+FRONT_STAGES = ("oneshot", "head", "proxy", "full")
 # Stages kept in their own study, out of the sampler's history (see the module docstring):
 # the resolve stage's further seeds are repeated measurements of configurations the sampler has
 # already seen once, so they live beside it too (the sampler sees one point per rho).
-COMPANION_STAGES = ("oneshot", "noise", "resolve")
+COMPANION_STAGES = ("oneshot", "head", "noise", "resolve")
 # The stages whose runs are compared with the proxy stage's baseline as one family.
 PROXY_FAMILY = (Stage.PROXY, Stage.NOISE, Stage.RESOLVE)
 
@@ -232,7 +232,10 @@ def _frame_rows(study: optuna.Study, n_val: int | None) -> list[dict[str, Any]]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        row = {column: attrs.get(column) for column in TRIAL_COLUMNS if column not in _DERIVED}
+        # The head stage stores its comparison with it: it is paired over trunks and summed
+        # over head seeds before it is recorded (record/head.py).
+        derived = () if attrs.get("stage") == Stage.HEAD else _DERIVED
+        row = {column: attrs.get(column) for column in TRIAL_COLUMNS if column not in derived}
         row["number"] = trial.number
         row["state"] = trial.state.name
         if row["n_val"] is None and row["top1"] is not None:
@@ -364,6 +367,8 @@ def _add_uncertainty(frame: pd.DataFrame) -> pd.DataFrame:
     validation-set size alone. One-shot scores are screening scores: Wilson's interval, no
     test."""
     for stage in frame["stage"].dropna().unique():
+        if stage == Stage.HEAD:  # recorded with its comparison (see `_frame_rows`)
+            continue
         rows = frame.index[(frame["stage"] == stage) & frame["top1"].notna()]
         if stage == Stage.ONESHOT:
             frame.loc[rows, "vs_baseline"] = Verdict.SCREENING

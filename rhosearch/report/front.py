@@ -62,7 +62,8 @@ __all__ = [
 ]
 
 STAGES = FRONT_STAGES
-STAGE_LABELS = {"oneshot": "one-shot", "proxy": "proxy", "full": "full"}
+STAGE_LABELS = {"oneshot": "one-shot", "head": "head (frozen trunks)", "proxy": "proxy",
+                "full": "full"}
 X_COLUMNS = {"overhead": "overhead_params", "gmacs": "gmacs", "latency": "overhead_ms"}
 PRICED = "priced at 256 px, 1000 classes"
 X_LABELS = {"overhead_params": "overhead parameters", "gmacs": "GMACs",

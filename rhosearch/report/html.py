@@ -41,6 +41,7 @@ __all__ = ["render_html", "write_report"]
 
 _STAGE_STYLE = {
     "oneshot": {"symbol": "circle", "color": "#1f77b4"},
+    "head": {"symbol": "square", "color": "#17becf"},
     "proxy": {"symbol": "diamond", "color": "#ff7f0e"},
     "full": {"symbol": "star", "color": "#2ca02c"},
 }
