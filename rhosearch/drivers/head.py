@@ -53,7 +53,7 @@ def check_head_settings(settings: SearchSettings) -> None:
     if settings.head_trunks < 0:
         raise RhoSearchError(f"--head-trunks {settings.head_trunks}: give 0 (the noise floor's "
                              "trunks only) or more extra trunks, e.g. 1")
-    if settings.stage in ("head", "all") and not trunk_seeds(settings):
+    if settings.stage == "head" and not trunk_seeds(settings):
         raise RhoSearchError("the head stage has no trunk: --noise-seeds 0 and --head-trunks 0; "
                              "give --head-trunks 2 (or more noise seeds)")
     baseline = baseline_config(settings.space.backbone)

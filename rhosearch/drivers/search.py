@@ -42,7 +42,7 @@ from ray.tune.schedulers import ASHAScheduler
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.deploy.latency import LatencySettings, LatencyTable
 from rhosearch.deploy.latency_model import LatencyPricer, space_pricer
-from rhosearch.drivers.head import check_head_settings, run_head_stage
+from rhosearch.drivers.head import check_head_settings, run_head_stage, trunk_seeds
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
 from rhosearch.execution.resources import (
@@ -385,7 +385,9 @@ def _run_search_leased(
     try:
         if settings.stage in ("oneshot", "all"):
             _run_oneshot_stage(study, settings, recipe, resources, log, data=data)
-        if settings.stage in ("head", "all"):
+        if settings.stage == "all" and not trunk_seeds(settings):
+            log("head: skipped (no trunk: --noise-seeds 0 and --head-trunks 0)")
+        elif settings.stage in ("head", "all"):
             front = run_head_stage(study, settings, recipe, resources, log, data=data)
             if settings.stage == "all" and settings.enqueue_head_front:
                 queued = enqueue_front(study, settings.space, front, source="head-front")
