@@ -1,14 +1,15 @@
 """Heads trained per second on cached block maps: one `HeadBank` pass against a loop of heads.
 
     python benchmarks/head_stage.py                      # the default space, fashion-mnist sizes
-    python benchmarks/head_stage.py --looped 12 --device cuda
+    python benchmarks/head_stage.py --configs 12 --images 500 --val-images 500 --epochs 1
 
 Both run in this process on the same maps: synthetic block maps of the shapes MobileViT-S gives
 at the fashion-mnist proxy's 32 px (96x4x4, 128x2x2, 160x1x1; the speed of a head does not
-depend on the values), `--images` training and 2,000 validation images, the `head` recipe's
-epochs. Batched: every configuration of `--space` with one head seed, `--heads-per-pass` heads
-per `HeadBank`. Looped: the first `--looped` configurations one `Head` at a time (the same
-training, one module each). Prints heads/s of each, their ratio, and the peak memory.
+depend on the values), `--images` training and `--val-images` validation images, the `head`
+recipe's epochs. The same configurations both ways (`--configs K`: K spread evenly over the
+space's order, default all): batched, `--heads-per-pass` heads per `HeadBank`; looped, one
+`Head` at a time (the same training, one module each). Prints heads/s of each, their ratio and
+the peak memory.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--space", default="exmobilevit_s")
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=None, help="default: the head recipe's")
-    parser.add_argument("--looped", type=int, default=6, help="configurations trained looped")
+    parser.add_argument("--configs", type=int, default=None, help="default: the whole space")
+    parser.add_argument("--val-images", type=int, default=2000)
     parser.add_argument("--heads-per-pass", type=int, default=48)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -60,13 +62,14 @@ def main() -> None:
     overrides = {"epochs": args.epochs} if args.epochs else {}
     recipe = load_recipe("head", overrides)
     configs = list(load_search_space(args.space).configs())
+    if args.configs:
+        configs = configs[:: max(1, len(configs) // args.configs)][: args.configs]
     train = synthetic_maps(args.space, args.images, device)
-    val = synthetic_maps(args.space, 2000, device)
+    val = synthetic_maps(args.space, args.val_images, device)
     print(f"{len(configs)} configurations, {args.images} training images, {recipe.epochs} "
           f"epochs, {torch.get_num_threads()} threads, {device}", flush=True)
-    looped = heads_per_second(configs[: args.looped], train, val, recipe, batched=False,
-                              per_pass=1)
-    print(f"looped:  {looped:.3f} heads/s ({args.looped} heads)", flush=True)
+    looped = heads_per_second(configs, train, val, recipe, batched=False, per_pass=1)
+    print(f"looped:  {looped:.3f} heads/s ({len(configs)} heads)", flush=True)
     batched = heads_per_second(configs, train, val, recipe, batched=True,
                                per_pass=args.heads_per_pass)
     print(f"batched: {batched:.3f} heads/s ({len(configs)} heads, {args.heads_per_pass} per "
