@@ -73,7 +73,7 @@ def main() -> None:
     batched = heads_per_second(configs, train, val, recipe, batched=True,
                                per_pass=args.heads_per_pass)
     print(f"batched: {batched:.3f} heads/s ({len(configs)} heads, {args.heads_per_pass} per "
-          f"pass); whole space {len(configs) / batched:.1f} s per trunk and head seed")
+          f"pass): {len(configs) / batched:.1f} s for them on one trunk with one head seed")
     print(f"batched / looped: {batched / looped:.2f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = (f", GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"

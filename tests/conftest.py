@@ -102,6 +102,7 @@ SLOW_TESTS = {
     "test_without_onnxruntime_latency_names_the_extra",  # test_latency.py: cli.py as a process
     # test_latency.py: two ONNX exports and real timings (~20 s on 2 loaded cores)
     "test_rhosearch_latency_times_a_tiny_model_for_real_then_reads_it_from_the_table",
+    "test_resume_after_kill_does_not_retrain_finished_heads",  # test_head.py: a killed process
 }
 
 

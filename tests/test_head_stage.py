@@ -3,9 +3,6 @@ bad input refused before anything is created."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from rhosearch.core.space import parse_search_space
@@ -59,16 +56,24 @@ def test_head_stage_records_every_configuration(tmp_path, shared_ray):
     assert len(stage_study(study, "head").get_trials()) == len(configs)
 
 
+def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:
+    from rhosearch.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exited:  # argparse's own refusals
+        code = exited.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--head-seeds", "0", "--head-seeds 0 is outside 1 .. 100"),
     ("--head-trunks", "-1", "--head-trunks -1 is outside 0 .. 100"),
 ])
-def test_bad_head_flags_are_one_line(tmp_path, flag, value, message):
-    done = subprocess.run([sys.executable, "-m", "rhosearch.cli", "search", "--study", "x",
-                           "--reports-dir", str(tmp_path), "--stage", "head", flag, value],
-                          capture_output=True, text=True)
-    assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+def test_bad_head_flags_are_one_line(tmp_path, capsys, flag, value, message):
+    code, lines = _cli(["search", "--study", "x", "--reports-dir", str(tmp_path), "--stage",
+                        "head", flag, value], capsys)
+    assert code == 2 and len(lines) == 1 and message in lines[0]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -83,13 +88,11 @@ def test_head_settings_refused_before_anything(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_space_tapping_no_block_is_one_line(tmp_path):
+def test_space_tapping_no_block_is_one_line(tmp_path, capsys):
     space = tmp_path / "none.yaml"
     space.write_text("backbone: mobilevit_s\nrho:\n  rho_3: [0]\n  rho_4: [0]\n  rho_5: [0]\n")
     reports = tmp_path / "reports"
-    done = subprocess.run([sys.executable, "-m", "rhosearch.cli", "search", "--study", "x",
-                           "--reports-dir", str(reports), "--stage", "head", "--space",
-                           str(space)], capture_output=True, text=True)
-    assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and "no configuration" in done.stderr
+    code, lines = _cli(["search", "--study", "x", "--reports-dir", str(reports), "--stage",
+                        "head", "--space", str(space)], capsys)
+    assert code == 2 and len(lines) == 1 and "no configuration" in lines[0]
     assert not reports.exists()
