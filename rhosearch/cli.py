@@ -209,8 +209,9 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="the resolve stage gives each contender (the front and what "
                         "overlaps it) up to N more seeds, paired with the baseline's, until it "
                         "is told from the baseline or cannot be (default: 2; 0: off)")
-    parser.add_argument("--head-seeds", type=values.whole(1, 100), default=2, metavar="S",
-                        help="head stage: head seeds per trunk and configuration (default: 2)")
+    parser.add_argument("--head-seeds", type=values.whole(1, 100), default=1, metavar="S",
+                        help="head stage: head seeds per trunk and configuration (default: 1; "
+                        "the trunk is the unit of its test, and its cost is linear in S)")
     parser.add_argument("--head-trunks", type=values.whole(0, 100), default=0, metavar="K",
                         help="head stage: K trunks beyond the noise floor's seeds (default: 0)")
     parser.add_argument("--enqueue-head-front", action="store_true", default=None,

@@ -156,7 +156,7 @@ class SearchSettings:
     # overrides of the `head` recipe, and whether its front is queued for the proxy stage
     # (None: off, since benchmarks/fidelity.py does not show it ranking better than the
     # one-shot stage; see docs/head-stage.md).
-    head_seeds: int = 2
+    head_seeds: int = 1
     head_trunks: int = 0
     head_overrides: dict[str, Any] = field(default_factory=dict)
     enqueue_head_front: bool | None = None
