@@ -515,7 +515,7 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
     history, reference = hypervolume_history(trials, x=x)
     noise = _noise_of(trials, noise)
     agreements = {f"{STAGE_LABELS[a]} → {STAGE_LABELS[b]}": tau for a, b in
-                  (("oneshot", "proxy"), ("proxy", "full"))
+                  (("oneshot", "proxy"), ("head", "proxy"), ("proxy", "full"))
                   if (tau := rank_agreement(trials, a, b)) is not None}
     paper = paper_points()
     x_ranges = {column: _span(marked[column].dropna().tolist(), MIN_SPAN[column])
