@@ -23,6 +23,7 @@ from pathlib import Path
 from rhosearch import values
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.training.datasets import BUILTIN
+from rhosearch.vocab import PRICED
 
 # Each subcommand: a function adding its arguments and a function running it. Imports of the
 # heavy modules (torch, ray) happen inside the runners so `--help` stays fast.
@@ -269,7 +270,7 @@ def _search(args: argparse.Namespace) -> int:
     front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1,
                                              "top1_diff": 2, "p_value": 4})
     print_frame(front, title="Pareto front (proxy): top-1 [95% interval] vs overhead params "
-                "(priced at 256 px, 1000 classes)")
+                f"({PRICED})")
     noise = outcome["noise"]
     if noise and noise.get("std") is not None:
         print(f"noise floor: baseline top-1 {noise['mean']:.2f}% ± {noise['std']:.2f} pts "

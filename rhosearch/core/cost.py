@@ -37,6 +37,7 @@ import pandas as pd
 
 from rhosearch.core.model import ExMobileViT
 from rhosearch.core.space import RhoConfig, baseline_config, load_presets
+from rhosearch.vocab import PRICED_CLASSES, PRICED_RESOLUTION
 
 __all__ = ["CostModel", "Cost", "count_cost", "cost_table", "fvcore_macs", "COUNTED_OPS"]
 
@@ -104,7 +105,8 @@ class CostModel:
         num_classes: classifier outputs.
     """
 
-    def __init__(self, backbone: str, *, resolution: int = 256, num_classes: int = 1000) -> None:
+    def __init__(self, backbone: str, *, resolution: int = PRICED_RESOLUTION,
+                 num_classes: int = PRICED_CLASSES) -> None:
         self.backbone = backbone
         self.resolution = resolution
         self.num_classes = num_classes

@@ -68,7 +68,7 @@ class StudySearcher(Searcher):
         self.epochs = epochs
         self.space = settings.space
         self.distributions = space_distributions(settings.space)
-        self.cost = CostModel(settings.space.backbone, resolution=256, num_classes=1000)
+        self.cost = CostModel(settings.space.backbone)  # `vocab.PRICED`
         self.remaining = settings.trials - trials_done(study)
         # The baseline's extra seeds (the noise floor) run first, recorded in their own study;
         # they do not count against --trials. Seeds already measured are not run again.

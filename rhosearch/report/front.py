@@ -65,7 +65,6 @@ STAGES = FRONT_STAGES
 STAGE_LABELS = {"oneshot": "one-shot", "head": "head (frozen trunks)", "proxy": "proxy",
                 "full": "full"}
 X_COLUMNS = {"overhead": "overhead_params", "gmacs": "gmacs", "latency": "overhead_ms"}
-PRICED = "priced at 256 px, 1000 classes"
 X_LABELS = {"overhead_params": "overhead parameters", "gmacs": "GMACs",
             "overhead_ms": "latency overhead (ms)"}
 _NUMERIC = ["params", "overhead_params", "overhead_pct", "gmacs", "overhead_ms",
@@ -300,7 +299,7 @@ def _paper_points() -> pd.DataFrame:
     from rhosearch.core.cost import CostModel
     from rhosearch.core.space import load_presets
 
-    cost_model = CostModel("mobilevit_s", resolution=256, num_classes=1000)
+    cost_model = CostModel("mobilevit_s")  # at the pricing point, `vocab.PRICED`
     rows = []
     for preset in load_presets().values():
         cost = cost_model.price(preset.config)

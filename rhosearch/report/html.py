@@ -25,7 +25,6 @@ import pandas as pd
 from rhosearch.record.study import load_study, study_dir, trials_frame
 from rhosearch.report.front import (
     HV_MARGIN,
-    PRICED,
     STAGE_LABELS,
     STAGES,
     X_LABELS,
@@ -34,7 +33,7 @@ from rhosearch.report.front import (
     front_info,
 )
 from rhosearch.report.latency_plot import latency_section
-from rhosearch.vocab import Verdict
+from rhosearch.vocab import PRICED, Verdict
 
 __all__ = ["render_html", "write_report"]
 

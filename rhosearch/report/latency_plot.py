@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from rhosearch.report.front import PRICED, X_LABELS, FrontInfo
+from rhosearch.report.front import X_LABELS, FrontInfo
+from rhosearch.vocab import PRICED
 
 __all__ = ["latency_section"]
 

@@ -403,7 +403,7 @@ def score_supernet(
     """Trains the supernet in `out_dir` (resuming its checkpoint), scores every configuration
     of the space on the validation set and writes `out_dir/scores.csv`; returns the scores.
 
-    Costs are priced like the proxy stage's (256 px, 1000 classes).
+    Costs are priced like the proxy stage's (`vocab.PRICED`).
     """
     out_dir = Path(out_dir)
     supernet, result = train_supernet(space, data=data, recipe=recipe, out_dir=out_dir,
@@ -418,7 +418,7 @@ def score_supernet(
     loaders = make_loaders(data, recipe, root=data_root, seed=seed)
     configs = list(space.configs())
     scores = _price(score_space(supernet, loaders.val, configs), configs,
-                    CostModel(space.backbone, resolution=256, num_classes=1000))
+                    CostModel(space.backbone))  # at the pricing point
     # Atomic: a resume trusts a scores.csv with a row per configuration, so a half-written
     # one (a crash, a full disk) must never exist.
     write_atomic(out_dir / RunFile.SCORES, scores.to_csv(index=False))
