@@ -267,8 +267,16 @@ def _search(args: argparse.Namespace) -> int:
                "vs_baseline", "top1_diff", "p_value", "number"]
     if args.latency_objective:
         columns[3:3] = ["overhead_ms", "overhead_ms_lo", "overhead_ms_hi", "latency_source"]
-    front = outcome["front"][columns].round({"top1": 2, "top1_lo": 1, "top1_hi": 1,
-                                             "top1_diff": 2, "p_value": 4})
+    rounding = {"top1": 2, "top1_lo": 1, "top1_hi": 1, "top1_diff": 2, "p_value": 4}
+    trials = outcome["trials"]
+    if (trials["stage"] == "head").any():
+        from rhosearch.record.study import pareto_front
+
+        head_columns = [c for c in columns if c in trials.columns and c != "params"]
+        print_frame(pareto_front(trials, stage="head")[head_columns].round(rounding),
+                    title="Pareto front (head stage, frozen trunks: a screen): mean top-1 "
+                    "[95% interval over trunks] vs overhead params")
+    front = outcome["front"][columns].round(rounding)
     print_frame(front, title="Pareto front (proxy): top-1 [95% interval] vs overhead params "
                 f"({PRICED})")
     noise = outcome["noise"]
