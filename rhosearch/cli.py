@@ -133,6 +133,18 @@ def _recipe_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _command_line(flags: Sequence[str]) -> str:
+    """A rhosearch command as a shell line: the program as this one was started (`rhosearch`
+    on PATH, else the full path of the console script), its flags quoted."""
+    import shlex
+    import shutil
+
+    program = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "rhosearch" else "rhosearch"
+    if shutil.which("rhosearch") is None and Path(program).is_file():
+        program = str(Path(program).resolve())
+    return shlex.join([program, *flags])
+
+
 def _resume_command(argv: Sequence[str]) -> str:
     """The command line that was run, with `--resume` added: what to type after an interrupt."""
     import shlex
@@ -235,16 +247,13 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    import optuna
-
     from rhosearch.core.space import load_search_space
     from rhosearch.deploy.latency import LatencySettings
-    from rhosearch.drivers.search import SearchSettings, run_search
+    from rhosearch.drivers.search import SearchSettings, all_failed, next_steps, run_search
     from rhosearch.execution.resources import parse_budget
     from rhosearch.output import folder_size, human_size, print_frame
     from rhosearch.report.html import write_report
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress lines say it all
     settings = SearchSettings(
         study=args.study, space=load_search_space(args.space), trials=args.trials,
         budget=args.budget or parse_budget(None), data=args.data, data_root=args.data_root,
@@ -296,6 +305,11 @@ def _search(args: argparse.Namespace) -> int:
     if outcome["interrupted"]:
         print(f"interrupted; resume with: {_resume_command(args.argv)}", file=sys.stderr)
         return _interrupted_code()
+    failed = all_failed(outcome["trials"])
+    if failed:
+        print(f"rhosearch search: {failed}", file=sys.stderr)
+        return 1
+    print("\n".join(next_steps(settings, outcome, command=_command_line)))
     return 0
 
 
@@ -420,8 +434,15 @@ def _train_best(args: argparse.Namespace) -> int:
                                       "p_value": 4}),
                 title="Finalists (full stage): top-1 (EMA when on), mean and std over seeds, "
                 "paired against the baseline control, at 5 % over the finalists (Holm)")
-    print(f"finalists: {outcome['csv']}   weights: {outcome['folder']}/<key>/model.safetensors"
-          f"   report: {outcome['report']}   ({outcome['wall_s']:.0f}s)")
+    weights = outcome["runs"].dropna(subset=["weights"])
+    for run in weights.itertuples():
+        print(f"weights: {run.weights}   ({run.name} [{run.rho}], seed {run.seed})")
+    print(f"finalists: {outcome['csv']}\ntrials:    {outcome['csv'].parent / 'trials.csv'}"
+          f"\nreport:    {outcome['report']}   ({outcome['wall_s']:.0f}s)")
+    if len(weights):
+        print("next: " + _command_line(["export", "--weights", weights.iloc[0]["weights"],
+                                         "--out", str(Path(weights.iloc[0]["weights"])
+                                                      .with_suffix(".onnx"))]))
     return 0 if (frame["status"] == "ok").all() else 1
 
 
@@ -544,14 +565,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_ray_output() -> None:
+def _quiet_library_output(command: str) -> None:
     """Ray reads these once, when it is imported: worker lines unfolded (no "[repeated 3x]"
-    hiding per-epoch lines) and, when output goes to a file, without ANSI colour codes."""
+    hiding per-epoch lines) and, when output goes to a file, without ANSI colour codes. Ray's
+    note that token authentication is on and Optuna's "A new study created in RDB" are for
+    their developers, not for a rhosearch user: the commands print what they did."""
+    import logging
     import os
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR)
+    if command in ("search", "report", "train-best"):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 _NOT_SET = object()
@@ -578,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)  # argparse itself exits with code 2 on a bad flag
     args.argv = argv
-    _quiet_ray_output()
+    _quiet_library_output(args.command)
     # SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: the drivers mark their
     # running trials and say how to resume; `start_ray` keeps Ray from replacing this handler.
     in_main = threading.current_thread() is threading.main_thread()

@@ -219,6 +219,31 @@ def check_regular_file(path: Path, *, what: str) -> os.stat_result:
     return info
 
 
+def check_file_tree(root: Path, *, suffixes: tuple[str, ...], what: str) -> int:
+    """Walks `root` (following folder symlinks, as torchvision's ImageFolder does) and refuses
+    a symlink loop, and any file with one of `suffixes` that is not a regular file (a FIFO, a
+    device, a dangling or looping link), before anything opens one; returns the files counted.
+    """
+    seen: set[str] = set()
+    count = 0
+
+    def refuse(exc: OSError) -> None:
+        raise RhoSearchError(f"{what} {exc.filename}: cannot read it "
+                             f"({exc.strerror or exc})") from None
+
+    for folder, _, files in os.walk(root, followlinks=True, onerror=refuse):
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise RhoSearchError(f"{what} {folder} leads back to {real} (a symlink loop or a "
+                                 "folder linked twice); remove the link")
+        seen.add(real)
+        for name in files:
+            if name.lower().endswith(suffixes):
+                check_regular_file(Path(folder) / name, what=what)
+                count += 1
+    return count
+
+
 def load_yaml(path: Path, *, what: str) -> Any:
     """A YAML file, read safely: a regular file of at most 1 MB, whose tree (aliases expanded)
     has at most YAML_MAX_NODES nodes, so a 600-byte alias bomb is refused, not expanded."""
@@ -237,8 +262,10 @@ def load_yaml(path: Path, *, what: str) -> Any:
         raise RhoSearchError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        raise RhoSearchError(f"{what} {path} is not valid YAML; fix its syntax") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise RhoSearchError(f"{what} {path}{line} is not valid YAML; fix its syntax") from None
     if node is None:
         return None
     if _expanded_nodes(node) > YAML_MAX_NODES:
@@ -337,6 +364,9 @@ def check_new_file(path: Path, *, flag: str, source: Path | None = None,
                              "one (remove it or give another path)")
     if path.is_dir():
         raise RhoSearchError(f"{flag} {path} is a folder; give a file to write")
+    if path.exists() and not path.is_file():
+        raise RhoSearchError(f"{flag} {path} is not a regular file; rhosearch does not write "
+                             "into it (remove it or give another path)")
     if source is not None and path.exists() and Path(source).exists() \
             and path.samefile(source):
         raise RhoSearchError(f"{flag} {path} is the {source_flag} file; it would overwrite its "

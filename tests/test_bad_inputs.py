@@ -118,6 +118,76 @@ def _setup(folder: Path, what: str | None) -> None:
         (folder / "run").mkdir()
         (folder / "run" / "result.json").write_text('{"top1": 90.0}\n')
         (folder / "run" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    elif what == "symlinked-report":  # index.html a link to a user's own file
+        from helpers import hand_study
+
+        (folder / "reports").mkdir()
+        hand_study(folder / "reports", [("0,0,1/3,0,3", -500.0, 70.0)])
+        (folder / "mine.html").write_text("a user's page\n")
+        (folder / "reports" / "hand" / "index.html").symlink_to(folder / "mine.html")
+    elif what == "own-db":  # a user's SQLite database, not a study
+        with sqlite3.connect(folder / "mine.db") as db:
+            db.execute("CREATE TABLE customers (name TEXT)")
+        db.close()
+    elif what == "empty-db":
+        (folder / "reports" / "s").mkdir(parents=True)
+        (folder / "reports" / "s" / "study.db").write_bytes(b"")
+    elif what in ("fifo", "loop"):
+        write_image_folder(folder / "pets", per_class=2)
+        if what == "fifo":
+            os.mkfifo(folder / "pets" / "train" / "cat" / "waiting.png")
+        else:
+            (folder / "pets" / "train" / "cat" / "again").symlink_to(folder / "pets" / "train")
+    elif what == "alias-bomb":  # 600 bytes; rho_3's aliases expand to 10**9 values
+        lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+        (folder / "bomb.yaml").write_text(
+            "\n".join(lines) + "\nbackbone: mobilevit_s\nrho: {rho_3: *a8}\n")
+    elif what == "million":  # 11 choices in each of the 5 blocks: 161,051 configurations
+        choices = ", ".join(f"{i}/10" for i in range(1, 11))
+        (folder / "million.yaml").write_text(
+            "backbone: mobilevit_s\nrho:\n" + "".join(
+                f"  rho_{k}: [0, {choices}]\n" for k in range(1, 6)))
+    elif what == "negative-limit":
+        (folder / "limit.yaml").write_text(SPACE_YAML + "constraints: {max_overhead_pct: -100}\n")
+    elif what == "mixed-keys":
+        (folder / "mixed.yaml").write_text(
+            "backbone: [mobilevit_s]\nrho: {rho_3: [0, 1], 5: [4]}\n")
+        (folder / "recipe.yaml").write_text("epochs: 3\nfoo: 1\n1: 2\n")
+    elif what == "searched":  # a study that searched the XXS space of space.yaml
+        storage = open_storage(default_storage_url("s", folder / "reports"))
+        study = optuna.create_study(study_name="s", storage=storage,
+                                    directions=["maximize", "minimize"])
+        study.set_user_attr("space", "space.yaml")
+        study.set_user_attr("space_grid", "mobilevit_xxs rho_3 0,1 | rho_5 4")
+    elif what == "mismatched-weights":  # the metadata says 1000 classes, the weights hold 10
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        path = _save_small_weights(folder / "real.safetensors")
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = {**handle.metadata(), "num_classes": "1000"}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        save_file(tensors, folder / "model.safetensors", metadata=metadata)
+        path.unlink()
+    elif what == "fashion-labels":  # Fashion-MNIST's four files, one label out of 0..9
+        _write_fashion_mnist(folder / "fm", bad_label=11)
+
+
+def _write_fashion_mnist(root: Path, *, bad_label: int | None = None) -> Path:
+    """Fashion-MNIST's four IDX files (gzipped, as Debian ships them) with 20 and 10 images."""
+    import gzip
+
+    root.mkdir(parents=True)
+    for split, count in (("train", 20), ("t10k", 10)):
+        images = struct.pack(">IIII", 2051, count, 28, 28) + bytes(784 * count)
+        labels = [i % 10 for i in range(count)]
+        if bad_label is not None and split == "train":
+            labels[3] = bad_label
+        (root / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(images))
+        (root / f"{split}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">II", 2049, count) + bytes(labels)))
+    return root
 
 
 def _save_small_weights(path: Path) -> Path:
@@ -204,6 +274,46 @@ CASES = [
     ("train-best --study hand", "finalists", "train-best already ran"),
     ("train-best --study hand --resume", "leased", "host node7, pid 4242"),
     ("search --study hand --resume --space reports/space.yaml", "leased", "host node7, pid 4242"),
+    # --- issue 22: one case per class of what a new user met ---------------------------------
+    # Lost or changed files: a run resumed where there is nothing to resume, a report written
+    # through a symlink, a user's own SQLite file adopted, a 0-byte study.db adopted.
+    ("train --resume --out run", "run", "nothing to resume"),
+    ("report --study hand", "symlinked-report", "is a symlink"),
+    ("report --study s --storage sqlite:///mine.db", "own-db", "without Optuna's tables"),
+    ("search --space space.yaml --study s --storage sqlite:///mine.db", "own-db",
+     "without Optuna's tables"),
+    ("search --space space.yaml --study s", "empty-db", "is empty, not a study"),
+    # Hangs: a FIFO or a symlink loop in an image folder, an epoch count planned up front, a
+    # YAML alias bomb, a space too large to score.
+    ("train --data pets", "fifo", "is a FIFO"),
+    ("train --data pets", "loop", "symlink loop"),
+    ("train --epochs 100000000", None, "--epochs 100000000 is outside"),
+    ("train --set epochs=100000000", None, "'epochs'"),
+    ("search --space bomb.yaml", "alias-bomb", "aliases expand"),
+    ("search --space million.yaml", "million", "configurations; a space holds at most"),
+    # Silent exit 0 on bad input: a limit no configuration meets, an empty --rho, a budget of
+    # no time.
+    ("search --space limit.yaml", "negative-limit", "max_overhead_pct"),
+    ("count --rho ''", None, "--rho '' is empty"),
+    ("search --space space.yaml --budget 2cpus,0h", "space", "0h leaves no time"),
+    # Tracebacks: fractional CPUs, NaN shares, another space on --resume, weights that do not
+    # match their metadata, out-of-range labels, mixed YAML keys, infinite recipe values, huge
+    # sizes, a long study name.
+    ("search --space space.yaml --budget 1.5cpus", "space", "whole number of CPUs"),
+    ("search --space space.yaml --cpus-per-trial nan", "space", "--cpus-per-trial 'nan'"),
+    ("train-best --study s --gpus-per-trial nan", None, "--gpus-per-trial 'nan'"),
+    ("search --study s --resume --space exmobilevit_s", "searched", "searched another space"),
+    ("export --weights model.safetensors --out m.onnx", "mismatched-weights",
+     "do not match its metadata"),
+    ("train --data fashion-mnist --data-root fm", "fashion-labels", "label 11"),
+    ("search --space mixed.yaml", "mixed-keys", "backbone"),
+    ("train --recipe recipe.yaml", "mixed-keys", "recipe.yaml"),
+    ("train --set epochs=.inf", None, "'epochs'"),
+    ("count --rho 1,1,1000000000 --method closed-form", None, "above 16"),
+    ("count --resolution 100000 --method closed-form", None, "--resolution 100000"),
+    ("count --classes 1000000000 --method closed-form", None, "--classes 1000000000"),
+    ("report --study " + "x" * 300, None, "is not a study name"),
+    ("search --space space.yaml --study " + "x" * 300, "space", "is not a study name"),
 ]
 
 
@@ -218,7 +328,7 @@ def test_a_bad_input_is_one_line_exit_2_and_changes_nothing(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     _setup(tmp_path, setup)
-    argv = argv.split()
+    argv = ["" if word == "''" else word for word in argv.split()]
     if argv[0] == "search" and "--space" not in argv:
         argv += ["--space", "exmobilevit_s"]
     if argv[0] == "search":

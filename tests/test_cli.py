@@ -130,3 +130,32 @@ def test_sizes_read_as_du_si_prints_them():
 
     assert [human_size(n) for n in (999, 48_200_000, 1_100_000_000)] == [
         "999 bytes", "48.2 MB", "1.1 GB"]
+
+
+def test_percentages_are_rounded_for_people_in_csv_and_json(capsys):
+    import pandas as pd
+
+    from rhosearch.output import print_frame
+
+    frame = pd.DataFrame({"top5": [100.00000762939453], "overhead_pct": [1.23456789],
+                          "gmacs": [1.23456789]})
+    print_frame(frame, fmt="csv")
+    assert capsys.readouterr().out.splitlines()[1] == "100.0,1.2346,1.23456789"
+    print_frame(frame, fmt="json")
+    assert json.loads(capsys.readouterr().out)[0]["top5"] == 100.0
+
+
+def test_help_texts_say_what_the_commands_do():
+    from rhosearch.cli import build_parser
+
+    parser = build_parser()
+    search = parser._subparsers._group_actions[0].choices["search"].format_help()
+    assert "fashion-mnist" in search and "starts from its front" not in search
+    assert "train the supernet and score the whole space" in " ".join(search.split())
+
+
+def test_the_count_footer_names_the_papers_total_parameters():
+    result = rhosearch("count", "--preset", "baseline", "--method", "closed-form")
+    assert result.returncode == 0, result.stderr
+    printed = " ".join((result.stdout + result.stderr).split())
+    assert "the paper's total parameters" in printed and "overhead parameters" not in printed

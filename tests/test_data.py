@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import write_image_folder
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from rhosearch.errors import RhoSearchError
@@ -20,6 +21,7 @@ from rhosearch.training.data import (
     build_datasets,
     dataset_info,
     load_base,
+    load_image,
 )
 from rhosearch.training.sampler import VariableBatchSampler, mss_resolutions
 
@@ -305,3 +307,35 @@ def test_cli_refuses_missing_fashion_mnist_in_one_line(fmnist_cache, capsys, com
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "train-labels-idx1-ubyte.gz is missing" in err
     assert not reports.exists() and not (fmnist_cache / "run").exists()
+
+
+def test_a_16_bit_png_is_scaled_by_its_bit_depth_not_clipped(tmp_path):
+    """PIL's convert("RGB") clipped a 16-bit grayscale PNG at 255: a ramp 0..65535 became 99.6 %
+    white. Scaled, the ramp stays a ramp: half the pixels below mid-grey."""
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    pixels = np.asarray(load_image(tmp_path / "deep.png"))
+    assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8
+    assert (pixels[..., 0] == 255).mean() < 0.01
+    assert abs(float(np.median(pixels[..., 0])) - 127.5) <= 1
+    assert np.array_equal(pixels[..., 0], np.rint(ramp / 257).astype(np.uint8))
+
+
+def test_fashion_mnist_with_a_label_past_nine_is_refused(fmnist_cache):
+    root = write_fashion_mnist(fmnist_cache / "fm")
+    import gzip
+
+    labels = root / "train-labels-idx1-ubyte.gz"
+    content = bytearray(gzip.decompress(labels.read_bytes()))
+    content[8 + 5] = 12
+    labels.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(RhoSearchError, match="label 12"):
+        build_datasets("fashion-mnist", resolution=32, root=root)
+
+
+def test_an_unwritable_cache_folder_is_one_line(tmp_path, monkeypatch):
+    root = write_fashion_mnist(tmp_path / "fm")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/rhosearch-cache")
+    with pytest.raises(RhoSearchError, match="cannot write its cache.*XDG_CACHE_HOME"):
+        build_datasets("fashion-mnist", resolution=32, root=root)

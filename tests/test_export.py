@@ -137,3 +137,28 @@ def test_cli_export_static_size_and_one_line_errors(tmp_path, capsys):
     assert main(["export", "--weights", str(weights), "--out", str(out),
                  "--resolution", "96"]) == 2
     assert "--static-size" in capsys.readouterr().err
+
+
+def test_a_dynamic_export_leaves_only_its_file(tmp_path):
+    """The dynamo exporter writes large weights to `.NAME.onnx.tmp.data` beside the scratch
+    graph; the finished export holds them itself and nothing else stays behind."""
+    model = create_model(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"), num_classes=10)
+    exported = export_onnx(model.eval(), tmp_path / "m.onnx", resolution=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert float((_onnx_outputs(exported.path, images) - model(images)).abs().max()) <= 1e-4
+
+
+def test_export_without_the_extra_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from rhosearch.cli import main
+
+    weights = save_weights(create_model(parse_rho("1/3,1/4,3", backbone="mobilevit_xxs"),
+                                        num_classes=10), tmp_path / "m.safetensors")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: import fails
+    assert main(["export", "--weights", str(weights), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'rhosearch[export]'" in err[0], err
+    assert not (tmp_path / "m.onnx").exists()

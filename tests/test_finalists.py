@@ -59,6 +59,12 @@ def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, shared_ray):
     assert list(first["finalists"]["pick"]) == ["knee", "baseline"]  # knee = best here
     assert (first["finalists"]["status"] == "ok").all()
     assert len(_full_trials(tmp_path)) == 2
+    # trials.csv is rewritten with the full stage's rows; each weights file is a real path,
+    # kept once (not a second copy in the job store under ray/).
+    trials = pd.read_csv(tmp_path / "hand" / "trials.csv")
+    assert (trials["stage"] == "full").sum() == 2
+    assert all(Path(w).is_file() for w in first["runs"]["weights"])
+    assert not list((tmp_path / "hand").glob("ray/**/model.safetensors"))
 
     again = train_finalists(dataclasses.replace(settings, resume=True), log=lambda line: None)
     assert list(again["runs"]["trial"]) == list(first["runs"]["trial"])

@@ -56,8 +56,7 @@ def test_a_broken_validation_image_fails_every_trial_and_the_search_completes(
     assert (trained["epochs_done"] == (0 if early_stop == "asha" else 1)).all()
 
 
-def test_search_with_a_broken_validation_image_exits_0_from_the_cli(tmp_path, capfd,
-                                                                      shared_ray):
+def test_a_search_whose_every_trial_failed_says_why_and_exits_1(tmp_path, capfd, shared_ray):
     from rhosearch.cli import main
 
     data = _image_folder(tmp_path / "data", broken="broken.png")
@@ -69,8 +68,11 @@ def test_search_with_a_broken_validation_image_exits_0_from_the_cli(tmp_path, ca
                  "--set", "batch_size=4", "--set", "resolution=32", "--set", "workers=0",
                  "--reports-dir", str(tmp_path)])
     printed = capfd.readouterr()
-    assert code == 0, printed.err
+    assert code == 1, printed.err
     assert "Traceback" not in printed.err and "1 failed" in printed.out
+    [why] = [line for line in printed.err.splitlines() if "every proxy trial failed" in line]
+    assert "broken.png" in why, printed.err
+    assert "A new study created" not in printed.err + printed.out  # Optuna's own log line
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{tmp_path / 'k' / 'study.db'}")
     [trial] = [t for t in study.get_trials() if t.user_attrs.get("trained")]
     assert trial.state.name == "FAIL" and "broken.png" in trial.user_attrs["reason"]

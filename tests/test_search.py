@@ -3,7 +3,9 @@ failures, and kill -9 + --resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,10 +18,11 @@ import ray
 import ray.cloudpickle
 
 from rhosearch.core.space import parse_search_space
-from rhosearch.drivers.search import SearchSettings, run_search
+from rhosearch.drivers.search import SearchSettings, expected_seconds, next_steps, run_search
 from rhosearch.errors import RhoSearchError
 from rhosearch.execution.resources import Budget, parse_budget
 from rhosearch.record.study import open_storage
+from rhosearch.training.recipe import load_recipe
 
 # Ray workers cannot import this test module by name: ship its trial functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -87,7 +90,7 @@ def test_a_finished_search_leaves_no_waiting_trials(tmp_path, shared_ray):
     not_run = trials[trials["status"] == "not run"]
     assert len(not_run) == 3 and (not_run["state"] == "FAIL").all()
     assert not_run[["stage", "name", "rho"]].notna().all().all()
-    assert lines[-1].startswith("[2/2 done, 0 running, 0 failed]"), lines
+    assert lines[-1].startswith("[2/2 trials done, 0 running, 0 failed]"), lines
 
 
 def test_existing_study_without_resume_is_refused(tmp_path, shared_ray):
@@ -246,6 +249,18 @@ def test_noise_seeds_are_recorded_apart_and_not_counted_as_search_trials(tmp_pat
     assert search.user_attrs["noise_floor"]["std"] == pytest.approx(0.7071, abs=1e-4)
     assert "over the 2 configurations compared (Holm)" in outcome["verdict"]
     assert "Power:" in outcome["verdict"] and "Pairing correlation" in outcome["verdict"]
+    # The progress line counts the seeds as what they are (it read "[0/2 done, 0 running").
+    seed_lines = [line for line in lines if "noise floor: baseline seed" in line]
+    assert len(seed_lines) == 2 and all("noise seeds" in line for line in seed_lines), lines
+    assert any("noise seeds 2/2" in line for line in seed_lines), seed_lines
+    # The search ends with the next command, its real folder, and what the noise leaves open.
+    steps = next_steps(_settings(tmp_path, trials=2, noise_seeds=2), outcome, command=shlex.join)
+    assert steps[0].startswith(f"next: train-best --study t --reports-dir {tmp_path} "
+                               "--epochs 2 --budget 2cpus"), steps
+    assert "<" not in steps[0]
+    assert steps[1].startswith("open: the contenders were not raced with paired seeds; "
+                               f"search --study t --reports-dir {tmp_path} --stage resolve"
+                               ), steps
     # A resumed search does not measure the floor again.
     again = run_search(_settings(tmp_path, trials=2, noise_seeds=2, resume=True),
                        trial_fn=_instant, log=lines.append)
@@ -392,3 +407,19 @@ def test_an_interrupted_trial_is_queued_again_and_counted_by_its_number(tmp_path
     # What is counted is the number, not the sentence shown beside it.
     study.enqueue_trial(params_of(space, config), user_attrs={"source": "rerun of #9 (typed)"})
     assert _reruns_waiting(study) == 1
+
+
+def test_the_expected_time_scales_the_measured_default_search_by_its_work():
+    recipe = load_recipe("proxy")
+    default = SearchSettings(study="t", space=_space(), budget=Budget(cpus=2), stage="all",
+                             resolve_seeds=0)
+    seconds = expected_seconds(default, recipe, 1437)  # digits' training split
+    assert seconds == pytest.approx(272, rel=0.01)  # the measured search (before resolve)
+    assert expected_seconds(dataclasses.replace(default, resolve_seeds=2), recipe,
+                            1437) > seconds  # the resolve stage at its most
+    assert expected_seconds(dataclasses.replace(default, budget=Budget(cpus=4)), recipe,
+                            1437) == pytest.approx(seconds / 2, rel=0.01)
+    proxy_only = expected_seconds(dataclasses.replace(default, stage="proxy"), recipe, 1437)
+    assert 0 < proxy_only < seconds
+    assert expected_seconds(dataclasses.replace(default, budget=Budget(gpus=1)), recipe,
+                            1437) is None

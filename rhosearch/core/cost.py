@@ -179,8 +179,8 @@ def cost_table(
     notes = [
         f"GMACs at {resolution}x{resolution}, {num_classes} classes, by {method}; counted: "
         + COUNTED_OPS,
-        "paper_params: the paper's 'overhead parameters' column (Tables 1-2), rounded to 1k; "
-        "docs/parameters.md explains the differences",
+        "paper_params: the paper's total parameters of each whole model (Tables 1-2), "
+        "rounded to 1k; docs/parameters.md explains the differences",
     ]
     return pd.DataFrame(rows), notes
 

@@ -24,9 +24,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rhosearch.errors import RhoSearchError
+from rhosearch.values import load_yaml
 
 __all__ = [
     "BACKBONE_WIDTHS",
@@ -53,6 +52,10 @@ _SHORT = {"mobilevit_s": "S", "mobilevit_xs": "XS", "mobilevit_xxs": "XXS"}
 BASELINE_RHO = (0, 0, 0, 0, 4)
 # Choices one block of a search space may have (a `{min, max, step}` range expands to a list).
 MAX_CHOICES = 1000
+MAX_RHO = 16  # a ratio's largest value: the paper's largest is 4
+# A space's configurations, all blocks together: the one-shot stage scores every one (9,477 take
+# seconds in benchmarks/oneshot_scoring.py); a million would hang it.
+MAX_SPACE_SIZE = 20_000
 
 
 def _search_space_dir() -> Path:
@@ -81,6 +84,10 @@ def _fraction(value: Any, *, what: str) -> Fraction:
         ) from None
     if ratio < 0:
         raise RhoSearchError(f"{what}: {value!r} is negative; ratios are 0 (no shortcut) or more")
+    if ratio > MAX_RHO:
+        raise RhoSearchError(f"{what}: {value!r} is above {MAX_RHO}; the paper's largest is 4 "
+                             f"(a ratio of {MAX_RHO} on MobileViT-S's last block is already "
+                             f"{MAX_RHO * 160:,} classifier channels)")
     return ratio
 
 
@@ -248,18 +255,9 @@ def parse_rho(text: str, *, backbone: str = "mobilevit_s") -> RhoConfig:
 
 
 def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise RhoSearchError(f"file not found: {path}; check the path")
-    try:
-        return yaml.safe_load(path.read_text())
-    except UnicodeDecodeError:
-        raise RhoSearchError(f"{path} is not a text file (not UTF-8); give a YAML file") from None
-    except OSError as exc:
-        raise RhoSearchError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise RhoSearchError(f"{path}{line} is not valid YAML; fix its syntax") from None
+    return load_yaml(path, what="YAML file")
 
 
 @dataclass(frozen=True)
@@ -386,17 +384,18 @@ def parse_search_space(data: Any, *, source: str = "<memory>") -> SearchSpace:
     problems: list[str] = []
     if not isinstance(data, dict):
         raise RhoSearchError(f"{source}: expected a mapping with 'backbone' and 'rho'")
-    unknown = sorted(set(data) - {"backbone", "rho", "constraints", "name", "description"})
+    unknown = sorted(map(str, set(data) - {"backbone", "rho", "constraints", "name",
+                                            "description"}))
     problems += [f"{key}: unknown key (allowed: backbone, rho, constraints)" for key in unknown]
     backbone = data.get("backbone", "mobilevit_s")
-    if backbone not in BACKBONE_WIDTHS:
+    if not isinstance(backbone, str) or backbone not in BACKBONE_WIDTHS:
         problems.append(f"backbone: {backbone!r} is not one of {', '.join(BACKBONE_WIDTHS)}")
     rho_spec = data.get("rho")
     choices: list[tuple[Fraction, ...]] = []
     if not isinstance(rho_spec, dict):
         problems.append("rho: expected a mapping rho_1..rho_5 -> list or {min, max, step}")
         rho_spec = {}
-    for key in sorted(set(rho_spec) - {f"rho_{k}" for k in range(1, NUM_BLOCKS + 1)}):
+    for key in sorted(map(str, set(rho_spec) - {f"rho_{k}" for k in range(1, NUM_BLOCKS + 1)})):
         problems.append(f"rho.{key}: unknown key (allowed: rho_1 .. rho_5)")
     for k in range(1, NUM_BLOCKS + 1):
         where = f"rho.rho_{k}"
@@ -421,12 +420,20 @@ def parse_search_space(data: Any, *, source: str = "<memory>") -> SearchSpace:
     for key, value in constraints.items():
         if key not in limits:
             problems.append(f"constraints.{key}: unknown key (allowed: {', '.join(limits)})")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"constraints.{key}: {value!r} is not a number")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            problems.append(f"constraints.{key}: {value!r} is not a finite number")
+        elif value < 0:
+            problems.append(f"constraints.{key}: {value!r} leaves no configuration; give a "
+                            "limit of 0 or more")
         else:
             limits[key] = float(value)
     if not problems and all(max(c) == 0 for c in choices):
         problems.append("rho: every block is fixed at 0, so no configuration has a classifier")
+    size = math.prod(len(c) for c in choices)
+    if not problems and size > MAX_SPACE_SIZE:
+        problems.append(f"rho: {size:,} configurations; a space holds at most "
+                        f"{MAX_SPACE_SIZE:,} (the one-shot stage scores every one)")
     if problems:
         raise RhoSearchError(f"{source}: " + "; ".join(problems))
     return SearchSpace(

@@ -97,10 +97,20 @@ def read_metadata(path: Path | str) -> dict[str, str]:
 def load_model(path: Path | str) -> ExMobileViT:
     """Rebuilds the ExMobileViT a `save_weights` file describes and loads it (eval mode)."""
     metadata = read_metadata(path)
-    config = RhoConfig.parse(metadata["rho"], backbone=metadata["backbone"])
-    model = create_model(config, num_classes=int(metadata["num_classes"]),
-                         drop_rate=float(metadata.get("drop_rate", 0.1)))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    try:
+        config = RhoConfig.parse(metadata["rho"], backbone=metadata["backbone"])
+        classes = int(metadata["num_classes"])
+        drop_rate = float(metadata.get("drop_rate", 0.1))
+        if not 1 <= classes <= 100_000 or not 0 <= drop_rate < 1:
+            raise ValueError
+        model = create_model(config, num_classes=classes, drop_rate=drop_rate)
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (ValueError, TypeError, RuntimeError, KeyError):  # RuntimeError: shapes differ
+        raise RhoSearchError(
+            f"{path}: its weights do not match its metadata (rho {metadata['rho']!r} on "
+            f"{metadata['backbone']!r}, {metadata['num_classes']!r} classes, drop rate "
+            f"{metadata.get('drop_rate', '0.1')!r}); it was not written by this rhosearch as "
+            "it is (re-save it with save_weights)") from None
     return model.eval()
 
 
@@ -116,7 +126,8 @@ def weights_resolution(path: Path | str) -> int | None:
         resolution = json.loads(value) if value is not None else None
     except json.JSONDecodeError:
         return None
-    return int(resolution) if isinstance(resolution, (int, float)) and resolution > 0 else None
+    valid = isinstance(resolution, (int, float)) and 16 <= resolution <= 4096
+    return int(resolution) if valid else None
 
 
 def size_multiple(config: RhoConfig) -> int:
@@ -185,6 +196,7 @@ def export_onnx(
     """
     # Written beside `path` and moved onto it once checked: a failed export leaves what was
     # there before.
+    _require_export_extra()
     final = Path(path)
     scratch = final.with_name(f".{final.name}.tmp")
     try:
@@ -194,7 +206,25 @@ def export_onnx(
         os.replace(scratch, final)
     finally:
         scratch.unlink(missing_ok=True)
+        # The exporter keeps large weights in an external `.data` file beside the graph;
+        # `_add_onnx_metadata` saves the graph again with them inside, so it is left over.
+        scratch.with_name(scratch.name + ".data").unlink(missing_ok=True)
     return exported._replace(path=final)
+
+
+def _require_export_extra() -> None:
+    """One line, not an ImportError's traceback, when the `export` extra is not installed."""
+    import importlib
+
+    missing = []
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise RhoSearchError(f"export needs {', '.join(missing)}, from the export extra: "
+                             "pip install 'rhosearch[export]'")
 
 
 def _export_checked(model: ExMobileViT, path: Path, *, resolution: int, batch_size: int,

@@ -328,7 +328,7 @@ def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSet
     try:
         trainer.fit()  # a worker's exception comes back as ray.train's TrainingFailedError
     finally:
-        store.pull(job, out_dir, skip=CHECKPOINTS)
+        _pull_weights_once(store, job, out_dir)
     result = json.loads(result_path.read_text())
     return {**result, "workers": workers, "cpus": resources["cpu"] * workers,
             "gpus": resources["gpu"] * workers}
@@ -495,6 +495,7 @@ def train_finalists(settings: FinalistSettings, *,
     csv = folder / "finalists.csv"
     write_csv(frame, csv)  # counts as integers, not 640.0
     write_csv(runs, folder / "finalist_runs.csv")
+    write_csv(trials_frame(study), folder / "trials.csv")  # with the full stage's rows now
     report = write_report(settings.study, storage=settings.storage,
                           reports_dir=settings.reports_dir)
     return {"finalists": frame, "runs": runs, "csv": csv, "report": report,
@@ -552,8 +553,16 @@ def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, dat
         except Exception as exc:
             result = failed(exc)
         finally:  # the driver alone writes reports/<study>/; the checkpoint stays in the store
-            store.pull(run_job(config, seed, settings.seed), out_dir, skip=CHECKPOINTS)
+            _pull_weights_once(store, run_job(config, seed, settings.seed), out_dir)
         yield config, reason, seed, _weights_here(result, out_dir)
+
+
+def _pull_weights_once(store: Any, job: str, out_dir: Path) -> None:
+    """Copies a finished run's files to the driver; its weights (~20 MB on MobileViT-S) then
+    live there alone, not a second time in the job store (`reports/<study>/ray/`)."""
+    store.pull(job, out_dir, skip=CHECKPOINTS)
+    if (out_dir / WEIGHTS).is_file():
+        store.drop(job, (WEIGHTS,))
 
 
 def _weights_here(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:

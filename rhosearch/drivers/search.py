@@ -38,6 +38,7 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.util.queue import Queue
 
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.deploy.latency import LatencySettings, LatencyTable
@@ -91,7 +92,7 @@ from rhosearch.stages.resolve import pick_contenders, resolve_round
 from rhosearch.training.data import BaseData, adopt_base, load_base
 from rhosearch.training.datasets import proxy_recipe_for
 
-__all__ = ["SearchSettings", "open_search_study", "run_search"]
+__all__ = ["SearchSettings", "all_failed", "next_steps", "open_search_study", "run_search"]
 
 # Data sets with a proxy recipe of their own (see recipes.yaml).
 # What `--early-stop` may name.
@@ -205,6 +206,38 @@ def check_study_name(settings: SearchSettings) -> bool:
     return exists
 
 
+def space_grid(space: SearchSpace) -> str:
+    """What a space searches, as text that compares equal for the same grid whatever file it
+    came from: `mobilevit_s rho_3 0,1/3,1 | rho_4 ... | max_overhead_pct 10`."""
+    blocks = [f"rho_{k} {','.join(map(str, c))}" for k, c in enumerate(space.choices, 1)
+              if c != (0,)]
+    limits = [f"{name} {value:g}" for name, value in
+              (("max_overhead_pct", space.max_overhead_pct), ("max_gmacs", space.max_gmacs))
+              if value is not None]
+    return f"{space.backbone} " + " | ".join(blocks + limits)
+
+
+def check_resumed_space(settings: SearchSettings) -> None:
+    """Refuses `--resume` with a `--space` other than the one the study searched, before the
+    study is written to (a sampler fed another grid's trials would propose from the wrong
+    space, and its trials would not fit)."""
+    if not settings.resume:
+        return
+    url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
+    storage = open_storage(url, create=False)
+    try:
+        attrs = optuna.load_study(study_name=settings.study, storage=storage).user_attrs
+    except KeyError:
+        return  # no such study: check_study_name says so in its words
+    searched = attrs.get("space_grid")
+    if searched is not None and searched != space_grid(settings.space):
+        raise RhoSearchError(
+            f"study {settings.study!r} searched another space ({attrs.get('space')}: "
+            f"{searched}); --space {settings.space.source} is {space_grid(settings.space)}. "
+            "Resume with the study's space, or search this one as a new --study "
+            "(nothing was changed)")
+
+
 def open_search_study(settings: SearchSettings) -> optuna.Study:
     """Creates the study (or reopens it with `resume`), enqueuing the paper's configurations."""
     exists = check_study_name(settings)
@@ -220,6 +253,7 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.objectives)
         study.set_user_attr("space", settings.space.source)
+        study.set_user_attr("space_grid", space_grid(settings.space))
         study.set_user_attr("data", settings.data)
         study.set_user_attr("recipe", settings.recipe)
         for preset in load_presets().values():
@@ -324,11 +358,19 @@ def run_search(
     # Loaded here once, which checks it; every Ray job of the search gets this copy.
     data = load_base(settings.data, root=settings.data_root, download=settings.download,
                      subset=recipe.subset, val_subset=recipe.val_subset)
+    log(f"data: {settings.data}, {len(data.train):,} training and {len(data.val):,} validation "
+        "images, checked")
+    expected = expected_seconds(settings, recipe, len(data.train))
+    if expected is not None and not settings.resume:
+        log(f"expected: at most about {max(1, round(expected / 60))} min on "
+            f"{settings.budget.cpus:g} quiet CPUs (longer on a busy machine: the progress lines "
+            "give the pace)")
     resources = trial_resources(settings.budget, gpus_per_trial=settings.gpus_per_trial,
                                 cpus_per_trial=settings.cpus_per_trial)
     check_local_gpus(settings.budget, address=settings.address)
     check_ray_address(settings.address)
     settings.job_store().check_writable()
+    check_resumed_space(settings)
     url = settings.storage or default_storage_url(settings.study, settings.reports_dir)
     # Quiet Tune's own console tables (our _Progress prints the search's state), and let Ctrl-C
     # reach us as KeyboardInterrupt so interrupted trials are marked and a resume is printed.
@@ -458,6 +500,98 @@ def verdict(frame: pd.DataFrame, family: Family | None, backbone: str) -> str:
     wall = pd.to_numeric(trained["wall_s"], errors="coerce").dropna()
     return verdict_sentence(family, baseline_name=baseline_config(backbone).name,
                             trial_s=float(wall.median()) if len(wall) else None)
+
+
+# The default first search (a 3-epoch supernet, then 12 proxy trials and 3 noise seeds of 3
+# epochs each, MobileViT-S on digits, 2 CPUs) took 272 s on a quiet 2-core machine (README at
+# 26b4b3e, 4 min 32 s): its seconds per unit of work, one unit being one proxy step of one
+# configuration on one CPU's share (a supernet step trains four configurations on them all).
+_REFERENCE_S, _REFERENCE_UNITS = 272.0, 4 * 69 + 15 * 69 / 2
+
+
+def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> float | None:
+    """About how long the search's stages take on as many quiet CPUs as the budget holds (the
+    resolve stage at its most: every contender raced to the seed cap), scaled from the default
+    search's measured time by its work; None on GPUs (no reference)."""
+    if settings.budget.gpus or not settings.budget.cpus:
+        return None
+    steps = math.ceil(n_train / recipe.batch_size) * recipe.epochs
+    steps *= (recipe.resolution / 32) ** 2  # pixels per image set a step's cost
+    units = 0.0
+    if settings.stage in ("oneshot", "all"):
+        units += 4 * steps * 2 / settings.budget.cpus
+    runs = 0
+    if settings.stage in ("proxy", "all"):
+        runs += settings.trials + settings.noise_seeds
+    if settings.stage in ("resolve", "all"):
+        runs += settings.resolve_contenders * settings.resolve_seeds
+    units += runs * steps / max(1.0, settings.budget.cpus // (settings.cpus_per_trial or 1))
+    return _REFERENCE_S * units / _REFERENCE_UNITS
+
+
+def all_failed(frame: pd.DataFrame) -> str | None:
+    """Why every proxy trial failed, in one line (the reasons counted), or None when one did
+    not: a search with nothing measured must say so and exit non-zero, not print an empty front.
+    """
+    proxy = frame[(frame["stage"] == STAGE) & frame["status"].notna()
+                  & (frame["status"] != "not run")]
+    if proxy.empty or (proxy["state"] == "COMPLETE").any():
+        return None
+    reasons = proxy["reason"].fillna(proxy["status"]).astype(str).value_counts()
+    return (f"every proxy trial failed ({len(proxy)}): "
+            + "; ".join(f"{reason} ({count}x)" if count > 1 else reason
+                        for reason, count in reasons.items()))
+
+
+def next_steps(settings: SearchSettings, outcome: dict[str, Any], *,
+               command: Callable[[list[str]], str]) -> list[str]:
+    """What a finished search prints last: the command that trains its finalists (the study's
+    own flags, real paths) and what would settle the differences it could not.
+
+    `command` turns flags into the line to type (the CLI knows the program's name)."""
+    flags = ["train-best", "--study", settings.study]
+    if settings.storage:
+        flags += ["--storage", settings.storage]
+    if Path(settings.reports_dir).resolve() != Path("reports").resolve():
+        flags += ["--reports-dir", str(settings.reports_dir)]
+    if settings.address:
+        flags += ["--address", settings.address]
+    budget = settings.budget
+    flags += ["--epochs", "2", "--budget", (f"{budget.gpus:g}gpus" if budget.gpus else
+                                             f"{int(budget.cpus or 1)}cpus")]
+    done = outcome["trials"]
+    done = done[(done["stage"] == STAGE) & (done["state"] == "COMPLETE")]
+    lines = [f"next: {command(flags)}   (the knee and the best of the front and the baseline "
+             "control, with the full recipe; a first look in minutes, drop --epochs for the "
+             "recipe's own)" if len(done) else
+             "next: nothing to train: no proxy trial completed (see the reasons above)"]
+    resolve = outcome.get("resolve") or {}
+    undecided = [rho for rho, (status, *_) in resolve.get("decisions", {}).items()
+                 if status in ("open", "capped")]
+    if not len(done):
+        return lines
+    noise = outcome["noise"] or {}
+    again = ["search", *flags[1:flags.index("--epochs")], "--stage", "resolve"]
+    if settings.space.name != "exmobilevit_s":
+        again += ["--space", settings.space.source]
+    if settings.data != "digits":
+        again += ["--data", settings.data]
+    if noise.get("std") is None:
+        lines.append("open: no noise floor was measured (--noise-seeds 0), so no difference "
+                     "can be judged; search again with --noise-seeds 3")
+    elif undecided:
+        more = 2 * max(1, resolve.get("max_seeds", 1) - 1)
+        lines.append(
+            f"open: {len(undecided)} contender(s) still within noise of the baseline after "
+            f"{resolve.get('max_seeds')} paired seeds ({', '.join(undecided)}); race them "
+            f"further with: {command([*again, '--resolve-seeds', str(more)])}")
+    elif not resolve:
+        lines.append("open: the contenders were not raced with paired seeds; "
+                     f"{command(again)} does")
+    else:
+        lines.append("open: none the proxy can settle: every contender raced is separated "
+                     "from the baseline or not worth more seeds (see the verdict above)")
+    return lines
 
 
 def _run_proxy_stage(
@@ -626,7 +760,8 @@ def _run_oneshot_stage(
         task = ray.remote(_supernet_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         store = settings.job_store()
         try:
-            ray.get(task.remote(settings, recipe, data))
+            news = Queue(actor_options={"num_cpus": 0})  # the task's progress, for the console
+            _wait_saying(task.remote(settings, recipe, data, news), news, recipe.epochs, log)
         except ray.exceptions.RayTaskError as exc:  # e.g. a diverged supernet: its one line
             if isinstance(exc.cause, RhoSearchError):
                 raise exc.cause from None
@@ -683,10 +818,41 @@ def _oneshot_scores(study: optuna.Study, out_dir: Path) -> pd.DataFrame | None:
     return scores if len(recorded.get_trials(deepcopy=False)) >= len(scores) else None
 
 
-def _supernet_task(settings: SearchSettings, recipe: Any, data: BaseData) -> None:
+def _wait_saying(ref: ray.ObjectRef, news: Queue, epochs: int,
+                 log: Callable[[str], None]) -> None:
+    """Waits for the supernet task, logging what it reports: where it is every ~15 s, with
+    the time left at its pace so far, and each epoch's loss."""
+    started, first = time.monotonic(), None  # the pace counts from the first report
+    while True:
+        done, _ = ray.wait([ref], timeout=1.0)
+        for kind, *what in news.get_nowait_batch(news.qsize()) if news.qsize() else []:
+            if kind == "epoch":
+                epoch, loss, seconds = what
+                log(f"one-shot: supernet epoch {epoch}/{epochs} done, loss {loss:.3f}, "
+                    f"{seconds:.0f} s")
+                continue
+            epoch, batch, batches = what
+            share, now = ((epoch - 1) * batches + batch) / (epochs * batches), time.monotonic()
+            left = ("" if first is None or share <= first[1] else
+                    f", about {_minutes((now - first[0]) / (share - first[1]) * (1 - share))}"
+                    " left")
+            first = first or (now, share)
+            log(f"one-shot: supernet epoch {epoch}/{epochs}, batch {batch}/{batches} "
+                f"({100 * share:.0f} %), {_minutes(now - started)} so far{left}")
+        if done:
+            ray.get(ref)
+            return
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _supernet_task(settings: SearchSettings, recipe: Any, data: BaseData,
+                   news: Queue | None = None, every_s: float = 15.0) -> None:
     """A Ray task, on any node: trains the supernet (resuming its checkpoint in the job store)
     and scores the space on the driver's `data`, pushing its folder to the store after every
-    epoch and at the end."""
+    epoch and at the end; where it is goes to `news` every `every_s` seconds."""
     import torch
 
     from rhosearch.stages.oneshot import score_supernet
@@ -696,10 +862,22 @@ def _supernet_task(settings: SearchSettings, recipe: Any, data: BaseData) -> Non
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources()
                                      .get("CPU", 1))))
     store = settings.job_store()
+    said = [time.monotonic()]
+
+    def on_batch(epoch: int, batch: int, batches: int) -> None:
+        if news is not None and (time.monotonic() - said[0] >= every_s):
+            said[0] = time.monotonic()
+            news.put_nowait(("batch", epoch, batch, batches))
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        store.push(out_dir, "supernet")
+        if news is not None:
+            news.put_nowait(("epoch", metrics["epoch"], metrics["loss"], metrics["epoch_s"]))
+
     with store.workdir("supernet", resume=True) as out_dir:
         score_supernet(settings.space, data=settings.data, recipe=recipe, out_dir=out_dir,
                        seed=settings.seed, data_root=settings.data_root, progress=False,
-                       on_epoch=lambda metrics: store.push(out_dir, "supernet"))
+                       on_epoch=on_epoch, on_batch=on_batch)
         store.push(out_dir, "supernet")
 
 

@@ -437,8 +437,13 @@ class Progress(tune.Callback):
             trained = proxy[proxy["status"].isin(["ok", "stopped", "failed", "diverged", "error"])]
             failed = int(trained["status"].isin(["failed", "diverged", "error"]).sum())
             # Tune still lists the trial that just ended as RUNNING; the searcher has let it go.
-            running = len(self.searcher.live)
+            # The noise seeds run beside the trials: counted apart, as what they are.
+            running = len(self.searcher.live) + len(self.searcher.live_noise)
+            noise = int((frame["stage"] == "noise").sum())
+            seeds = noise + len(self.searcher.live_noise) + len(self.searcher.noise_pending)
             front = pareto_front(frame)
             front_text = ", ".join(f"{r.name}({r.top1:.1f}%)" for r in front.itertuples())
-            self.log(f"[{len(trained)}/{self.settings.trials} done, {running} running, "
-                     f"{failed} failed] {event} | front: {front_text or '-'}")
+            self.log(f"[{len(trained)}/{self.settings.trials} trials done"
+                     + (f", noise seeds {noise}/{seeds}" if seeds else "")
+                     + f", {running} running, {failed} failed] {event} | front: "
+                     f"{front_text or '-'}")

@@ -118,10 +118,17 @@ def default_storage_url(study_name: str, reports_dir: Path | str = "reports") ->
     return f"sqlite:///{(study_dir(study_name, reports_dir) / 'study.db').resolve()}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url`; SQLite gets a busy timeout for concurrent readers."""
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """An Optuna storage for `url`; SQLite gets a busy timeout for concurrent readers.
+
+    A SQLite file is first checked without writing to it: a damaged one, a database of someone
+    else's (no Optuna tables) and an empty (0-byte) file are refused, never turned into a
+    study; without `create` (commands that only read a study) a missing file is refused too,
+    where Optuna would create it."""
     if url.startswith("sqlite:///"):
-        _refuse_damaged_sqlite(Path(url.removeprefix("sqlite:///")))
+        path = Path(url.removeprefix("sqlite:///"))
+        _refuse_damaged_sqlite(path)
+        _refuse_foreign_sqlite(path, url, create=create)
     try:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +184,26 @@ def _refuse_damaged_sqlite(path: Path) -> None:
         + (f" (the trials it held when last written are in {kept})" if kept.is_file() else ""))
 
 
+def _refuse_foreign_sqlite(path: Path, url: str, *, create: bool) -> None:
+    import time
+
+    kind = values.read_only_sqlite(path)
+    for _ in range(4):  # a driver creating the file writes its schema within moments
+        if kind != "empty" or path.stat().st_size:
+            break
+        time.sleep(0.5)
+        kind = values.read_only_sqlite(path)
+    if kind == "other":
+        raise RhoSearchError(f"{path} is a SQLite database without Optuna's tables, not a "
+                             "study; rhosearch leaves it as it is (give another --storage)")
+    if kind == "empty":
+        raise RhoSearchError(f"{path} is empty, not a study; rhosearch does not adopt it "
+                             "(delete it, or give another --storage or --study)")
+    if kind == "missing" and not create:
+        raise RhoSearchError(f"no study database at {url}; run `rhosearch search` first or "
+                             "give the --storage a search wrote")
+
+
 def load_study(
     study_name: str, *, storage: str | None = None, reports_dir: Path | str = "reports"
 ) -> optuna.Study:
@@ -187,7 +214,7 @@ def load_study(
             f"no study {study_name!r} under {study_dir(study_name, reports_dir)}; "
             "run `rhosearch search --study NAME` first or pass --storage URL"
         )
-    backend = open_storage(url)
+    backend = open_storage(url, create=False)
     try:
         return optuna.load_study(study_name=study_name, storage=backend)
     except KeyError:

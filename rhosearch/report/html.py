@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from rhosearch import values
 from rhosearch.record.study import load_study, study_dir, trials_frame
 from rhosearch.report.front import (
     HV_MARGIN,
@@ -33,6 +34,7 @@ from rhosearch.report.front import (
     front_info,
 )
 from rhosearch.report.latency_plot import latency_section
+from rhosearch.training.checkpoint import write_atomic
 from rhosearch.vocab import PRICED, Verdict
 
 __all__ = ["render_html", "write_report"]
@@ -498,7 +500,8 @@ sides differ in data, epochs and classes: compare orderings, not values. "–": 
 {paper}
 </body></html>
 """
-    path.write_text(page, encoding="utf-8")
+    write_atomic(path, page.encode())
+    path.chmod(0o644)  # a page to read and share (write_atomic's temporary file is 0600)
     return path
 
 
@@ -506,10 +509,19 @@ def write_report(
     study_name: str, *, storage: str | None = None, reports_dir: Path | str = "reports",
     x: str = "overhead_params",
 ) -> Path:
-    """Loads a study and writes `reports/<study>/index.html`; returns its path."""
+    """Loads a study and writes `reports/<study>/index.html`; returns its path.
+
+    Refused before anything is read when the page would be written through a symlink or over
+    an `index.html` rhosearch did not write."""
+    path = study_dir(study_name, reports_dir) / "index.html"
+    values.check_new_file(path, flag="report", ours=_written_by_us)
     study = load_study(study_name, storage=storage, reports_dir=reports_dir)
     info = front_info(trials_frame(study), x=x, noise=study.user_attrs.get("noise_floor"),
                       data=str(study.user_attrs.get("data", "")),
                       latency_note=str(study.user_attrs.get("latency", "")))
-    path = study_dir(study_name, reports_dir) / "index.html"
     return render_html(info, path, title=f"rhosearch: study {study_name}")
+
+
+def _written_by_us(path: Path) -> bool:
+    with path.open("rb") as file:
+        return b"<title>rhosearch: study " in file.read(400)

@@ -316,7 +316,7 @@ def train_supernet(
     space: SearchSpace, *, data: str = "digits", recipe: Recipe, out_dir: Path | str,
     seed: int = 0, resume: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True, data_root: Path | None = None, device: str | None = None,
-    validate: bool = True,
+    validate: bool = True, on_batch: Callable[[int, int, int], None] | None = None,
 ) -> tuple[RhoSupernet, dict[str, Any]]:
     """Trains the supernet of `space` with the sandwich rule and in-place distillation, through
     `train.fit` (so resume, EMA, checkpoints and metrics are a single run's).
@@ -334,6 +334,7 @@ def train_supernet(
         device: default CUDA when available.
         validate: score the largest and smallest configurations on the validation set after
             each epoch the recipe validates (`top1_largest`, `top1_smallest` in its metrics).
+        on_batch: called with (epoch, batches done, batches in the epoch) after each step.
 
     Returns:
         The trained supernet (its EMA copy when the recipe has EMA) and the run's result; its
@@ -377,7 +378,7 @@ def train_supernet(
 
     run = fit(supernet, loaders, recipe, out_dir, identity=_identity(space, data, recipe, seed),
               device=device, step=step, validate=score, summarize=summarize, resume=resume,
-              on_epoch=report, progress=False)
+              on_epoch=report, progress=False, on_batch=on_batch)
     model = run.ema.module if run.ema is not None else supernet
     return model.eval(), run.result
 
@@ -399,6 +400,7 @@ def score_supernet(
     space: SearchSpace, *, data: str, recipe: Recipe, out_dir: Path | str, seed: int,
     data_root: Path | None = None, progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Trains the supernet in `out_dir` (resuming its checkpoint), scores every configuration
     of the space on the validation set and writes `out_dir/scores.csv`; returns the scores.
@@ -408,7 +410,8 @@ def score_supernet(
     out_dir = Path(out_dir)
     supernet, result = train_supernet(space, data=data, recipe=recipe, out_dir=out_dir,
                                       seed=seed, resume=True, progress=progress,
-                                      data_root=data_root, on_epoch=on_epoch)
+                                      data_root=data_root, on_epoch=on_epoch,
+                                      on_batch=on_batch)
     if result["status"] != "ok":
         raise RhoSearchError(
             f"supernet training {result['status']} after {result['epochs_done']} epochs "

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -37,6 +38,7 @@ from rhosearch.errors import RhoSearchError
 from rhosearch.host import usable_cpus
 from rhosearch.training.datasets import BUILTIN, DATASETS
 from rhosearch.training.fashion_mnist import fashion_mnist_files
+from rhosearch.values import check_file_tree
 
 __all__ = [
     "CIFAR_CLASSES",
@@ -66,6 +68,11 @@ def _folder_classes(root: Path, split: str) -> list[str]:
         raise RhoSearchError(
             f"{root} has no {split}/ folder; an image folder needs {split}/<class>/<image> files"
         )
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    # Before anything opens a file: a FIFO named .png would block the first read for ever,
+    # and a symlink loop would keep ImageFolder's walk going for ever.
+    check_file_tree(split_dir, suffixes=IMG_EXTENSIONS, what="image folder entry")
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     if not classes:
         raise RhoSearchError(f"{split_dir} has no class folders; expected {split}/<class>/<image>")
@@ -211,6 +218,19 @@ def _cifar(name: str, root: Path | None, download: bool) -> tuple[Dataset, Datas
         raise RhoSearchError(f"{name}: cannot read {root}: {exc.strerror or exc}") from None
 
 
+def load_image(path: str | Path) -> PIL.Image.Image:
+    """An image as 8-bit RGB, scaled by its real bit depth: PIL's `convert("RGB")` clips a
+    16-bit grayscale PNG's values at 255 (99.7 % of a typical image's pixels become white)."""
+    with PIL.Image.open(path) as image:
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            pixels = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") or pixels.max() <= 65535 else \
+                float(pixels.max())
+            scaled = np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8)
+            return PIL.Image.fromarray(scaled, mode="L").convert("RGB")
+        return image.convert("RGB")
+
+
 class _CheckedImageFolder(Dataset):
     """torchvision's ImageFolder, whose unreadable images fail with the file's name."""
 
@@ -235,7 +255,7 @@ class _CheckedImageFolder(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.folder.samples[index]
         try:
-            return self.folder.loader(path), label
+            return load_image(path), label
         except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
             raise RhoSearchError(f"cannot read image {path}: {exc}") from None
 

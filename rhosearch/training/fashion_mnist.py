@@ -53,9 +53,18 @@ def fashion_mnist_files(root: Path | str | None = None) -> Path:
         if images != labels:
             raise RhoSearchError(f"fashion-mnist in {source}: {split} has {images} images but "
                                  f"{labels} labels; the files do not belong together")
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, content in contents.items():
-        write_atomic(raw / name, content)  # workers may unpack at once: each its own temp file
+        highest = max(contents[f"{split}-labels-idx1-ubyte"][8:], default=0)
+        if highest >= 10:  # ten classes: a label of 10 or more would index past the head
+            raise RhoSearchError(f"fashion-mnist in {source}: {split} has label {highest}; "
+                                 "Fashion-MNIST's labels are 0..9 (reinstall its files)")
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for name, content in contents.items():
+            write_atomic(raw / name, content)  # workers may unpack at once: each its own file
+    except (OSError, RhoSearchError) as exc:  # write_atomic says an OS error as one line
+        raise RhoSearchError(f"fashion-mnist: cannot write its cache in {cache_root.parent} "
+                             f"({getattr(exc, 'strerror', None) or exc}); set XDG_CACHE_HOME "
+                             "to a folder you can write") from None
     return cache_root
 
 

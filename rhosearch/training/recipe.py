@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from rhosearch.errors import RhoSearchError
+from rhosearch.values import load_yaml
 
 __all__ = [
     "RECIPES_PATH", "Recipe", "build_optimizer", "build_scheduler", "learning_rate", "load_recipe",
@@ -97,21 +98,29 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             if float(value) != int(value):
                 raise ValueError
             return int(value)
-        if base in (float, str):
-            return base(value)
+        if base is str:
+            return str(value)
+        if base is float:
+            return _finite(float(value))
         if isinstance(value, str):  # tuple[float, ...] written as `0.5,1.0`
             value = value.split(",")
-        return tuple(float(v) for v in value)
-    except (TypeError, ValueError):
+        return tuple(_finite(float(v)) for v in value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         kind = getattr(base, "__name__", "list of numbers")
         raise RhoSearchError(f"recipe key {key!r}: {value!r} is not a valid {kind}") from None
 
 
+def _finite(number: float) -> float:
+    if not math.isfinite(number):
+        raise ValueError(number)
+    return number
+
+
 def _check_ranges(recipe: Recipe) -> None:
     rules = {
-        "epochs": recipe.epochs >= 1,
-        "resolution": recipe.resolution >= 16,
-        "batch_size": recipe.batch_size >= 1,
+        "epochs": 1 <= recipe.epochs <= 10_000,  # the schedule plans every epoch up front
+        "resolution": 16 <= recipe.resolution <= 4096,
+        "batch_size": 1 <= recipe.batch_size <= 65_536,
         "lr_start": recipe.lr_start >= 0,
         "lr_peak": recipe.lr_peak > 0,
         "lr_end": recipe.lr_end >= 0,
@@ -138,15 +147,8 @@ def _check_ranges(recipe: Recipe) -> None:
 
 
 def _read_recipes(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError:
-        raise RhoSearchError(f"recipe file {path} is not a text file (not UTF-8)") from None
-    except OSError as exc:
-        raise RhoSearchError(f"cannot read recipe file {path}: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise RhoSearchError(f"{path} is not valid YAML; fix its syntax") from None
-    if not isinstance(data, dict):
+    data = load_yaml(path, what="recipe file")
+    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
         raise RhoSearchError(f"{path}: expected a mapping of recipe fields or of named recipes")
     return data
 
@@ -176,7 +178,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = Non
         name, fields = str(name_or_path), recipes[str(name_or_path)]
     hints = get_type_hints(Recipe)
     values = {"name": name, **fields, **(overrides or {})}
-    unknown = sorted(set(values) - set(hints))
+    unknown = sorted(map(str, set(values) - set(hints)))
     if unknown:
         raise RhoSearchError(f"unknown recipe key {unknown[0]!r}; known keys: {', '.join(hints)}")
     recipe = Recipe(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})

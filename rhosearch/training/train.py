@@ -207,10 +207,12 @@ def train_one_epoch(
     scheduler: Any, recipe: Recipe, device: torch.device, *, step: Step = train_step,
     ema: ModelEmaV3 | None = None, global_step: int = 0, description: str = "train",
     progress: bool = True, check_every: int = 10,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """One pass over `loader`, a `step` per batch, then the scheduler and the EMA. Stops early
     with `diverged: True` when the loss is not finite (checked every `check_every` steps: each
-    check waits for the device). `steps` in the result counts from `global_step`."""
+    check waits for the device). `steps` in the result counts from `global_step`; `on_batch`
+    gets (batches done, batches in the epoch) after each step (progress where no bar shows)."""
     model.train()
     plain = unwrap_model(model)  # what the EMA averages: the model inside DDP
     loss_sum = correct = 0  # device tensors or Python numbers, as the step returns them
@@ -226,6 +228,8 @@ def train_one_epoch(
             if ema is not None:
                 ema.update(plain, step=global_step)
             seen += len(labels)
+            if on_batch is not None:
+                on_batch(i + 1, batches)
             loss_sum = loss_sum + loss * len(labels)
             correct = correct + hits
             if (i + 1) % check_every == 0 or i + 1 == batches:
@@ -289,6 +293,7 @@ def fit(
     summarize: Callable[[Run], dict[str, Any]] = _summary, resume: bool = False, seed: int = 0,
     rank: int = 0, world_size: int = 1, on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True, checkpoint: bool = True,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> Run:
     """Trains `model` for `recipe.epochs`: the one loop of rhosearch.
 
@@ -309,6 +314,7 @@ def fit(
             may raise to stop the run (Ray Tune does).
         checkpoint: write `checkpoint.pt` after every epoch; off for runs nothing resumes
             (proxy trials: ~57 MB written per epoch on MobileViT-S, for nothing).
+        on_batch: called on rank 0 with (epoch, batches done, batches in it) after each step.
 
     A loss that stops being finite ends the run as `diverged`: that epoch is listed in
     `metrics.jsonl` (unvalidated, `diverged: true`) but not checkpointed.
@@ -350,6 +356,8 @@ def fit(
             model, loaders.train, optimizer, scheduler, recipe, device, step=step, ema=ema,
             global_step=steps, description=f"epoch {epoch + 1}/{recipe.epochs}",
             progress=progress and rank == 0,
+            on_batch=None if on_batch is None or rank else (
+                lambda done, batches, epoch=epoch: on_batch(epoch + 1, done, batches)),
         )
         diverged = any(_gather(stats.pop("diverged"), world_size))  # all ranks stop, or none
         steps = stats.pop("steps")
