@@ -105,7 +105,7 @@ def _train_trunks(study: optuna.Study, settings: SearchSettings, recipe: Any,
         log(f"head: training {len(missing)} trunk(s) (the baseline, seeds "
             f"{', '.join(map(str, missing))}; {recipe.epochs} epochs each)")
         task = ray.remote(_trunk_task).options(
-            num_cpus=resources.get("CPU", 1), num_gpus=resources.get("GPU", 0), max_retries=0)
+            num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=0)
         results = ray.get([task.remote(settings, recipe, data, s) for s in missing])
         noise = stage_study(study, "noise")
         recorded = {t.user_attrs.get("seed") for t in noise.get_trials(
