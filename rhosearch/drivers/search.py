@@ -507,12 +507,17 @@ def verdict(frame: pd.DataFrame, family: Family | None, backbone: str) -> str:
 # 26b4b3e, 4 min 32 s): its seconds per unit of work, one unit being one proxy step of one
 # configuration on one CPU's share (a supernet step trains four configurations on them all).
 _REFERENCE_S, _REFERENCE_UNITS = 272.0, 4 * 69 + 15 * 69 / 2
+# The head stage of that search (144 heads x 5 head epochs over 1,437 cached images per trunk)
+# took 68 s per trunk on 2 quiet CPUs (06:08 UTC, 2026-12-02, at e9b4cab): seconds per head,
+# epoch and training image on 2 CPUs.
+_HEAD_S = 68.0 / (144 * 5 * 1437)
 
 
 def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> float | None:
     """About how long the search's stages take on as many quiet CPUs as the budget holds (the
     resolve stage at its most: every contender raced to the seed cap), scaled from the default
-    search's measured time by its work; None on GPUs (no reference)."""
+    search's measured time by its work, plus the head stage's measured time per head, epoch and
+    image; None on GPUs (no reference)."""
     if settings.budget.gpus or not settings.budget.cpus:
         return None
     steps = math.ceil(n_train / recipe.batch_size) * recipe.epochs
@@ -526,7 +531,15 @@ def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> flo
     if settings.stage in ("resolve", "all"):
         runs += settings.resolve_contenders * settings.resolve_seeds
     units += runs * steps / max(1.0, settings.budget.cpus // (settings.cpus_per_trial or 1))
-    return _REFERENCE_S * units / _REFERENCE_UNITS
+    seconds = _REFERENCE_S * units / _REFERENCE_UNITS
+    if settings.stage in ("head", "all"):
+        from rhosearch.training.train import load_recipe
+
+        heads = len(list(settings.space.configs())) * settings.head_seeds
+        trunks = settings.noise_seeds + settings.head_trunks
+        seconds += (_HEAD_S * 2 / settings.budget.cpus * heads * trunks
+                    * load_recipe("head").epochs * n_train)
+    return seconds
 
 
 def all_failed(frame: pd.DataFrame) -> str | None:
