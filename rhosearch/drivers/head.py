@@ -88,7 +88,8 @@ def _trunk_task(settings: SearchSettings, recipe: Any, data: BaseData, seed: int
                               seed=seed, data_root=settings.data_root, progress=False,
                               checkpoint=False, weights=True)
         store.push(out_dir, job)
-    return result
+    # Where it ran, as a proxy trial records it (a cluster's tests check every job's node).
+    return {**result, "node": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid()}
 
 
 def _train_trunks(study: optuna.Study, settings: SearchSettings, recipe: Any,
