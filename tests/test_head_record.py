@@ -7,7 +7,7 @@ import optuna
 import pandas as pd
 
 from rhosearch.core.space import parse_search_space
-from rhosearch.record.head import record_head, summarize_head
+from rhosearch.record.head import better_count, record_head, summarize_head
 from rhosearch.record.study import open_storage, stage_study, trials_frame
 from rhosearch.report.front import front_info
 from rhosearch.report.html import render_html
@@ -37,6 +37,8 @@ def test_summary_pairs_on_trunks_and_labels_by_the_rule():
     assert summary.loc["0,0,1/3,0,4", "vs_baseline"] == "better"
     assert summary.loc["0,0,1/3,0,2", "vs_baseline"] == "worse"
     assert summary.loc["0,0,0,0,2", "vs_baseline"] == "within noise"
+    # The search's summary line counts the labels (it parsed an old sentence and said 0).
+    assert better_count(summary) == 1
     assert (summary["trunks"] == 4).all() and (summary["runs"] == 8).all()
     # The per-trunk offsets (+-3 pts) widen the mean's interval, not the paired difference's.
     width = summary.loc["0,0,1/3,0,4", "top1_hi"] - summary.loc["0,0,1/3,0,4", "top1_lo"]

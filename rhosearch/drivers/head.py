@@ -32,7 +32,7 @@ from rhosearch.core.space import RhoConfig, baseline_config
 from rhosearch.errors import RhoSearchError
 from rhosearch.execution.jobstore import CHECKPOINTS
 from rhosearch.execution.searcher import trial_job
-from rhosearch.record.head import record_head, summarize_head
+from rhosearch.record.head import better_count, record_head, summarize_head
 from rhosearch.record.study import pareto_front, stage_study, study_dir
 
 if TYPE_CHECKING:
@@ -197,9 +197,9 @@ def run_head_stage(study: optuna.Study, settings: SearchSettings, recipe: Any,
     frame["params"] = 0
     front = [RhoConfig.parse(r, backbone=settings.space.backbone)
              for r in pareto_front(frame, stage=STAGE)["rho"]]
-    better = int(summary["vs_baseline"].astype(str).str.startswith("beyond noise (+").sum())
+    better = better_count(summary)
     log(f"head: {len(configs)} configurations x {len(trunks)} trunks x {settings.head_seeds} "
         f"head seeds ({len(runs)} heads; {written} recorded in {companion.study_name}); "
-        f"{better} beat the baseline's head beyond noise; front of {len(front)}: "
+        f"{better} better than the baseline's head (at 5 %, Holm); front of {len(front)}: "
         + ", ".join(c.name for c in front))
     return front

@@ -23,7 +23,7 @@ from rhosearch.record.stats import compare_family, t_interval
 from rhosearch.record.study import params_of, space_distributions
 from rhosearch.vocab import Stage, Verdict
 
-__all__ = ["HEAD_SUMMARY_COLUMNS", "record_head", "summarize_head"]
+__all__ = ["HEAD_SUMMARY_COLUMNS", "better_count", "record_head", "summarize_head"]
 
 STAGE = Stage.HEAD
 HEAD_SUMMARY_COLUMNS = [
@@ -90,3 +90,9 @@ def record_head(study: optuna.Study, space: SearchSpace, summary: pd.DataFrame) 
             user_attrs=attrs))
     study.add_trials(trials)
     return len(trials)
+
+
+def better_count(summary: pd.DataFrame) -> int:
+    """How many configurations the rule labels better than the baseline's head (the summary
+    line's count: read from the label, never from a sentence made for people)."""
+    return int((summary["vs_baseline"] == Verdict.BETTER).sum())
