@@ -225,16 +225,19 @@ class StudySearcher(Searcher):
         attrs.update({**self.cost.price(baseline).as_dict(), **_latency(self.settings, baseline),
                       **baseline.as_dict(),
                       "stage": "noise", "seed": seed})
-        if complete:
-            values = [float(attrs[name]) for name in self.settings.objectives]
-            trial = optuna.trial.create_trial(values=values, user_attrs=attrs)
-        else:
-            attrs.setdefault("reason", f"stopped after {attrs['epochs_done']} of {self.epochs} "
-                                       "epochs")
-            trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
-        self.noise_study.add_trial(trial)
+        self.noise_study.add_trial(self._finished_trial(attrs, complete))
         self.events.append(f"noise floor: baseline seed {seed}: {attrs['status']}"
                            + (f" top1={attrs['top1']:.2f}" if complete else ""))
+
+    def _finished_trial(self, attrs: dict[str, Any],
+                        complete: bool) -> optuna.trial.FrozenTrial:
+        """A finished run (a noise seed, a resolve seed) as the trial its companion study adds:
+        COMPLETE with the objectives' values, or FAIL with the reason it stopped."""
+        if complete:
+            values = [float(attrs[name]) for name in self.settings.objectives]
+            return optuna.trial.create_trial(values=values, user_attrs=attrs)
+        attrs.setdefault("reason", f"stopped after {attrs['epochs_done']} of {self.epochs} epochs")
+        return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
 
     def _result_attrs(self, result: dict[str, Any], error: bool,
                       job: str) -> tuple[dict[str, Any], bool]:
@@ -297,14 +300,7 @@ class ResolveSearcher(StudySearcher):
         attrs.update({**self.cost.price(config).as_dict(), **_latency(self.settings, config),
                       **config.as_dict(), "rho": config.rho_text, "stage": "resolve",
                       "seed": seed})
-        if complete:
-            values = [float(attrs[name]) for name in self.settings.objectives]
-            trial = optuna.trial.create_trial(values=values, user_attrs=attrs)
-        else:
-            attrs.setdefault("reason", f"stopped after {attrs['epochs_done']} of {self.epochs} "
-                                       "epochs")
-            trial = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs)
-        self.resolve_study.add_trial(trial)
+        self.resolve_study.add_trial(self._finished_trial(attrs, complete))
         self.events.append(f"resolve: {config.name} rho={config.rho_text} seed {seed}: "
                            f"{attrs['status']}"
                            + (f" top1={attrs['top1']:.2f}" if complete else ""))
