@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +30,10 @@ import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3, accuracy, random_seed, unwrap_model
 from torch.utils.data import DataLoader
+
+with warnings.catch_warnings():  # fvcore's import scripts a loss with torch.jit (deprecated)
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn.precise_bn import update_bn_stats
 
 from rhosearch.core.cost import CostModel
 from rhosearch.core.model import create_model
@@ -61,8 +66,8 @@ from rhosearch.training.sampler import VariableBatchSampler, mss_resolutions
 __all__ = [
     "CHECKPOINT", "RECIPES_PATH", "Loaders", "Recipe", "Run", "build_optimizer",
     "build_scheduler", "config_result", "evaluate", "fit", "learning_rate", "load_recipe",
-    "make_loaders", "pick_device", "seed_everything", "train_config", "train_one_epoch",
-    "train_step",
+    "make_loaders", "pick_device", "recalibrate_bn", "seed_everything", "train_config",
+    "train_one_epoch", "train_step",
 ]
 
 
@@ -141,6 +146,24 @@ def evaluate(
         seen += len(labels)
     model.train(was_training)
     return 100.0 * correct1 / max(1, seen), 100.0 * correct5 / max(1, seen)
+
+
+def recalibrate_bn(models: list[torch.nn.Module], loader: DataLoader, device: torch.device,
+                   batches: int) -> None:
+    """Precise BN: each model's BN running statistics recomputed over `batches` training batches
+    (at most one epoch's) with its weights fixed, by fvcore's `update_bn_stats`. During training
+    the running averages trail the moving weights, so early in a run they describe a network
+    that no longer exists (see `Recipe.precise_bn`). Each model is back in its own mode after."""
+    batches = min(batches, len(loader))
+    if batches < 1:
+        return
+    for model in models:
+        was_training = model.training
+        model.train()
+        images = (_to_device(x, y, device)[0] for x, y in _batches(loader))
+        with _autocast(device):
+            update_bn_stats(model, images, num_iters=batches)
+        model.train(was_training)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -369,6 +392,9 @@ def fit(
                 write_atomic(metrics_path, "".join(json_text(m) + "\n" for m in history))
             break
         if rank == 0 and recipe.validates(epoch + 1):
+            if recipe.precise_bn:  # before the checkpoint: a resumed run has the same RNG state
+                recalibrate_bn([plain] + ([ema.module] if ema is not None else []),
+                               loaders.train, device, recipe.precise_bn)
             metrics.update(validate(plain, ema))
         history = [*history, metrics]
         rngs = _gather(rng_state(), world_size)
