@@ -23,7 +23,7 @@ from pathlib import Path
 from rhosearch import values
 from rhosearch.errors import RhoSearchError, Terminated
 from rhosearch.training.datasets import BUILTIN
-from rhosearch.vocab import PRICED
+from rhosearch.vocab import ALL_STAGES, PRICED, SEARCH_STAGES, Stage, Status
 
 # Each subcommand: a function adding its arguments and a function running it. Imports of the
 # heavy modules (torch, ray) happen inside the runners so `--help` stays fast.
@@ -192,8 +192,7 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", type=values.nonempty, default="exmobilevit_s",
                         help="search space name in search_spaces/ or a .yaml path "
                         "(default: %(default)s)")
-    parser.add_argument("--stage", choices=("all", "oneshot", "head", "proxy", "resolve"),
-                        default="all",
+    parser.add_argument("--stage", choices=SEARCH_STAGES, default=ALL_STAGES,
                         help="all (default): train the supernet and score the whole space "
                         "(a screen, printed beside the proxy), then every rho's head on "
                         "frozen baseline trunks (the head stage), then the proxy trials the "
@@ -278,11 +277,11 @@ def _search(args: argparse.Namespace) -> int:
         columns[3:3] = ["overhead_ms", "overhead_ms_lo", "overhead_ms_hi", "latency_source"]
     rounding = {"top1": 2, "top1_lo": 1, "top1_hi": 1, "top1_diff": 2, "p_value": 4}
     trials = outcome["trials"]
-    if (trials["stage"] == "head").any():
+    if (trials["stage"] == Stage.HEAD).any():
         from rhosearch.record.study import pareto_front
 
         head_columns = [c for c in columns if c in trials.columns and c != "params"]
-        print_frame(pareto_front(trials, stage="head")[head_columns].round(rounding),
+        print_frame(pareto_front(trials, stage=Stage.HEAD)[head_columns].round(rounding),
                     title="Pareto front (head stage, frozen trunks: a screen): mean top-1 "
                     "[95% interval over trunks] vs overhead params")
     front = outcome["front"][columns].round(rounding)
@@ -385,7 +384,7 @@ def _train(args: argparse.Namespace) -> int:
           f"top-5 {top5}, {result['params'] / 1e6:.3f}M params, {result['gmacs']:.3f} GMACs "
           f"at {result['resolution']}px, {result['epochs_done']} epochs in {result['wall_s']:.0f}s"
           f" -> {out / 'result.json'}")
-    return 0 if result["status"] == "ok" else 1
+    return 0 if result["status"] == Status.OK else 1
 
 
 # --- train-best -------------------------------------------------------------------------------
@@ -443,7 +442,7 @@ def _train_best(args: argparse.Namespace) -> int:
         print("next: " + _command_line(["export", "--weights", weights.iloc[0]["weights"],
                                          "--out", str(Path(weights.iloc[0]["weights"])
                                                       .with_suffix(".onnx"))]))
-    return 0 if (frame["status"] == "ok").all() else 1
+    return 0 if (frame["status"] == Status.OK).all() else 1
 
 
 # --- export -----------------------------------------------------------------------------------

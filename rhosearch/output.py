@@ -9,15 +9,15 @@ from typing import IO, Any
 
 import pandas as pd
 
-__all__ = ["INTEGER_COLUMNS", "folder_size", "human_size", "print_frame", "write_csv"]
+from rhosearch.vocab import COLUMN_DTYPES
 
-# Counts and identifiers: written as integers even when a missing value made pandas store them
-# as floats (`640.0`). Measurements such as top-1 stay floats even when they happen to be whole.
-INTEGER_COLUMNS = {
-    "number", "trial", "params", "overhead_params", "classifier_channels", "epochs_done",
-    "epoch", "steps", "n", "n_val", "seed", "seeds", "workers", "configs", "paper_params",
-    "paper_diff",
-}
+__all__ = ["INTEGER_COLUMNS", "cast_counts", "folder_size", "human_size", "print_frame",
+           "write_csv"]
+
+# Counts and identifiers (by the one schema, `vocab.COLUMN_DTYPES`): written as integers even
+# when a missing value made pandas store them as floats (`640.0`). Measurements such as top-1
+# stay floats even when they happen to be whole.
+INTEGER_COLUMNS = frozenset(name for name, dtype in COLUMN_DTYPES.items() if dtype == "Int64")
 
 
 # Percentages (accuracies, their intervals, overheads): measured on at most a few million
@@ -30,9 +30,17 @@ def _is_percentage(name: str) -> bool:
     return "top1" in name or "top5" in name or name.endswith("_pct")
 
 
+def cast_counts(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """`frame` with its count columns (`INTEGER_COLUMNS`; only those in `columns` when given)
+    as Int64: numbers held as objects or floats become integers, a missing value stays NA."""
+    names = [c for c in (frame.columns if columns is None else columns)
+             if str(c) in INTEGER_COLUMNS]
+    return frame.assign(**{str(c): pd.to_numeric(frame[c]).astype("Int64") for c in names})
+
+
 def _integers(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with its whole-valued float counts (`INTEGER_COLUMNS`, `trial_*`) as Int64 and
-    its percentages rounded to `PERCENT_DECIMALS`."""
+    """`frame` with its whole-valued float counts (`INTEGER_COLUMNS`) as Int64 and its
+    percentages rounded to `PERCENT_DECIMALS`."""
     percent = [c for c in frame.columns
                if _is_percentage(str(c)) and frame[c].dtype.kind == "f"]
     if percent:
@@ -40,7 +48,7 @@ def _integers(frame: pd.DataFrame) -> pd.DataFrame:
     columns = {}
     for column in frame.columns:
         name = str(column)
-        if name not in INTEGER_COLUMNS and not name.startswith("trial_"):
+        if name not in INTEGER_COLUMNS:
             continue
         values = frame[column]
         if values.dtype.kind != "f":

@@ -1,4 +1,5 @@
-"""The words every layer shares: stage names, objectives, the pricing point, run-file names.
+"""The words every layer shares: stages, statuses, objectives, the pricing point, run-file
+names and the columns of the tables rhosearch writes, with their dtypes.
 
 One home for each fact, so that no module decides anything by comparing with a string literal
 written somewhere else (or by parsing a sentence made for people). `StrEnum` members compare
@@ -11,13 +12,21 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "ALL_STAGES",
+    "COLUMN_DTYPES",
+    "FAILED_STATUSES",
     "LATENCY_COLUMNS",
+    "NOT_TRAINED_STATUSES",
     "OBJECTIVES",
     "PRICED",
     "PRICED_CLASSES",
     "PRICED_RESOLUTION",
     "RunFile",
+    "SEARCH_STAGES",
     "Stage",
+    "Status",
+    "TRAINED_STATUSES",
+    "TRIAL_COLUMNS",
     "Verdict",
 ]
 
@@ -31,6 +40,36 @@ class Stage(StrEnum):
     PROXY = "proxy"  # one short training per configuration, proposed by the sampler
     RESOLVE = "resolve"  # further paired seeds of the contenders, raced to a decision
     FULL = "full"  # the finalists, trained with the full recipe (`train-best`)
+
+
+# What `rhosearch search --stage` may name: one stage alone (resolve: on an existing study's
+# proxy trials), or all of them in turn.
+ALL_STAGES = "all"
+SEARCH_STAGES = (*(str(stage) for stage in (Stage.ONESHOT, Stage.HEAD, Stage.PROXY,
+                                             Stage.RESOLVE)), ALL_STAGES)
+
+
+class Status(StrEnum):
+    """What became of one run: the `status` column of `trials.csv` and of a run's result."""
+
+    OK = "ok"  # trained to its last epoch; its top-1 counts
+    STOPPED = "stopped"  # stopped early by the scheduler (pruned): a top-1, not a full run
+    DIVERGED = "diverged"  # a loss stopped being finite
+    FAILED = "failed"  # the run raised (its reason says what)
+    ERROR = "error"  # the trial reported nothing usable (no top-1)
+    INFEASIBLE = "infeasible"  # refused before training (outside the space's rule)
+    NOT_RUN = "not run"  # queued, but the stage ended without running it
+    INTERRUPTED = "interrupted"  # its driver was killed mid-trial; the rho is queued again
+    CACHED = "cached"  # a copy of an earlier run's result (older studies): not another seed
+    DUPLICATE = "duplicate"  # a rho already measured (older studies): not trained again
+
+
+# Statuses of trials that trained (a top-1 came back, or the run failed while training).
+TRAINED_STATUSES = (Status.OK, Status.STOPPED, Status.FAILED, Status.DIVERGED, Status.ERROR)
+# Statuses of trained runs that failed.
+FAILED_STATUSES = (Status.FAILED, Status.DIVERGED, Status.ERROR)
+# Statuses of proxy trials that did not train: answered from the record, refused, or skipped.
+NOT_TRAINED_STATUSES = (Status.INFEASIBLE, Status.CACHED, Status.DUPLICATE, Status.NOT_RUN)
 
 
 # The objectives and their directions, in the order Optuna stores a trial's values.
@@ -69,3 +108,25 @@ class Verdict(StrEnum):
     NO_TEST = "no test"  # nothing to test with (no baseline, no variance, no seed in common)
     SCREENING = "screening score"  # a one-shot score: a screen, no interval test it supports
     CONTROL = "baseline control"  # the baseline itself
+
+
+# The trials table (`trials.csv`, what reports and picking read), in its column order, with
+# each column's dtype: counts and identifiers are integers ("Int64": a missing value stays
+# missing instead of turning the column into floats, `640.0`), measurements floats, the rest
+# text. `record.study.trials_frame` builds the table with it; `output.write_csv` casts by it.
+TRIAL_COLUMNS = {
+    "number": "Int64", "stage": "object", "state": "object", "name": "object",
+    "backbone": "object", "rho": "object", "classifier_channels": "Int64", "params": "Int64",
+    "overhead_params": "Int64", "overhead_pct": "float64", "gmacs": "float64",
+    "overhead_ms": "float64", "overhead_ms_lo": "float64", "overhead_ms_hi": "float64",
+    "latency_source": "object", "top1": "float64", "top1_lo": "float64", "top1_hi": "float64",
+    "vs_baseline": "object", "top1_diff": "float64", "p_value": "float64", "test": "object",
+    "n_val": "Int64", "seed": "Int64", "top5": "float64", "epochs_done": "Int64",
+    "wall_s": "float64", "status": "object", "reason": "object",
+}
+# The integer columns of the other tables rhosearch writes (finalists, their runs, the front
+# and Table 5, stage summaries, metrics): with the trials table's, every column `write_csv`
+# writes as integers. A column name means the same thing in every table.
+_OTHER_COUNTS = ("trial", "epoch", "steps", "n", "seeds", "workers", "configs",
+                 "paper_params", "paper_diff", *(f"trial_{stage}" for stage in Stage))
+COLUMN_DTYPES = {**TRIAL_COLUMNS, **{name: "Int64" for name in _OTHER_COUNTS}}

@@ -54,16 +54,16 @@ from rhosearch.record.picking import DEFAULT_PICK, picks_with_reasons
 from rhosearch.record.study import (
     default_storage_url,
     load_study,
-    objective_names,
     params_of,
     space_distributions,
     stage_study,
     study_dir,
+    study_objectives,
     summarize_seeds,
     trials_frame,
 )
 from rhosearch.training.datasets import full_recipe_for
-from rhosearch.vocab import LATENCY_COLUMNS
+from rhosearch.vocab import LATENCY_COLUMNS, Stage, Status
 
 if TYPE_CHECKING:
     from rhosearch.training.data import BaseData
@@ -73,7 +73,7 @@ __all__ = [
     "train_finalists",
 ]
 
-STAGE = "full"
+STAGE = Stage.FULL
 WEIGHTS = "model.safetensors"
 
 
@@ -341,7 +341,7 @@ def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSet
 def _latency_price(study: optuna.Study, config: RhoConfig) -> dict[str, Any]:
     """The latency columns the search recorded for `config` (its proxy or noise trials), or
     none when it never priced it."""
-    for source in (study, stage_study(study, "noise", create=False)):
+    for source in (study, stage_study(study, Stage.NOISE, create=False)):
         for trial in source.get_trials(deepcopy=False) if source is not None else ():
             attrs = trial.user_attrs
             if attrs.get("rho") == config.rho_text and attrs.get("overhead_ms") is not None:
@@ -365,10 +365,10 @@ def _record(study: optuna.Study, config: RhoConfig, reason: str, result: dict[st
     attrs.update(stage=STAGE, **config.as_dict(), trained=True, pick=reason,
                  run_dir=str(out_dir))
     attrs.update(rho=config.rho_text)
-    names = study.metric_names or objective_names(gmacs=len(study.directions) == 3)
+    names = study_objectives(study)
     if "overhead_ms" in names:  # a latency search: the price its proxy trial was given
         attrs.update(_latency_price(study, config))
-    ok = (result.get("status") == "ok" and result.get("top1") is not None
+    ok = (result.get("status") == Status.OK and result.get("top1") is not None
           and all(name in attrs for name in names))
     trial = optuna.trial.create_trial(
         state=TrialState.COMPLETE if ok else TrialState.FAIL,
@@ -519,7 +519,7 @@ def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, dat
     """
     def failed(exc: BaseException) -> dict[str, Any]:
         cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
-        return {"status": "failed", "reason": f"{type(cause).__name__}: {cause}"[:500],
+        return {"status": str(Status.FAILED), "reason": f"{type(cause).__name__}: {cause}"[:500],
                 "epochs_done": 0}
 
     runs = [(config, reason, seed) for seed in settings.run_seeds() for config, reason in picks]

@@ -34,6 +34,7 @@ from rhosearch.execution.jobstore import CHECKPOINTS
 from rhosearch.execution.searcher import trial_job
 from rhosearch.record.head import better_count, record_head, summarize_head
 from rhosearch.record.study import pareto_front, stage_study, study_dir
+from rhosearch.vocab import Stage, Status
 
 if TYPE_CHECKING:
     from rhosearch.drivers.search import SearchSettings
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["check_head_settings", "run_head_stage", "trunk_seeds"]
 
-STAGE = "head"
+STAGE = Stage.HEAD
 WEIGHTS = "model.safetensors"
 
 
@@ -53,7 +54,7 @@ def check_head_settings(settings: SearchSettings) -> None:
     if settings.head_trunks < 0:
         raise RhoSearchError(f"--head-trunks {settings.head_trunks}: give 0 (the noise floor's "
                              "trunks only) or more extra trunks, e.g. 1")
-    if settings.stage == "head" and not trunk_seeds(settings):
+    if settings.stage == Stage.HEAD and not trunk_seeds(settings):
         raise RhoSearchError("the head stage has no trunk: --noise-seeds 0 and --head-trunks 0; "
                              "give --head-trunks 2 (or more noise seeds)")
     baseline = baseline_config(settings.space.backbone)
@@ -82,7 +83,7 @@ def _trunk_task(settings: SearchSettings, recipe: Any, data: BaseData, seed: int
     assigned = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
     baseline = baseline_config(settings.space.backbone)
-    store, job = settings.job_store(), trial_job(seed, baseline, stage="noise")
+    store, job = settings.job_store(), trial_job(seed, baseline, stage=Stage.NOISE)
     with store.workdir(job) as out_dir:
         result = train_config(baseline, data=settings.data, recipe=recipe, out_dir=out_dir,
                               seed=seed, data_root=settings.data_root, progress=False,
@@ -99,7 +100,7 @@ def _train_trunks(study: optuna.Study, settings: SearchSettings, recipe: Any,
     records new noise seeds; returns seed -> weights path of every usable trunk."""
     baseline = baseline_config(settings.space.backbone)
     folder = study_dir(settings.study, settings.reports_dir)
-    paths = {s: folder / trial_job(s, baseline, stage="noise") / WEIGHTS
+    paths = {s: folder / trial_job(s, baseline, stage=Stage.NOISE) / WEIGHTS
              for s in trunk_seeds(settings)}
     missing = [s for s, path in paths.items() if not path.is_file()]
     if missing:
@@ -108,17 +109,17 @@ def _train_trunks(study: optuna.Study, settings: SearchSettings, recipe: Any,
         task = ray.remote(_trunk_task).options(
             num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=0)
         results = ray.get([task.remote(settings, recipe, data, s) for s in missing])
-        noise = stage_study(study, "noise")
+        noise = stage_study(study, Stage.NOISE)
         recorded = {t.user_attrs.get("seed") for t in noise.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE,))}
-        cost = CostModel(baseline.backbone, resolution=256, num_classes=1000).price(baseline)
+        cost = CostModel(baseline.backbone).price(baseline)  # at the paper's point (vocab.PRICED)
         for seed, result in zip(missing, results, strict=True):
-            job = trial_job(seed, baseline, stage="noise")
+            job = trial_job(seed, baseline, stage=Stage.NOISE)
             settings.job_store().pull(job, folder / job, skip=CHECKPOINTS)
-            if result["status"] == "ok" and seed not in recorded and result.get("top1"):
-                attrs = {**result, **cost.as_dict(), **baseline.as_dict(), "stage": "noise",
-                         "seed": seed, "trained": True, "n_val": len(data.val),
-                         "source": "head-stage trunk"}
+            if result["status"] == Status.OK and seed not in recorded and result.get("top1"):
+                attrs = {**result, **cost.as_dict(), **baseline.as_dict(),
+                         "stage": str(Stage.NOISE), "seed": seed, "trained": True,
+                         "n_val": len(data.val), "source": "head-stage trunk"}
                 attrs = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str, bool))}
                 noise.add_trial(optuna.trial.create_trial(
                     values=[float(attrs[n]) for n in settings.objectives], user_attrs=attrs))

@@ -91,15 +91,13 @@ from rhosearch.record.study import (
 from rhosearch.stages.resolve import pick_contenders, resolve_round
 from rhosearch.training.data import BaseData, adopt_base, load_base
 from rhosearch.training.datasets import proxy_recipe_for
+from rhosearch.vocab import ALL_STAGES, SEARCH_STAGES, RunFile, Stage, Status
 
 __all__ = ["SearchSettings", "all_failed", "next_steps", "open_search_study", "run_search"]
 
 # Data sets with a proxy recipe of their own (see recipes.yaml).
 # What `--early-stop` may name.
 EARLY_STOP = ("none", "asha")
-# What `--stage` may name: the one-shot, head or proxy stage alone, the resolve stage on an
-# existing study's proxy trials, or all in turn (one-shot, head, proxy, resolve).
-SEARCH_STAGES = ("oneshot", "head", "proxy", "resolve", "all")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +270,7 @@ def _fail_interrupted(study: optuna.Study) -> int:
     """
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
-        record_attrs(study, trial._trial_id, {"status": "interrupted",
+        record_attrs(study, trial._trial_id, {"status": Status.INTERRUPTED,
                                               "reason": "the search stopped while it ran"})
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         # A trial killed inside Optuna's ask has no stage yet, and its params may not be set
@@ -299,7 +297,7 @@ def _close_waiting(study: optuna.Study, space: SearchSpace) -> int:
         trial = study.ask(space_distributions(space))
         config = config_from_params(space, trial.params)
         record_attrs(study, trial, {
-            "stage": STAGE, **config.as_dict(), "rho": config.rho_text, "status": "not run",
+            "stage": STAGE, **config.as_dict(), "rho": config.rho_text, "status": Status.NOT_RUN,
             "reason": f"enqueued ({trial.user_attrs.get('source', '?')}); --trials reached first"})
         study.tell(trial, state=TrialState.FAIL)
     return len(waiting)
@@ -341,7 +339,7 @@ def run_search(
     if settings.resolve_seeds < 0:
         raise RhoSearchError(f"--resolve-seeds {settings.resolve_seeds}: give 0 (no resolve "
                              "stage) or more seeds, e.g. 2")
-    if settings.stage == "resolve":  # on an existing study: reopened, as --resume does
+    if settings.stage == Stage.RESOLVE:  # on an existing study: reopened, as --resume does
         _check_resolvable(settings)
         settings = dataclasses.replace(settings, resume=True)
     check_head_settings(settings)
@@ -385,7 +383,7 @@ def run_search(
         if cluster_address(settings.address) or ray.is_initialized():
             joined = start_ray(settings.budget, address=settings.address)
             settings.job_store().check_shared()
-            if settings.stage != "oneshot":  # the supernet takes what one node has
+            if settings.stage != Stage.ONESHOT:  # the supernet takes what one node has
                 check_trial_fits(resources)
         with DriverLease.acquire(url, settings.study, command="search") as lease:
             return _run_search_leased(settings, recipe, resources, trial_fn, log, data=data,
@@ -425,22 +423,22 @@ def _run_search_leased(
     deadline = started + settings.budget.wall_s if settings.budget.wall_s else None
     interrupted = terminated = False
     try:
-        if settings.stage in ("oneshot", "all"):
+        if settings.stage in (Stage.ONESHOT, ALL_STAGES):
             _run_oneshot_stage(study, settings, recipe, resources, log, data=data)
-        if settings.stage == "all" and not trunk_seeds(settings):
+        if settings.stage == ALL_STAGES and not trunk_seeds(settings):
             log("head: skipped (no trunk: --noise-seeds 0 and --head-trunks 0)")
-        elif settings.stage in ("head", "all"):
+        elif settings.stage in (Stage.HEAD, ALL_STAGES):
             front = run_head_stage(study, settings, recipe, resources, log, data=data)
-            if settings.stage == "all" and settings.enqueue_head_front:
+            if settings.stage == ALL_STAGES and settings.enqueue_head_front:
                 queued = enqueue_front(study, settings.space, front, source="head-front")
                 log(f"head: {queued} front configuration(s) queued as the proxy stage's first "
                     "proposals (--enqueue-head-front)")
-        if settings.stage in ("proxy", "all"):
+        if settings.stage in (Stage.PROXY, ALL_STAGES):
             interrupted = _run_proxy_stage(study, settings, recipe, resources, trial_fn, log,
                                            data=data, deadline=deadline)
             if not interrupted:  # an interrupted search keeps its queue for --resume
                 _close_waiting(study, settings.space)
-        if settings.stage in ("resolve", "all") and not interrupted:
+        if settings.stage in (Stage.RESOLVE, ALL_STAGES) and not interrupted:
             interrupted = _run_resolve_stage(study, settings, recipe, resources, trial_fn, log,
                                              data=data, deadline=deadline)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as the CLI raises it
@@ -462,7 +460,7 @@ def _run_search_leased(
         study.set_user_attr("noise_floor", noise)
     fidelity = _record_fidelity(study, frame)
     folder.mkdir(parents=True, exist_ok=True)
-    write_csv(frame, folder / "trials.csv")  # counts as integers, not 640.0
+    write_csv(frame, folder / RunFile.TRIALS)  # counts as integers, not 640.0
     front = pareto_front(frame)
     return {"study": study, "trials": frame, "front": front, "fidelity": fidelity,
             "noise": noise, "family": family, "resolve": study.user_attrs.get("resolve"),
@@ -496,7 +494,8 @@ def verdict(frame: pd.DataFrame, family: Family | None, backbone: str) -> str:
     """The sentences a search summary ends with (`stats.verdict_sentence`): which proxy
     configurations differ from the baseline at 5 % over those compared (Holm), the pairing
     correlation, and what the search could have seen at its measured trial time."""
-    trained = frame[frame["stage"].isin([STAGE, "resolve"]) & (frame["status"] == "ok")]
+    trained = frame[frame["stage"].isin([STAGE, Stage.RESOLVE])
+                    & (frame["status"] == Status.OK)]
     wall = pd.to_numeric(trained["wall_s"], errors="coerce").dropna()
     return verdict_sentence(family, baseline_name=baseline_config(backbone).name,
                             trial_s=float(wall.median()) if len(wall) else None)
@@ -523,16 +522,16 @@ def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> flo
     steps = math.ceil(n_train / recipe.batch_size) * recipe.epochs
     steps *= (recipe.resolution / 32) ** 2  # pixels per image set a step's cost
     units = 0.0
-    if settings.stage in ("oneshot", "all"):
+    if settings.stage in (Stage.ONESHOT, ALL_STAGES):
         units += 4 * steps * 2 / settings.budget.cpus
     runs = 0
-    if settings.stage in ("proxy", "all"):
+    if settings.stage in (Stage.PROXY, ALL_STAGES):
         runs += settings.trials + settings.noise_seeds
-    if settings.stage in ("resolve", "all"):
+    if settings.stage in (Stage.RESOLVE, ALL_STAGES):
         runs += settings.resolve_contenders * settings.resolve_seeds
     units += runs * steps / max(1.0, settings.budget.cpus // (settings.cpus_per_trial or 1))
     seconds = _REFERENCE_S * units / _REFERENCE_UNITS
-    if settings.stage in ("head", "all"):
+    if settings.stage in (Stage.HEAD, ALL_STAGES):
         from rhosearch.training.train import load_recipe
 
         heads = len(list(settings.space.configs())) * settings.head_seeds
@@ -547,7 +546,7 @@ def all_failed(frame: pd.DataFrame) -> str | None:
     not: a search with nothing measured must say so and exit non-zero, not print an empty front.
     """
     proxy = frame[(frame["stage"] == STAGE) & frame["status"].notna()
-                  & (frame["status"] != "not run")]
+                  & (frame["status"] != Status.NOT_RUN)]
     if proxy.empty or (proxy["state"] == "COMPLETE").any():
         return None
     reasons = proxy["reason"].fillna(proxy["status"]).astype(str).value_counts()
@@ -584,7 +583,7 @@ def next_steps(settings: SearchSettings, outcome: dict[str, Any], *,
     if not len(done):
         return lines
     noise = outcome["noise"] or {}
-    again = ["search", *flags[1:flags.index("--epochs")], "--stage", "resolve"]
+    again = ["search", *flags[1:flags.index("--epochs")], "--stage", str(Stage.RESOLVE)]
     if settings.space.name != "exmobilevit_s":
         again += ["--space", settings.space.source]
     if settings.data != "digits":
@@ -661,7 +660,7 @@ def _check_resolvable(settings: SearchSettings) -> None:
     except KeyError:
         raise RhoSearchError(f"--stage resolve: no study {settings.study!r} in {url}; run the "
                              "proxy stage first") from None
-    if not any(t.user_attrs.get("stage") == STAGE and t.user_attrs.get("status") == "ok"
+    if not any(t.user_attrs.get("stage") == STAGE and t.user_attrs.get("status") == Status.OK
                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
         raise RhoSearchError(f"--stage resolve: study {settings.study!r} has no finished proxy "
                              "trials to resolve (nothing was changed)")
@@ -671,7 +670,7 @@ def _contenders(frame: pd.DataFrame, control: str, limit: int) -> list[str]:
     """The proxy front and the configurations whose interval overlaps it (`pick_contenders`),
     from each configuration's first proxy run."""
     proxy = frame[(frame["stage"] == STAGE) & (frame["state"] == "COMPLETE")
-                  & (frame["status"] == "ok")].drop_duplicates("rho")
+                  & (frame["status"] == Status.OK)].drop_duplicates("rho")
     points = [(row.rho, float(row.top1), float(row.top1_lo), float(row.top1_hi),
                float(row.overhead_params)) for row in proxy.itertuples()
               if pd.notna(row.top1_lo)]
@@ -782,22 +781,22 @@ def _run_oneshot_stage(
         finally:  # its metrics, even when it failed
             store.pull("supernet", out_dir,
                        skip=() if settings.keep_checkpoints else CHECKPOINTS)
-        scores = with_latency_columns(pd.read_csv(out_dir / "scores.csv"), settings)
-        record_scores(stage_study(study, "oneshot"), settings.space, scores,
+        scores = with_latency_columns(pd.read_csv(out_dir / RunFile.SCORES), settings)
+        record_scores(stage_study(study, Stage.ONESHOT), settings.space, scores,
                       objectives=settings.objectives)
         if not settings.keep_checkpoints:  # ~60 MB; every score is in the study and scores.csv
             store.drop("supernet")
-    frame = scores.assign(stage="oneshot", state="COMPLETE")
+    frame = scores.assign(stage=Stage.ONESHOT, state="COMPLETE")
     front = [RhoConfig.parse(rho, backbone=backbone) for rho, backbone in
-             pareto_front(frame, stage="oneshot")[["rho", "backbone"]].itertuples(index=False)]
+             pareto_front(frame, stage=Stage.ONESHOT)[["rho", "backbone"]].itertuples(index=False)]
     log(f"one-shot: scored {len(scores)} configurations; front of {len(front)}: "
         + ", ".join(c.name for c in front))
-    if settings.stage == "all" and not settings.enqueue_oneshot_front:
+    if settings.stage == ALL_STAGES and not settings.enqueue_oneshot_front:
         log("one-shot: its front is not queued for the proxy stage (--enqueue-oneshot-front "
             "does): benchmarks/fidelity.py measures one-shot rankings as not agreeing with "
             "longer training beyond noise (docs/measurements.md); the stage is "
             "kept to measure that agreement on every search")
-    if settings.stage == "all" and settings.enqueue_oneshot_front:
+    if settings.stage == ALL_STAGES and settings.enqueue_oneshot_front:
         enqueue_front(study, settings.space, front)
 
 
@@ -824,7 +823,7 @@ def enqueue_front(study: optuna.Study, space: SearchSpace, front: list[RhoConfig
 def _oneshot_scores(study: optuna.Study, out_dir: Path) -> pd.DataFrame | None:
     """The one-shot stage's scores when an earlier run finished it (every row of `scores.csv`
     recorded in the study), else None."""
-    path, recorded = out_dir / "scores.csv", stage_study(study, "oneshot", create=False)
+    path, recorded = out_dir / RunFile.SCORES, stage_study(study, Stage.ONESHOT, create=False)
     if not path.is_file() or recorded is None:
         return None
     scores = pd.read_csv(path)
@@ -897,7 +896,7 @@ def _supernet_task(settings: SearchSettings, recipe: Any, data: BaseData,
 def _record_fidelity(study: optuna.Study, frame: pd.DataFrame) -> dict[str, Any] | None:
     """Kendall's tau between one-shot and proxy top-1, with its interval and count, stored in
     the study."""
-    tau = stage_agreement(frame, "oneshot", STAGE)
+    tau = stage_agreement(frame, Stage.ONESHOT, STAGE)
     if tau.n < 2:
         return None
     fidelity = {**tau.as_dict(), "text": tau.text()}

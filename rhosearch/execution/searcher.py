@@ -33,7 +33,7 @@ from rhosearch.record.study import (
     trials_done,
     trials_frame,
 )
-from rhosearch.vocab import LATENCY_COLUMNS
+from rhosearch.vocab import FAILED_STATUSES, LATENCY_COLUMNS, TRAINED_STATUSES, Stage, Status
 
 if TYPE_CHECKING:
     from rhosearch.drivers.search import SearchSettings
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STAGE", "Progress", "ResolveSearcher", "StudySearcher", "proxy_trial", "trial_job"]
 
-STAGE = "proxy"
+STAGE = Stage.PROXY
 
 
 def _latency(settings: SearchSettings, config: RhoConfig) -> dict[str, Any]:
@@ -72,7 +72,7 @@ class StudySearcher(Searcher):
         self.remaining = settings.trials - trials_done(study)
         # The baseline's extra seeds (the noise floor) run first, recorded in their own study;
         # they do not count against --trials. Seeds already measured are not run again.
-        self.noise_study = stage_study(study, "noise") if settings.noise_seeds else None
+        self.noise_study = stage_study(study, Stage.NOISE) if settings.noise_seeds else None
         self.noise_pending = _noise_seeds_missing(self.noise_study, settings)
         self.live_noise: dict[str, int] = {}
         self.n_val = n_val
@@ -124,7 +124,7 @@ class StudySearcher(Searcher):
             self.live_noise[trial_id] = seed
             baseline = baseline_config(self.space.backbone)
             return {"rho": baseline.rho_text, "backbone": baseline.backbone, "number": seed,
-                    "seed": seed, "stage": "noise"}
+                    "seed": seed, "stage": str(Stage.NOISE)}
         if self.remaining <= 0:
             return self.FINISHED if not (self.live or self.live_noise) else None
         measured = self._measured()
@@ -153,7 +153,7 @@ class StudySearcher(Searcher):
             base = {"stage": STAGE, **config.as_dict(), "rho": config.rho_text}
             reason = self._infeasible(config)
             if reason:
-                record_attrs(self.study, trial, {**base, "status": "infeasible",
+                record_attrs(self.study, trial, {**base, "status": str(Status.INFEASIBLE),
                                                   "reason": reason})
                 self.study.tell(trial, state=TrialState.FAIL)
                 if scratch is not None:  # the scratch study learns it too, as the study did
@@ -162,8 +162,8 @@ class StudySearcher(Searcher):
             if config.rho_text in measured or config.rho_text in self.live_rho.values():
                 # An enqueued rho measured or running meanwhile: closed without training.
                 record_attrs(self.study, trial, {
-                    **base, "status": "not run", "reason": "enqueued, but already measured "
-                    "or running"})
+                    **base, "status": str(Status.NOT_RUN),
+                    "reason": "enqueued, but already measured or running"})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
             cost = {**self.cost.price(config).as_dict(), **_latency(self.settings, config)}
@@ -206,7 +206,7 @@ class StudySearcher(Searcher):
         if complete:
             values = [float(attrs[name]) for name in self.settings.objectives]
             state = TrialState.COMPLETE
-        elif attrs["status"] == "stopped":
+        elif attrs["status"] == Status.STOPPED:
             attrs["reason"] = (f"ASHA stopped it after {attrs['epochs_done']} of {self.epochs} "
                                "epochs")
             state, values = TrialState.PRUNED, None
@@ -221,10 +221,10 @@ class StudySearcher(Searcher):
         """Adds a finished baseline seed to the noise study (never seen by the sampler)."""
         baseline = baseline_config(self.space.backbone)
         attrs, complete = self._result_attrs(result, error, trial_job(seed, baseline,
-                                                                      stage="noise"))
+                                                                      stage=Stage.NOISE))
         attrs.update({**self.cost.price(baseline).as_dict(), **_latency(self.settings, baseline),
                       **baseline.as_dict(),
-                      "stage": "noise", "seed": seed})
+                      "stage": str(Stage.NOISE), "seed": seed})
         self.noise_study.add_trial(self._finished_trial(attrs, complete))
         self.events.append(f"noise floor: baseline seed {seed}: {attrs['status']}"
                            + (f" top1={attrs['top1']:.2f}" if complete else ""))
@@ -250,15 +250,15 @@ class StudySearcher(Searcher):
                  if k not in _TUNE_KEYS and isinstance(v, (int, float, str, bool))}
         epochs_done = int(result.get("epochs_done") or result.get("epoch") or 0)
         attrs.update(trained=True, n_val=self.n_val, epochs_done=epochs_done)
-        status = result.get("status", "error" if error else "ok")
-        if error or status in ("failed", "diverged", "error"):
+        status = result.get("status", Status.ERROR if error else Status.OK)
+        if error or status in FAILED_STATUSES:
             attrs["status"] = status
             attrs.setdefault("reason", "the trial's worker died (see the Ray logs)")
         elif attrs.get("top1") is None:
-            attrs.update(status="error", reason="the trial reported no top1")
+            attrs.update(status=str(Status.ERROR), reason="the trial reported no top1")
         else:
-            attrs["status"] = "ok" if epochs_done >= self.epochs else "stopped"
-        return attrs, attrs["status"] == "ok"
+            attrs["status"] = str(Status.OK if epochs_done >= self.epochs else Status.STOPPED)
+        return attrs, attrs["status"] == Status.OK
 
 
 class ResolveSearcher(StudySearcher):
@@ -273,7 +273,7 @@ class ResolveSearcher(StudySearcher):
 
         super().__init__(study, dataclasses.replace(settings, noise_seeds=0), epochs=epochs,
                          n_val=n_val)
-        self.resolve_study = stage_study(study, "resolve")
+        self.resolve_study = stage_study(study, Stage.RESOLVE)
         self.pending = list(jobs)
         self.live_jobs: dict[str, tuple[RhoConfig, int]] = {}
 
@@ -288,7 +288,7 @@ class ResolveSearcher(StudySearcher):
         config = RhoConfig.parse(rho, backbone=self.space.backbone)
         self.live_jobs[trial_id] = (config, seed)
         return {"rho": config.rho_text, "backbone": config.backbone, "number": seed,
-                "seed": seed, "stage": "resolve"}
+                "seed": seed, "stage": str(Stage.RESOLVE)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -296,9 +296,9 @@ class ResolveSearcher(StudySearcher):
             return
         config, seed = self.live_jobs.pop(trial_id)
         attrs, complete = self._result_attrs(result or {}, error,
-                                             trial_job(seed, config, stage="resolve"))
+                                             trial_job(seed, config, stage=Stage.RESOLVE))
         attrs.update({**self.cost.price(config).as_dict(), **_latency(self.settings, config),
-                      **config.as_dict(), "rho": config.rho_text, "stage": "resolve",
+                      **config.as_dict(), "rho": config.rho_text, "stage": str(Stage.RESOLVE),
                       "seed": seed})
         self.resolve_study.add_trial(self._finished_trial(attrs, complete))
         self.events.append(f"resolve: {config.name} rho={config.rho_text} seed {seed}: "
@@ -383,7 +383,7 @@ def proxy_trial(config: dict[str, Any], *, settings: SearchSettings,
         finally:
             store.push(out_dir, job, skip=skip)
     if failure is not None:
-        _report({**given, **done, "status": "failed", "reason": failure})
+        _report({**given, **done, "status": str(Status.FAILED), "reason": failure})
     else:
         _report({**result, **given, "ended_at": time.time(), "epoch": result["epochs_done"]})
 
@@ -403,9 +403,9 @@ def trial_job(number: int, config: RhoConfig, *, stage: str = STAGE) -> str:
     """A proxy trial's folder name, `trials/<number>_<key>`, a noise-floor run's,
     `noise/seed<seed>_<key>`, or a resolve run's, `resolve/seed<seed>_<key>`: the same under
     `reports/<study>/` and in the job store."""
-    if stage == "noise":
+    if stage == Stage.NOISE:
         return f"noise/seed{number:03d}_{config.key}"
-    if stage == "resolve":  # `number` is the seed: one run per (rho, seed)
+    if stage == Stage.RESOLVE:  # `number` is the seed: one run per (rho, seed)
         return f"resolve/seed{number:03d}_{config.key}"
     return f"trials/{number:04d}_{config.key}"
 
@@ -430,12 +430,12 @@ class Progress(tune.Callback):
             event = self.searcher.events.pop(0)
             frame = trials_frame(self.searcher.study)
             proxy = frame[(frame["stage"] == STAGE) & frame["status"].notna()]
-            trained = proxy[proxy["status"].isin(["ok", "stopped", "failed", "diverged", "error"])]
-            failed = int(trained["status"].isin(["failed", "diverged", "error"]).sum())
+            trained = proxy[proxy["status"].isin(TRAINED_STATUSES)]
+            failed = int(trained["status"].isin(FAILED_STATUSES).sum())
             # Tune still lists the trial that just ended as RUNNING; the searcher has let it go.
             # The noise seeds run beside the trials: counted apart, as what they are.
             running = len(self.searcher.live) + len(self.searcher.live_noise)
-            noise = int((frame["stage"] == "noise").sum())
+            noise = int((frame["stage"] == Stage.NOISE).sum())
             seeds = noise + len(self.searcher.live_noise) + len(self.searcher.noise_pending)
             front = pareto_front(frame)
             front_text = ", ".join(f"{r.name}({r.top1:.1f}%)" for r in front.itertuples())

@@ -20,8 +20,8 @@ import pandas as pd
 from rhosearch.core.cost import CostModel
 from rhosearch.core.space import RhoConfig, SearchSpace
 from rhosearch.record.stats import compare_family, t_interval
-from rhosearch.record.study import params_of, space_distributions
-from rhosearch.vocab import Stage, Verdict
+from rhosearch.record.study import params_of, space_distributions, study_objectives
+from rhosearch.vocab import Stage, Status, Verdict
 
 __all__ = ["HEAD_SUMMARY_COLUMNS", "better_count", "record_head", "summarize_head"]
 
@@ -71,7 +71,7 @@ def record_head(study: optuna.Study, space: SearchSpace, summary: pd.DataFrame) 
     companion), replacing nothing: configurations it holds already are skipped. Returns how
     many were written."""
     recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)}
-    cost = CostModel(space.backbone, resolution=256, num_classes=1000)
+    cost = CostModel(space.backbone)  # priced at the paper's point (vocab.PRICED)
     distributions = space_distributions(space)
     trials = []
     for row in summary.to_dict("records"):
@@ -79,9 +79,9 @@ def record_head(study: optuna.Study, space: SearchSpace, summary: pd.DataFrame) 
         if config.rho_text in recorded:
             continue
         price = cost.price(config).as_dict()
-        values = [float(row["top1"]), float(price["overhead_params"]),
-                  float(price["gmacs"])][: len(study.directions)]
-        attrs = {**config.as_dict(), **price, "stage": str(STAGE), "status": "ok",
+        measured = {"top1": row["top1"], **price}
+        values = [float(measured[name]) for name in study_objectives(study)]
+        attrs = {**config.as_dict(), **price, "stage": str(STAGE), "status": str(Status.OK),
                  **{k: (None if isinstance(v, float) and math.isnan(v) else
                         str(v) if isinstance(v, Verdict) else v)
                     for k, v in row.items() if k not in ("rho", "backbone")}}

@@ -15,6 +15,7 @@ import pandas as pd
 from rhosearch.core.space import RhoConfig, baseline_config
 from rhosearch.errors import RhoSearchError
 from rhosearch.record.study import pareto_front
+from rhosearch.vocab import Stage
 
 __all__ = ["DEFAULT_PICK", "knee_order", "parse_param_count", "pick_finalists",
            "picks_with_reasons"]
@@ -78,7 +79,7 @@ def _ordered_for(part: str, front: pd.DataFrame) -> pd.DataFrame:
 
 
 def picks_with_reasons(
-    frame: pd.DataFrame, *, pick: str = DEFAULT_PICK, top: int = 1, stage: str = "proxy"
+    frame: pd.DataFrame, *, pick: str = DEFAULT_PICK, top: int = 1, stage: str = Stage.PROXY
 ) -> list[tuple[RhoConfig, str]]:
     """`pick_finalists` with why each was picked (`knee`, `best#2`, `under=5.7M`, `baseline`)."""
     if top < 1:
@@ -106,7 +107,7 @@ def picks_with_reasons(
 
 
 def pick_finalists(
-    frame: pd.DataFrame, *, pick: str = DEFAULT_PICK, top: int = 1, stage: str = "proxy"
+    frame: pd.DataFrame, *, pick: str = DEFAULT_PICK, top: int = 1, stage: str = Stage.PROXY
 ) -> list[RhoConfig]:
     """Configurations to train in full, picked from one stage's Pareto front of `frame`.
 

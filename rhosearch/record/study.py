@@ -38,12 +38,14 @@ from rhosearch.record.stats import (
     t_interval,
     wilson_interval,
 )
-from rhosearch.vocab import LATENCY_COLUMNS, Stage, Verdict
+from rhosearch.vocab import LATENCY_COLUMNS, OBJECTIVES, Stage, Status, Verdict
+from rhosearch.vocab import TRIAL_COLUMNS as TRIAL_DTYPES
 
 __all__ = [
     "TRIAL_COLUMNS",
     "OBJECTIVES",
     "objective_names",
+    "study_objectives",
     "default_storage_url",
     "open_storage",
     "load_study",
@@ -70,35 +72,32 @@ __all__ = [
 
 # The stages that write trials, in the order a search runs them ("noise": the baseline's extra
 # seeds, measured beside the proxy stage).
-STAGES = ("oneshot", "head", "noise", "proxy", "resolve", "full")
+STAGES = tuple(Stage)
 # The stages with a front of their own (the noise stage only repeats the baseline).
-FRONT_STAGES = ("oneshot", "head", "proxy", "full")
+FRONT_STAGES = (Stage.ONESHOT, Stage.HEAD, Stage.PROXY, Stage.FULL)
 # Stages kept in their own study, out of the sampler's history (see the module docstring):
 # the resolve stage's further seeds are repeated measurements of configurations the sampler has
 # already seen once, so they live beside it too (the sampler sees one point per rho).
-COMPANION_STAGES = ("oneshot", "head", "noise", "resolve")
+COMPANION_STAGES = (Stage.ONESHOT, Stage.HEAD, Stage.NOISE, Stage.RESOLVE)
 # The stages whose runs are compared with the proxy stage's baseline as one family.
 PROXY_FAMILY = (Stage.PROXY, Stage.NOISE, Stage.RESOLVE)
 
-# The objectives and their directions, in the order Optuna stores a trial's values: the one
-# place that order is written down.
-OBJECTIVES = {"top1": "maximize", "overhead_params": "minimize", "gmacs": "minimize",
-              "overhead_ms": "minimize"}
-
-
 def objective_names(*, gmacs: bool = False, latency: bool = False) -> list[str]:
-    """The search's objectives in value order: top-1, overhead params (and GMACs, latency
-    overhead in ms, when asked)."""
+    """The search's objectives in value order (`vocab.OBJECTIVES`): top-1, overhead params (and
+    GMACs, latency overhead in ms, when asked)."""
     asked = {"gmacs": gmacs, "overhead_ms": latency}
     return [name for name in OBJECTIVES if asked.get(name, True)]
 
-# One row per trial in `trials.csv` and in what reports read.
-TRIAL_COLUMNS = [
-    "number", "stage", "state", "name", "backbone", "rho", "classifier_channels", "params",
-    "overhead_params", "overhead_pct", "gmacs", "overhead_ms", "overhead_ms_lo", "overhead_ms_hi",
-    "latency_source", "top1", "top1_lo", "top1_hi", "vs_baseline", "top1_diff", "p_value", "test",
-    "n_val", "seed", "top5", "epochs_done", "wall_s", "status", "reason",
-]
+
+def study_objectives(study: optuna.Study) -> list[str]:
+    """A study's objectives in value order: the metric names the search gave it, else (a
+    companion study, or one written before metric names) the first `len(study.directions)` of
+    `vocab.OBJECTIVES`."""
+    return list(study.metric_names or list(OBJECTIVES)[:len(study.directions)])
+
+
+# One row per trial in `trials.csv` and in what reports read (dtypes: `vocab.TRIAL_COLUMNS`).
+TRIAL_COLUMNS = list(TRIAL_DTYPES)
 # Computed by `trials_frame` from the record, not stored per trial: the run's 95 % interval,
 # and its configuration's comparison with the baseline over every seed of the stage
 # (`stats.compare_family`): label (`Verdict`), mean difference, p and which test.
@@ -242,7 +241,8 @@ def record_attrs(study: optuna.Study, trial: optuna.Trial | int, attrs: dict[str
 
 
 def stage_study(study: optuna.Study, stage: str, *, create: bool = True) -> optuna.Study | None:
-    """The companion study of `stage` ("oneshot" or "noise") beside `study`, in its storage."""
+    """The companion study of `stage` (a `COMPANION_STAGES` member) beside `study`, in its
+    storage."""
     if stage not in COMPANION_STAGES:
         raise ValueError(f"{stage!r} trials live in the main study")
     name = f"{study.study_name}::{stage}"
@@ -278,8 +278,8 @@ def stage_runs(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
     seeds): one family compared with one baseline."""
     stages = list(PROXY_FAMILY) if stage == Stage.PROXY else [stage]
     done = frame[frame["stage"].isin(stages) & (frame["state"] == "COMPLETE")
-                 & frame["top1"].notna() & frame["status"].isin(["ok", None])
-                 & frame["status"].ne("cached")]
+                 & frame["top1"].notna() & frame["status"].isin([Status.OK, None])
+                 & frame["status"].ne(Status.CACHED)]
     seeds = done["seed"].astype("Int64")
     # A run without a recorded seed pairs with nothing: a key of its own.
     keys = seeds.where(seeds.notna(), -1 - done["number"].astype("Int64"))
@@ -353,7 +353,7 @@ def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
             `_FIRST_RUN` columns are taken from each configuration's first row when present.
         baseline_rho: the control's ρ (`baseline_config(backbone).rho_text`).
     """
-    ok = runs[(runs["status"] == "ok") & runs["top1"].notna()]
+    ok = runs[(runs["status"] == Status.OK) & runs["top1"].notna()]
     by_seed = {rho: {int(s): float(v) for s, v in zip(group["seed"], group["top1"],
                                                        strict=True)}
                for rho, group in ok.groupby("rho", sort=False)}
@@ -366,7 +366,7 @@ def summarize_seeds(runs: pd.DataFrame, baseline_rho: str) -> pd.DataFrame:
         row.update(seeds=len(done), top1=round(float(done.mean()), 3) if len(done) else None,
                    top1_std=round(float(done.std(ddof=1)), 3) if len(done) > 1 else None,
                    top1_runs="; ".join(f"{v:.2f}" for v in done),
-                   status="ok" if len(done) == len(group) else first.get("status"))
+                   status=Status.OK if len(done) == len(group) else first.get("status"))
         if rho == baseline_rho:
             row["vs_baseline"] = Verdict.CONTROL
         elif family is not None and rho in family.comparisons:
@@ -438,8 +438,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         if companion is not None:
             rows += _frame_rows(companion, n_val)
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS).astype(
-        {"top1_lo": float, "top1_hi": float, "vs_baseline": object, "top1_diff": float,
-         "p_value": float, "test": object})
+        {column: TRIAL_DTYPES[column] for column in _DERIVED})
     return _add_uncertainty(frame)
 
 
@@ -456,7 +455,7 @@ def dominated(top1: pd.Series, cost: pd.Series) -> pd.Series:
     return pd.Series(flags, index=top1.index, dtype=bool)
 
 
-def pareto_front(frame: pd.DataFrame, *, stage: str = "proxy") -> pd.DataFrame:
+def pareto_front(frame: pd.DataFrame, *, stage: str = Stage.PROXY) -> pd.DataFrame:
     """Non-dominated COMPLETE trials of one stage (max top1, min overhead_params)."""
     done = frame[(frame["stage"] == stage) & (frame["state"] == "COMPLETE")]
     done = done.dropna(subset=["top1", "overhead_params"]).drop_duplicates("rho")
@@ -465,7 +464,7 @@ def pareto_front(frame: pd.DataFrame, *, stage: str = "proxy") -> pd.DataFrame:
     return front.astype({"overhead_params": int, "params": int}).sort_values("overhead_params")
 
 
-def trials_done(study: optuna.Study, *, stage: str = "proxy") -> int:
+def trials_done(study: optuna.Study, *, stage: str = Stage.PROXY) -> int:
     """Trials that cost training in a stage (finished, pruned or failed while training).
 
     An interrupted trial is not one: it runs again, and counts then. (A driver killed between
@@ -475,7 +474,7 @@ def trials_done(study: optuna.Study, *, stage: str = "proxy") -> int:
     return sum(
         1 for t in study.get_trials(deepcopy=False)
         if t.user_attrs.get("stage") == stage and t.user_attrs.get("trained")
-        and t.state.is_finished() and t.user_attrs.get("status") != "interrupted"
+        and t.state.is_finished() and t.user_attrs.get("status") != Status.INTERRUPTED
     )
 
 
@@ -509,16 +508,16 @@ def params_of(space: SearchSpace, config: RhoConfig) -> dict[str, str]:
 
 def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame, *,
                   objectives: list[str] | None = None) -> None:
-    """Records each scored configuration as a COMPLETE trial with `stage="oneshot"`.
+    """Records each scored configuration as a COMPLETE trial of the one-shot stage.
 
     Configurations the study already holds from this stage are not written again, so a rerun
     after an interruption completes the record. `objectives`: the study's objective names (by
     default the first of top-1, overhead params, GMACs); each is a column of `scores`.
     """
     recorded = {t.user_attrs.get("rho") for t in study.get_trials(deepcopy=False)
-                if t.user_attrs.get("stage") == "oneshot"}
+                if t.user_attrs.get("stage") == Stage.ONESHOT}
     distributions = space_distributions(space)
-    names = objectives or list(OBJECTIVES)[:len(study.directions)]
+    names = objectives or study_objectives(study)
     latency = [k for k in LATENCY_COLUMNS if k in scores]
     trials = []
     for row in scores.itertuples(index=False):
@@ -526,11 +525,11 @@ def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame,
         if config.rho_text in recorded:
             continue
         values = [float(getattr(row, name)) for name in names]
-        attrs = {"stage": "oneshot", "name": config.name, "rho": config.rho_text,
+        attrs = {"stage": str(Stage.ONESHOT), "name": config.name, "rho": config.rho_text,
                  "backbone": config.backbone, "classifier_channels": config.classifier_channels,
                  "params": int(row.params), "overhead_params": int(row.overhead_params),
                  "overhead_pct": float(row.overhead_pct), "gmacs": float(row.gmacs),
-                 "top1": float(row.top1), "top5": float(row.top5), "status": "ok",
+                 "top1": float(row.top1), "top5": float(row.top5), "status": str(Status.OK),
                  **{k: getattr(row, k) for k in latency}}
         trials.append(optuna.trial.create_trial(
             values=values, distributions=distributions, user_attrs=attrs,

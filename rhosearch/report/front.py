@@ -34,6 +34,7 @@ import pandas as pd
 
 from rhosearch.core.space import baseline_config
 from rhosearch.errors import RhoSearchError
+from rhosearch.output import cast_counts
 from rhosearch.record.stats import Z95, Tau
 from rhosearch.record.study import (
     FRONT_STAGES,
@@ -42,7 +43,7 @@ from rhosearch.record.study import (
     stage_agreement,
     summarize_seeds,
 )
-from rhosearch.vocab import LATENCY_COLUMNS
+from rhosearch.vocab import LATENCY_COLUMNS, NOT_TRAINED_STATUSES, Stage, Status
 
 __all__ = [
     "FINALIST_TABLE_COLUMNS",
@@ -62,8 +63,8 @@ __all__ = [
 ]
 
 STAGES = FRONT_STAGES
-STAGE_LABELS = {"oneshot": "one-shot", "head": "head (frozen trunks)", "proxy": "proxy",
-                "full": "full"}
+STAGE_LABELS = {Stage.ONESHOT: "one-shot", Stage.HEAD: "head (frozen trunks)",
+                Stage.PROXY: "proxy", Stage.FULL: "full"}
 X_COLUMNS = {"overhead": "overhead_params", "gmacs": "gmacs", "latency": "overhead_ms"}
 X_LABELS = {"overhead_params": "overhead parameters", "gmacs": "GMACs",
             "overhead_ms": "latency overhead (ms)"}
@@ -71,8 +72,6 @@ _NUMERIC = ["params", "overhead_params", "overhead_pct", "gmacs", "overhead_ms",
             "overhead_ms_lo", "overhead_ms_hi", "top1", "top5", "top1_lo",
             "top1_hi", "classifier_channels", "epochs_done", "wall_s", "number"]
 _RECIPES = {"basic": "basic", "mss": "MSS", "mss+ema": "MSS+EMA"}
-# Statuses of proxy trials that did not train: answered from the record, refused, or skipped.
-_NOT_RUN = {"infeasible", "cached", "duplicate", "not run"}
 # The hypervolume's reference x: the worst observed x plus this share of the observed range.
 HV_MARGIN = 0.1
 # The smallest span an axis shows: equal values get this much room instead of Plotly's
@@ -226,10 +225,7 @@ def front_table(trials: pd.DataFrame, *, x: str = "overhead_params") -> pd.DataF
     order = [f"top1_{s}" for s in reversed(STAGES)]
     table = table.sort_values([*order, "overhead_params"],
                               ascending=[False] * len(order) + [True], na_position="last")
-    for column in ("classifier_channels", "params", "overhead_params",
-                   *(f"trial_{s}" for s in STAGES)):
-        table[column] = table[column].astype("Int64")
-    return table[columns].reset_index(drop=True)
+    return cast_counts(table[columns]).reset_index(drop=True)
 
 
 def hypervolume_2d(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -249,7 +245,7 @@ def hypervolume_2d(points: list[tuple[float, float]], reference: tuple[float, fl
 
 
 def hypervolume_history(
-    trials: pd.DataFrame, *, x: str = "overhead_params", stage: str = "proxy"
+    trials: pd.DataFrame, *, x: str = "overhead_params", stage: str = Stage.PROXY
 ) -> tuple[pd.DataFrame, tuple[float, float] | None]:
     """A stage's hypervolume after each trial it ran, in trial-number order.
 
@@ -273,7 +269,7 @@ def hypervolume_history(
     columns = (usable["number"], usable["top1"], usable[x])
     done = {int(n): (t, c) for n, t, c in zip(*columns, strict=True)}
     ran = trials[(trials["stage"] == stage) & trials["state"].isin(
-        ["COMPLETE", "PRUNED", "FAIL"]) & ~trials["status"].isin(_NOT_RUN)]
+        ["COMPLETE", "PRUNED", "FAIL"]) & ~trials["status"].isin(NOT_TRAINED_STATUSES)]
     points, rows = [], []
     for run, number in enumerate(sorted(int(n) for n in ran["number"]), start=1):
         if number in done:
@@ -283,8 +279,8 @@ def hypervolume_history(
     return (pd.DataFrame(rows) if rows else empty), reference
 
 
-def rank_agreement(trials: pd.DataFrame, first: str = "proxy",
-                   second: str = "full") -> Tau | None:
+def rank_agreement(trials: pd.DataFrame, first: str = Stage.PROXY,
+                   second: str = Stage.FULL) -> Tau | None:
     """`study.stage_agreement` of two stages (each configuration's mean top-1 per stage, tau
     with its bootstrap interval); None when no configuration was measured in both."""
     both = set(trials.loc[trials["stage"] == first, "rho"]) & set(
@@ -367,7 +363,7 @@ def table5_extended(marked: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                       on=["backbone", "rho"], how="left")
     rows.insert(0, "kind", "paper")
     found = ours[~_configs_in(ours, rows)]
-    front = marked[(marked["stage"] == "proxy") & ~marked["dominated"]]
+    front = marked[(marked["stage"] == Stage.PROXY) & ~marked["dominated"]]
     proxy_best = found[_configs_in(found, front)]
     proxy_best = proxy_best.sort_values("top1_proxy", ascending=False).head(FOUND_ROWS)
     full = found[found["top1_full"].notna()]
@@ -378,10 +374,7 @@ def table5_extended(marked: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     for column in TABLE5_COLUMNS:
         if column not in table:
             table[column] = float("nan")
-    table = table[TABLE5_COLUMNS]
-    for column in ("classifier_channels", "params", "overhead_params", "paper_params"):
-        table[column] = pd.to_numeric(table[column]).astype("Int64")
-    return table
+    return cast_counts(table[TABLE5_COLUMNS])
 
 
 # The seed summary's columns, then the seeds run (failed included) and the seeds of its runs.
@@ -398,7 +391,7 @@ def finalists_over_seeds(trials: pd.DataFrame) -> pd.DataFrame:
     recorded twice (resumed with more epochs, or failed then resumed) counts with its last
     record. Empty, with `FINALIST_TABLE_COLUMNS`, when there is no full stage.
     """
-    full = trials[(trials["stage"] == "full") & trials["state"].isin(["COMPLETE", "FAIL"])]
+    full = trials[(trials["stage"] == Stage.FULL) & trials["state"].isin(["COMPLETE", "FAIL"])]
     if full.empty:
         return pd.DataFrame(columns=FINALIST_TABLE_COLUMNS)
     full = full.assign(seed=pd.to_numeric(full["seed"], errors="coerce"),
@@ -408,7 +401,7 @@ def finalists_over_seeds(trials: pd.DataFrame) -> pd.DataFrame:
     backbone = runs["backbone"].dropna()
     control = (baseline_config(backbone.iloc[0]) if len(backbone) else baseline_config()).rho_text
     summary = summarize_seeds(runs, control)
-    ok = runs[(runs["status"] == "ok") & runs["top1"].notna()]
+    ok = runs[(runs["status"] == Status.OK) & runs["top1"].notna()]
     seed_lists = ok.groupby("rho", sort=False)["seed"].agg(
         lambda seeds: ", ".join("?" if pd.isna(s) else str(int(s)) for s in seeds))
     summary["seeds_run"] = summary["rho"].map(runs.groupby("rho").size())
@@ -417,7 +410,7 @@ def finalists_over_seeds(trials: pd.DataFrame) -> pd.DataFrame:
     summary = pd.concat([summary[~is_control].sort_values("top1", ascending=False,
                                                            na_position="last"),
                          summary[is_control]])
-    summary["epochs_done"] = pd.to_numeric(summary["epochs_done"]).astype("Int64")  # a count
+    summary = cast_counts(summary, ["epochs_done"])
     return summary.reset_index(drop=True)[FINALIST_TABLE_COLUMNS]
 
 
@@ -456,7 +449,7 @@ def _noise_of(trials: pd.DataFrame, noise: dict[str, Any] | None) -> dict[str, A
         from rhosearch.record.study import stage_noise
     except ImportError:  # an older rhosearch.record.study
         return None
-    return stage_noise(_with_optional(trials.copy()), "proxy")
+    return stage_noise(_with_optional(trials.copy()), Stage.PROXY)
 
 
 def _panels(marked: pd.DataFrame, noise: dict[str, Any] | None) -> dict[str, Panel]:
@@ -467,7 +460,7 @@ def _panels(marked: pd.DataFrame, noise: dict[str, Any] | None) -> dict[str, Pan
             continue
         values = [*points["top1"], *points["top1_lo"].dropna(), *points["top1_hi"].dropna()]
         baseline = band = None
-        if stage == "proxy" and noise and noise.get("mean") is not None:
+        if stage == Stage.PROXY and noise and noise.get("mean") is not None:
             baseline = float(noise["mean"])
             if noise.get("band"):  # the labels' own threshold (`stats.noise_band`)
                 band = (float(noise["band"][0]), float(noise["band"][1]))
@@ -514,7 +507,8 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
     history, reference = hypervolume_history(trials, x=x)
     noise = _noise_of(trials, noise)
     agreements = {f"{STAGE_LABELS[a]} → {STAGE_LABELS[b]}": tau for a, b in
-                  (("oneshot", "proxy"), ("head", "proxy"), ("proxy", "full"))
+                  ((Stage.ONESHOT, Stage.PROXY), (Stage.HEAD, Stage.PROXY),
+                   (Stage.PROXY, Stage.FULL))
                   if (tau := rank_agreement(trials, a, b)) is not None}
     paper = paper_points()
     x_ranges = {column: _span(marked[column].dropna().tolist(), MIN_SPAN[column])
@@ -540,7 +534,7 @@ def front_info(trials: pd.DataFrame, *, x: str = "overhead_params",
     )
 
 
-def latency_trials(trials: pd.DataFrame, *, stage: str = "proxy") -> pd.DataFrame | None:
+def latency_trials(trials: pd.DataFrame, *, stage: str = Stage.PROXY) -> pd.DataFrame | None:
     """A stage's usable trials that carry a latency overhead, one per configuration, with
     `dominated_overhead_params` and `dominated_overhead_ms` (each front on its own) and
     `paper`: the paper configuration's label (`ExMViT-928`, `MobileViT-S`) or "".

@@ -35,16 +35,16 @@ from rhosearch.report.front import (
 )
 from rhosearch.report.latency_plot import latency_section
 from rhosearch.training.checkpoint import write_atomic
-from rhosearch.vocab import PRICED, Verdict
+from rhosearch.vocab import PRICED, Stage, Verdict
 
 __all__ = ["render_html", "write_report"]
 
 
 _STAGE_STYLE = {
-    "oneshot": {"symbol": "circle", "color": "#1f77b4"},
-    "head": {"symbol": "square", "color": "#17becf"},
-    "proxy": {"symbol": "diamond", "color": "#ff7f0e"},
-    "full": {"symbol": "star", "color": "#2ca02c"},
+    Stage.ONESHOT: {"symbol": "circle", "color": "#1f77b4"},
+    Stage.HEAD: {"symbol": "square", "color": "#17becf"},
+    Stage.PROXY: {"symbol": "diamond", "color": "#ff7f0e"},
+    Stage.FULL: {"symbol": "star", "color": "#2ca02c"},
 }
 _RECIPE_COLORS = {"basic": "#7f7f7f", "MSS": "#9467bd", "MSS+EMA": "#d62728"}
 _BAND_COLOR = "rgba(120, 120, 120, 0.16)"
@@ -152,7 +152,7 @@ def _add_noise_band(figure, panel: Panel, row: int, baseline_name: str) -> None:
 def _stages_figure(info: FrontInfo):
     from plotly.subplots import make_subplots
 
-    stages = [s for s in STAGES if s in info.panels] or ["proxy"]
+    stages = [s for s in STAGES if s in info.panels] or [Stage.PROXY]
     titles = []
     for stage in stages:
         titles += [f"{STAGE_LABELS[stage]} stage: top-1 vs {X_LABELS[x]}"
@@ -168,7 +168,7 @@ def _stages_figure(info: FrontInfo):
             figure.update_xaxes(title_text=f"{X_LABELS[x]} ({PRICED})", range=info.x_ranges[x],
                                 row=row, col=col)
         if panel is not None:
-            if stage == "proxy":
+            if stage == Stage.PROXY:
                 _add_noise_band(figure, panel, row, _baseline_name())
             figure.update_yaxes(range=panel.y_range, row=row)
         figure.update_yaxes(title_text=f"{STAGE_LABELS[stage]} top-1 %{data}", row=row, col=1)
@@ -230,7 +230,7 @@ def _hypervolume_figure(info: FrontInfo):
     history = info.hypervolume
     figure = go.Figure(go.Scatter(
         x=history["run"], y=history["hypervolume"], mode="lines+markers",
-        line={"shape": "hv", "color": _STAGE_STYLE["proxy"]["color"]},
+        line={"shape": "hv", "color": _STAGE_STYLE[Stage.PROXY]["color"]},
         customdata=history[["number"]].to_numpy(),
         hovertemplate="after %{x} trials run (trial #%{customdata[0]}): %{y:.4g}<extra></extra>",
     ))
@@ -265,10 +265,10 @@ def _cell(value: object, digits: int = 2) -> tuple[str, str]:
 
 def _vs_baseline(row: Any) -> str:
     """The full stage's verdict when there is one, else the proxy's."""
-    for stage in ("full", "proxy"):
+    for stage in (Stage.FULL, Stage.PROXY):
         label = getattr(row, f"vs_baseline_{stage}", None)
         if not _missing(label):
-            return f"{label}" if stage == "proxy" else f"{label} (full)"
+            return f"{label}" if stage == Stage.PROXY else f"{label} (full)"
     return "–"
 
 
@@ -298,7 +298,8 @@ def _front_html_table(front: pd.DataFrame) -> str:
                              getattr(row, f"top1_hi_{s}")) for s in STAGES]
         verdict = _vs_baseline(row)
         cells += [(html.escape(verdict), ""),
-                  (html.escape(row.front.replace("oneshot", "one-shot").replace(",", ", ")), "")]
+                  (html.escape(", ".join("one-shot" if stage == Stage.ONESHOT else stage
+                                         for stage in row.front.split(","))), "")]
         body.append("<tr>" + "".join(f"<td{key}>{text}</td>" for text, key in cells) + "</tr>")
     return (f"<table id=\"front\" class=\"fit\"><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")

@@ -59,6 +59,7 @@ from rhosearch.core.model import ExMobileViT, init_head_weights
 from rhosearch.core.space import RhoConfig, SearchSpace
 from rhosearch.errors import RhoSearchError
 from rhosearch.training.recipe import Recipe, learning_rate
+from rhosearch.vocab import Stage
 
 __all__ = [
     "STAGE",
@@ -75,7 +76,7 @@ __all__ = [
     "train_heads_on_trunk",
 ]
 
-STAGE = "head"
+STAGE = Stage.HEAD
 
 
 # --- what is tapped and cached ----------------------------------------------------------------

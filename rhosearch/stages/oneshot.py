@@ -4,7 +4,8 @@
                                       out_dir=Path("runs/supernet"))
     scores = score_space(supernet, val_loader, list(space.configs()))    # one row per config
     scores = score_supernet(space, data="digits", recipe=recipe, out_dir=..., seed=0)
-    front = pareto_front(scores.assign(stage="oneshot", state="COMPLETE"), stage="oneshot")
+    front = pareto_front(scores.assign(stage=Stage.ONESHOT, state="COMPLETE"),
+                         stage=Stage.ONESHOT)
 
 Training is the sandwich rule with in-place distillation (BigNAS / OFA): every step trains the
 largest configuration (label-smoothed CE), the smallest and two random ones (soft cross-entropy
@@ -56,7 +57,7 @@ from rhosearch.core.space import RhoConfig, SearchSpace
 from rhosearch.errors import RhoSearchError
 from rhosearch.training.checkpoint import CHECKPOINT, write_atomic
 from rhosearch.training.train import Recipe, Run, fit, make_loaders, pick_device, seed_everything
-from rhosearch.vocab import RunFile
+from rhosearch.vocab import RunFile, Stage, Status
 
 __all__ = [
     "STAGE",
@@ -73,7 +74,7 @@ __all__ = [
     "widest_features",
 ]
 
-STAGE = "oneshot"
+STAGE = Stage.ONESHOT
 RANDOM_PER_STEP = 2
 
 
@@ -412,7 +413,7 @@ def score_supernet(
                                       seed=seed, resume=True, progress=progress,
                                       data_root=data_root, on_epoch=on_epoch,
                                       on_batch=on_batch)
-    if result["status"] != "ok":
+    if result["status"] != Status.OK:
         raise RhoSearchError(
             f"supernet training {result['status']} after {result['epochs_done']} epochs "
             f"(see {out_dir / 'metrics.jsonl'}); lower lr_peak or set grad_clip, and delete "

@@ -62,6 +62,7 @@ from rhosearch.training.recipe import (  # re-exported: callers import them from
     load_recipe,
 )
 from rhosearch.training.sampler import VariableBatchSampler, mss_resolutions
+from rhosearch.vocab import Status
 
 __all__ = [
     "CHECKPOINT", "RECIPES_PATH", "Loaders", "Recipe", "Run", "build_optimizer",
@@ -372,7 +373,7 @@ def fit(
         if world_size > 1:
             seed_everything(seed * 1_000, rank)  # each rank its own augmentations and dropout
 
-    status, started = "ok", time.perf_counter()
+    status, started = str(Status.OK), time.perf_counter()
     for epoch in range(len(history), recipe.epochs):
         loaders.sampler.set_epoch(epoch)
         stats = train_one_epoch(
@@ -386,7 +387,7 @@ def fit(
         steps = stats.pop("steps")
         metrics = dict(epoch=epoch + 1, **stats, lr=scheduler.get_last_lr()[0])
         if diverged:
-            status = "diverged"
+            status = str(Status.DIVERGED)
             history = [*history, {**metrics, "diverged": True}]
             if rank == 0:
                 write_atomic(metrics_path, "".join(json_text(m) + "\n" for m in history))
@@ -484,7 +485,7 @@ def train_config(
               resume=resume, on_epoch=on_epoch, progress=progress, checkpoint=checkpoint,
               summarize=lambda run: config_result(config, run, recipe=recipe, data=str(data),
                                                   num_classes=loaders.num_classes, seed=seed))
-    if weights and run.status == "ok":
+    if weights and run.status == Status.OK:
         from safetensors.torch import save_model
 
         trained = run.ema.module if run.ema is not None else unwrap_model(model)
