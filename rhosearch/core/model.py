@@ -25,7 +25,6 @@ from timm.models import (
     generate_default_cfgs,
     register_model,
 )
-from timm.models._features import feature_take_indices  # public in newer timm (timm.layers)
 from torch import nn
 
 from rhosearch.core.space import RhoConfig, SearchSpace, load_presets
@@ -111,7 +110,7 @@ class ExMobileViT(nn.Module):
         block."""
         if output_fmt != "NCHW":
             raise ValueError("ExMobileViT gives intermediates as NCHW only")
-        take, _ = feature_take_indices(len(self.stages), indices)
+        take = _take_indices(len(self.stages), indices)
         blocks = self.forward_blocks(x)
         intermediates = [blocks[i] for i in take]
         if intermediates_only:
@@ -139,6 +138,18 @@ class ExMobileViT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _take_indices(blocks: int, indices: int | list[int] | None) -> list[int]:
+    """The block indices `forward_intermediates` returns, resolved as every timm model does
+    (an int n: the last n blocks; a list: those, negatives from the end; None: all).
+
+    timm (1.0.31) exports `feature_take_indices` from no public module, only the private
+    `timm.models._features`: it is imported here and nowhere else, so ours agrees with timm's
+    models on what `indices` means."""
+    from timm.models._features import feature_take_indices
+
+    return feature_take_indices(blocks, indices)[0]
 
 
 def init_head_weights(module: nn.Module) -> None:

@@ -270,8 +270,8 @@ def _fail_interrupted(study: optuna.Study) -> int:
     """
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
-        record_attrs(study, trial._trial_id, {"status": Status.INTERRUPTED,
-                                              "reason": "the search stopped while it ran"})
+        record_attrs(study, trial.number, {"status": Status.INTERRUPTED,
+                                           "reason": "the search stopped while it ran"})
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         # A trial killed inside Optuna's ask has no stage yet, and its params may not be set
         # yet either (then an enqueued one's are in its fixed_params; else none was chosen).

@@ -73,19 +73,25 @@ def start_ray(budget: Budget, *, address: str | None = None, log_to_driver: bool
             return True
         check_local_gpus(budget)
         cpus = budget_cpus(budget)
-        # "local": a Ray of our own holding exactly the budget, even when `ray start` runs on
-        # this machine or a dead one left its address file (joining those is --address auto).
-        # No prestarted workers: Ray starts a few for a new driver, but Tune's trial actors
-        # carry a runtime_env (`PL_DISABLE_FORK`) and so get new ones; the prestarted sit idle
-        # and are killed, after taking CPU while the trials' workers import torch (measured on
-        # 2 cores, fresh driver, 3 pairs: the first trial started 0.4-1.7 s sooner).
-        ray.init(address="local", num_cpus=cpus, num_gpus=budget.gpus, include_dashboard=False,
-                 log_to_driver=log_to_driver, configure_logging=False,
-                 _system_config={"prestart_worker_first_driver": False})
+        _start_local_ray(cpus, budget.gpus, log_to_driver=log_to_driver)
         return True
     finally:
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
+
+
+def _start_local_ray(cpus: int, gpus: float, *, log_to_driver: bool) -> None:
+    """Starts a Ray of our own holding exactly the budget ("local"), even when `ray start` runs
+    on this machine or a dead one left its address file (joining those is --address auto).
+
+    No prestarted workers: Ray starts a few for a new driver, but Tune's trial actors carry a
+    runtime_env (`PL_DISABLE_FORK`) and so get new ones; the prestarted sit idle and are
+    killed, after taking CPU while the trials' workers import torch (measured on 2 cores,
+    fresh driver, 3 pairs: the first trial started 0.4-1.7 s sooner). Ray (2.60) has no public
+    setting for that: `_system_config` is passed here and nowhere else."""
+    ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False,
+             log_to_driver=log_to_driver, configure_logging=False,
+             _system_config={"prestart_worker_first_driver": False})
 
 
 def cluster_address(address: str | None) -> str | None:

@@ -17,7 +17,6 @@ import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.result import AUTO_RESULT_KEYS
 from ray.tune.search import Searcher
 
 from rhosearch.core.cost import CostModel
@@ -316,9 +315,18 @@ def _noise_seeds_missing(noise_study: optuna.Study | None, settings: SearchSetti
     return [seed for seed in wanted if seed not in done]
 
 
-# What Tune adds to every result; everything else a trial reports is recorded in the study.
-_TUNE_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
-                                      "epoch"}
+def _tune_keys() -> frozenset[str]:
+    """What Tune adds to every result; everything else a trial reports is recorded in the study.
+
+    Ray (2.60) documents these keys but exports no public list of them: `AUTO_RESULT_KEYS` of
+    `ray.tune.result` (not part of Tune's public API) is read here and nowhere else."""
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    return frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag",
+                                          "should_checkpoint", "epoch"}
+
+
+_TUNE_KEYS = _tune_keys()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ __all__ = [
     "study_dir",
     "trials_frame",
     "record_attrs",
+    "storage_of",
     "dominated",
     "pareto_front",
     "trials_done",
@@ -223,6 +224,15 @@ def load_study(
         ) from None
 
 
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes: the one place rhosearch reads `Study._storage`.
+
+    Optuna (5.0) has no public accessor for it, and a study loaded by name (`load_study`, a
+    companion study, a test's in-memory study) does not hand back the storage object it was
+    opened with; companion studies must live in the same storage as their study."""
+    return study._storage
+
+
 def record_attrs(study: optuna.Study, trial: optuna.Trial | int, attrs: dict[str, Any]) -> None:
     """Writes a trial's measurements as user attrs (JSON-safe values only).
 
@@ -230,12 +240,16 @@ def record_attrs(study: optuna.Study, trial: optuna.Trial | int, attrs: dict[str
 
     Args:
         study: the study holding the trial.
-        trial: a live trial (`study.ask`), or the id of a RUNNING trial another process left
-            behind, opened with Optuna's public constructor `optuna.Trial(study, trial_id)`.
+        trial: a live trial (`study.ask`), or the number of a RUNNING trial another process
+            left behind, opened with Optuna's public constructor `optuna.Trial(study, id)`
+            (the id from the storage's public `get_trial_id_from_study_id_trial_number`).
         attrs: what to record (numpy scalars become Python numbers).
     """
     if not isinstance(trial, optuna.Trial):
-        trial = optuna.Trial(study, trial)
+        storage = storage_of(study)
+        study_id = storage.get_study_id_from_name(study.study_name)
+        trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id,
+                                                                                     trial))
     for key, value in attrs.items():
         trial.set_user_attr(key, value.item() if hasattr(value, "item") else value)
 
@@ -248,10 +262,10 @@ def stage_study(study: optuna.Study, stage: str, *, create: bool = True) -> optu
     name = f"{study.study_name}::{stage}"
     if not create:
         try:
-            return optuna.load_study(study_name=name, storage=study._storage)
+            return optuna.load_study(study_name=name, storage=storage_of(study))
         except KeyError:
             return None
-    return optuna.create_study(study_name=name, storage=study._storage,
+    return optuna.create_study(study_name=name, storage=storage_of(study),
                                directions=study.directions, load_if_exists=True)
 
 
