@@ -198,7 +198,7 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         "frozen baseline trunks (the head stage), then the proxy trials the "
                         "sampler proposes, then race the contenders with more paired seeds; "
                         "oneshot, head or proxy alone; resolve on an existing study")
-    parser.add_argument("--sampler", default="gp", choices=("gp", "tpe", "nsga2", "random"),
+    parser.add_argument("--sampler", default="gp", choices=values.SAMPLERS,
                         help="the Optuna sampler that proposes rho vectors (default: "
                         "%(default)s, the best of benchmarks/sampler_table.py: "
                         "docs/measurements.md)")
@@ -233,7 +233,7 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="queue the one-shot front as the first proxy trials after the "
                         "paper's (off: the one-shot ranking does not agree with longer "
                         "training beyond noise, see docs/)")
-    parser.add_argument("--early-stop", choices=("none", "asha"), default="none",
+    parser.add_argument("--early-stop", choices=values.EARLY_STOP, default="none",
                         help="none (default): every proxy trial runs all its epochs; asha: Ray "
                         "Tune's ASHA stops weak trials at half the epochs (on a 3-epoch proxy "
                         "its first rung does not predict the end beyond noise)")

@@ -27,10 +27,10 @@ from rhosearch.errors import RhoSearchError
 from rhosearch.host import usable_cpus
 
 __all__ = [
-    "Budget", "CLASSES", "EPOCHS", "RESOLUTION", "SEED", "YAML_MAX_BYTES", "YAML_MAX_NODES",
-    "check_device", "check_new_file", "check_regular_file", "check_writable_folder",
-    "finite", "key_value", "load_yaml", "nonempty", "parse_budget", "read_only_sqlite",
-    "study_name", "whole",
+    "Budget", "CLASSES", "EARLY_STOP", "EPOCHS", "RESOLUTION", "SAMPLERS", "SEED",
+    "YAML_MAX_BYTES", "YAML_MAX_NODES", "at_least", "check_device", "check_new_file",
+    "check_regular_file", "check_writable_folder", "finite", "key_value", "load_yaml",
+    "nonempty", "one_of", "parse_budget", "read_only_sqlite", "study_name", "whole",
 ]
 
 
@@ -91,6 +91,27 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: write KEY=VALUE, e.g. --set epochs=3")
     return key.strip(), value.strip()
+
+
+# --- settings objects -------------------------------------------------------------------------
+# The checks a settings object (`SearchSettings`, `FinalistSettings`) runs on itself when it is
+# made, whoever made it (the CLI, a test, a script): one line, before anything is created.
+
+# What `--sampler` and `--early-stop` may name: the CLI's choices and the settings' check.
+SAMPLERS = ("gp", "tpe", "nsga2", "random")
+EARLY_STOP = ("none", "asha")
+
+
+def one_of(value: str, choices: tuple[str, ...], *, what: str) -> None:
+    """Refuses a name outside `choices`: `unknown <what> 'x'; choose one of: a, b`."""
+    if value not in choices:
+        raise RhoSearchError(f"unknown {what} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def at_least(value: int, low: int, *, flag: str, hint: str) -> None:
+    """Refuses a count below `low`: `<flag> <value>: <hint>`."""
+    if value < low:
+        raise RhoSearchError(f"{flag} {value}: {hint}")
 
 
 # --- names ------------------------------------------------------------------------------------

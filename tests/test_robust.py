@@ -44,7 +44,7 @@ def test_a_broken_validation_image_fails_every_trial_and_the_search_completes(
     settings = SearchSettings(
         study="t", space=SPACE, trials=2, budget=Budget(cpus=2), data=str(data),
         recipe_overrides={**TINY, "epochs": 2}, reports_dir=tmp_path, progress=False,
-        noise_seeds=0, early_stop=early_stop)
+        noise_seeds=0, early_stop=early_stop, stage="proxy")
     outcome = run_search(settings, log=lambda line: None)
     assert not outcome["interrupted"]
     proxy = outcome["trials"][outcome["trials"]["stage"] == "proxy"]

@@ -57,7 +57,7 @@ def _space(**rho):
 def _settings(tmp_path, **kwargs):
     defaults = dict(study="t", space=_space(), trials=4, budget=Budget(cpus=2),
                     recipe_overrides=dict(TINY), reports_dir=tmp_path, progress=False,
-                    noise_seeds=0)
+                    noise_seeds=0, stage="proxy")
     return SearchSettings(**{**defaults, **kwargs})
 
 

@@ -43,6 +43,7 @@ import pandas as pd
 import ray
 from optuna.trial import TrialState
 
+from rhosearch import values
 from rhosearch.core.cost import CostModel
 from rhosearch.core.space import RhoConfig, baseline_config, load_search_space
 from rhosearch.errors import RhoSearchError
@@ -105,6 +106,13 @@ class FinalistSettings:
     resume: bool = False
     address: str | None = None
     storage_path: str | None = None  # the job store (see jobstore.py); None: reports/<study>/ray
+
+    def __post_init__(self) -> None:
+        """The one set of value checks (also on `dataclasses.replace`)."""
+        values.at_least(self.seeds, 1, flag="--seeds", hint="give at least 1 (each finalist "
+                        "and the baseline control train once per seed)")
+        values.at_least(self.workers_per_finalist, 1, flag="--workers-per-finalist",
+                        hint="give at least 1")
 
     def run_seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
@@ -414,12 +422,6 @@ def train_finalists(settings: FinalistSettings, *,
 
     # Ray workers have their own working directories: every path they get is absolute.
     settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())
-    if settings.seeds < 1:
-        raise RhoSearchError(f"--seeds {settings.seeds}: give at least 1 (each finalist and the "
-                             "baseline control train once per seed)")
-    if settings.workers_per_finalist < 1:
-        raise RhoSearchError(f"--workers-per-finalist {settings.workers_per_finalist}: give "
-                             "at least 1")
     study = load_study(settings.study, storage=settings.storage,
                        reports_dir=settings.reports_dir)
     picks = picks_with_reasons(trials_frame(study), pick=settings.pick, top=settings.top)

@@ -47,13 +47,8 @@ WEIGHTS = "model.safetensors"
 
 
 def check_head_settings(settings: SearchSettings) -> None:
-    """One line for a head stage that cannot run, before anything is created."""
-    if settings.head_seeds < 1:
-        raise RhoSearchError(f"--head-seeds {settings.head_seeds}: give 1 or more head seeds "
-                             "per trunk, e.g. 2")
-    if settings.head_trunks < 0:
-        raise RhoSearchError(f"--head-trunks {settings.head_trunks}: give 0 (the noise floor's "
-                             "trunks only) or more extra trunks, e.g. 1")
+    """One line for a head stage that cannot run on this space, before anything is created
+    (its counts are checked by `SearchSettings` itself)."""
     if settings.stage == Stage.HEAD and not trunk_seeds(settings):
         raise RhoSearchError("the head stage has no trunk: --noise-seeds 0 and --head-trunks 0; "
                              "give --head-trunks 2 (or more noise seeds)")

@@ -40,6 +40,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.util.queue import Queue
 
+from rhosearch import values
 from rhosearch.core.space import RhoConfig, SearchSpace, baseline_config, load_presets
 from rhosearch.deploy.latency import LatencySettings, LatencyTable
 from rhosearch.deploy.latency_model import LatencyPricer, space_pricer
@@ -95,9 +96,6 @@ from rhosearch.vocab import ALL_STAGES, SEARCH_STAGES, RunFile, Stage, Status
 
 __all__ = ["SearchSettings", "all_failed", "next_steps", "open_search_study", "run_search"]
 
-# Data sets with a proxy recipe of their own (see recipes.yaml).
-# What `--early-stop` may name.
-EARLY_STOP = ("none", "asha")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +130,7 @@ class SearchSettings:
     latency: LatencySettings = field(default_factory=lambda: LatencySettings(max_seconds=10.0))
     latency_pricer: LatencyPricer | None = None  # filled by the driver before trials run
     progress: bool = True
-    stage: str = "proxy"
+    stage: str = ALL_STAGES  # as the CLI's --stage: every stage in turn
     keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
     noise_seeds: int = 3  # extra seeds of the baseline: the noise floor (0: not measured)
     # The resolve stage (`stages/resolve.py`): at most this many further paired seeds per
@@ -160,6 +158,21 @@ class SearchSettings:
     head_overrides: dict[str, Any] = field(default_factory=dict)
     enqueue_head_front: bool | None = None
 
+    def __post_init__(self) -> None:
+        """The one set of value checks (also on `dataclasses.replace`); checks that read the
+        space, the study or the cluster stay with the driver that needs them."""
+        values.one_of(self.stage, SEARCH_STAGES, what="stage")
+        values.one_of(self.sampler, values.SAMPLERS, what="sampler")
+        values.one_of(self.early_stop, values.EARLY_STOP, what="--early-stop")
+        values.at_least(self.noise_seeds, 0, flag="--noise-seeds",
+                        hint="give 0 (no noise floor) or more seeds, e.g. 3")
+        values.at_least(self.resolve_seeds, 0, flag="--resolve-seeds",
+                        hint="give 0 (no resolve stage) or more seeds, e.g. 2")
+        values.at_least(self.head_seeds, 1, flag="--head-seeds",
+                        hint="give 1 or more head seeds per trunk, e.g. 2")
+        values.at_least(self.head_trunks, 0, flag="--head-trunks",
+                        hint="give 0 (the noise floor's trunks only) or more extra trunks, e.g. 1")
+
     @property
     def objectives(self) -> list[str]:
         return objective_names(gmacs=self.gmacs_objective, latency=self.latency_objective)
@@ -183,9 +196,8 @@ def _make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSamp
                                           constant_liar=True)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=max(4, trials // 4))
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise RhoSearchError(f"unknown sampler {name!r}; choose one of: nsga2, tpe, gp, random")
+    values.one_of(name, values.SAMPLERS, what="sampler")
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def check_study_name(settings: SearchSettings) -> bool:
@@ -330,22 +342,10 @@ def run_search(
 
     # Trials run in Ray workers with their own working directories: paths must be absolute.
     settings = dataclasses.replace(settings, reports_dir=Path(settings.reports_dir).resolve())
-    if settings.stage not in SEARCH_STAGES:
-        raise RhoSearchError(
-            f"unknown stage {settings.stage!r}; choose one of: {', '.join(SEARCH_STAGES)}")
-    if settings.noise_seeds < 0:
-        raise RhoSearchError(f"--noise-seeds {settings.noise_seeds}: give 0 (no noise floor) "
-                             "or more seeds, e.g. 3")
-    if settings.resolve_seeds < 0:
-        raise RhoSearchError(f"--resolve-seeds {settings.resolve_seeds}: give 0 (no resolve "
-                             "stage) or more seeds, e.g. 2")
     if settings.stage == Stage.RESOLVE:  # on an existing study: reopened, as --resume does
         _check_resolvable(settings)
         settings = dataclasses.replace(settings, resume=True)
     check_head_settings(settings)
-    if settings.early_stop not in EARLY_STOP:
-        raise RhoSearchError(f"unknown --early-stop {settings.early_stop!r}; choose one of: "
-                             f"{', '.join(EARLY_STOP)}")
     settings = dataclasses.replace(settings, recipe=settings.recipe or proxy_recipe_for(
         settings.data))
     if settings.early_stop == "asha":  # ASHA decides on each epoch's top-1: validate them all
