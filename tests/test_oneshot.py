@@ -234,6 +234,9 @@ def test_run_oneshot_stage_records_every_config(tmp_path):
     assert len(scores) == len(configs) == len(study.trials)
     frame = trials_frame(study)
     assert set(frame["stage"]) == {"oneshot"} and set(frame["state"]) == {"COMPLETE"}
+    # Screening scores: labelled so, with no interval (a supernet gives no seed spread).
+    assert (frame["vs_baseline"] == "screening score").all()
+    assert frame["top1_lo"].isna().all() and frame["top1_hi"].isna().all()
     trial = study.trials[0]
     assert trial.values == [trial.user_attrs["top1"], trial.user_attrs["overhead_params"]]
     assert set(trial.params) == {"rho_3", "rho_4", "rho_5"}

@@ -405,18 +405,18 @@ def _add_uncertainty(frame: pd.DataFrame) -> pd.DataFrame:
 
     A trained run's interval is a t interval with the stage's pooled seed spread (which holds
     the validation set's binomial noise already); without a measured spread, Wilson's from the
-    validation-set size alone. One-shot scores are screening scores: Wilson's interval, no
-    test."""
+    validation-set size alone. One-shot scores are screening scores: no interval and no test
+    (a supernet's sub-network scores share one set of weights: no seed spread, and their
+    errors are not independent draws, so a binomial interval would claim what it cannot)."""
     for stage in frame["stage"].dropna().unique():
         if stage == Stage.HEAD:  # recorded with its comparison (see `_frame_rows`)
             continue
         rows = frame.index[(frame["stage"] == stage) & frame["top1"].notna()]
         if stage == Stage.ONESHOT:
             frame.loc[rows, "vs_baseline"] = Verdict.SCREENING
-            family = None
-        else:
-            found = stage_family(frame, Stage.PROXY if stage in PROXY_FAMILY else stage)
-            family, control = found if found else (None, None)
+            continue
+        found = stage_family(frame, Stage.PROXY if stage in PROXY_FAMILY else stage)
+        family, control = found if found else (None, None)
         for index in rows:
             top1 = float(frame.at[index, "top1"])
             if family is not None and family.run_var:

@@ -122,7 +122,9 @@ def _add_stage_traces(figure, info: FrontInfo, stage: str, x: str, row: int, col
             continue
         figure.add_trace(go.Scatter(
             x=group[x], y=group["top1"], mode="markers", opacity=0.35 if faded else 1.0,
-            name=f"{STAGE_LABELS[stage]} trials (bars: 95% interval)", legendgroup=stage,
+            name=f"{STAGE_LABELS[stage]} trials" + (
+                " (screening scores: no interval)" if stage == Stage.ONESHOT
+                else " (bars: 95% interval)"), legendgroup=stage,
             showlegend=col == 1 and not faded,
             error_y={**_error_bars(group), "color": style["color"]},
             marker={"symbol": style["symbol"], "color": style["color"], "size": 9,

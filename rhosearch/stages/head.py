@@ -378,7 +378,7 @@ def train_heads_on_trunk(
         log(f"head: trunk {trunk_id}: cached {len(train_maps.labels)} + {len(val_maps.labels)} "
             f"images' block maps ({train_maps.bytes_per_image() / 1024:.1f} KiB per image) in "
             f"{time.perf_counter() - started:.1f}s")
-    new = []
+    new, total = [], sum(len(missing) for missing in todo.values())
     for seed, missing in todo.items():
         for group, top1 in train_heads(missing, train_maps, val_maps, recipe=recipe, seed=seed,
                                        num_classes=trunk.num_classes, batched=batched,
@@ -387,6 +387,9 @@ def train_heads_on_trunk(
                     for c, t in zip(group, top1, strict=True)]
             _append(runs_path, runs)
             new += runs
+            if log is not None:  # the bank's passes are the stage's long silence otherwise
+                log(f"head: trunk {trunk_id}: {len(new)}/{total} heads trained, "
+                    f"{time.perf_counter() - started:.0f} s so far")
     if log is not None:
         log(f"head: trunk {trunk_id}: {len(new)} heads in {time.perf_counter() - started:.1f}s")
     return new
