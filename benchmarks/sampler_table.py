@@ -10,7 +10,7 @@ scores.
    `overhead_params` priced like the search prices them (256 px, 1000 classes); saved to
    `--out/table.csv` and reused on reruns.
 2. The searches: NSGA-II, TPE, GP and random search, built by the search's own
-   `_make_sampler` and asking over the search's own parameter mapping (`space_distributions`,
+   `make_sampler` and asking over the search's own parameter mapping (`space_distributions`,
    `config_from_params`), answer each suggestion by looking it up in the table (maximise top-1,
    minimise overhead_params). As in the search driver, an infeasible suggestion is told FAIL and
    a repeated one is told its earlier values, and neither counts as a trial: every sampler gets
@@ -127,11 +127,11 @@ def table_search(table: pd.DataFrame, space: SearchSpace, sampler: str, trials: 
                  seed: int) -> list[tuple[float, float]]:
     """(top1, overhead_params) of the distinct feasible configurations one search measured."""
     # The search's own sampler settings, not a copy of them (imported here: it loads Ray).
-    from rhosearch.drivers.search import _make_sampler
+    from rhosearch.drivers.search_study import make_sampler
 
     lookup = table.set_index("rho")
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=_make_sampler(sampler, seed, trials))
+                                sampler=make_sampler(sampler, seed, trials))
     distributions = space_distributions(space)
     measured: dict[str, tuple[float, float]] = {}
     idle = 0

@@ -390,7 +390,7 @@ def test_latency_objective_prices_every_trial_and_the_report_draws_it(tmp_path, 
 
 def test_an_interrupted_trial_is_queued_again_and_counted_by_its_number(tmp_path):
     from rhosearch.core.space import load_search_space
-    from rhosearch.drivers.search import _fail_interrupted, _reruns_waiting
+    from rhosearch.drivers.search_study import fail_interrupted, reruns_waiting
     from rhosearch.record.study import params_of, space_distributions
 
     space = load_search_space("exmobilevit_xxs")
@@ -400,13 +400,13 @@ def test_an_interrupted_trial_is_queued_again_and_counted_by_its_number(tmp_path
     study.enqueue_trial(params_of(space, config), user_attrs={"source": "paper"})
     trial = study.ask(space_distributions(space))  # RUNNING, as a killed driver leaves it
     trial.set_user_attr("stage", "proxy")
-    assert _fail_interrupted(study) == 1
+    assert fail_interrupted(study) == 1
     [waiting] = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert waiting.user_attrs["rerun_of"] == trial.number
-    assert _reruns_waiting(study) == 1
+    assert reruns_waiting(study) == 1
     # What is counted is the number, not the sentence shown beside it.
     study.enqueue_trial(params_of(space, config), user_attrs={"source": "rerun of #9 (typed)"})
-    assert _reruns_waiting(study) == 1
+    assert reruns_waiting(study) == 1
 
 
 def test_the_expected_time_scales_the_measured_default_search_by_its_work():

@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from rhosearch.core.space import load_search_space
-from rhosearch.drivers.search import SearchSettings, _make_sampler
+from rhosearch.drivers.search import SearchSettings
+from rhosearch.drivers.search_study import make_sampler
 from rhosearch.execution.resources import Budget
 from rhosearch.execution.searcher import StudySearcher
 
@@ -23,7 +24,7 @@ def test_six_slots_at_once_write_no_duplicate_rows(tmp_path, sampler):
     settings = SearchSettings(study="t", space=space, trials=40, budget=Budget(cpus=6),
                               noise_seeds=0, reports_dir=tmp_path, sampler=sampler)
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=_make_sampler(sampler, 0, 40))
+                                sampler=make_sampler(sampler, 0, 40))
     searcher = StudySearcher(study, settings, epochs=1)
     running: list[str] = []
     for step in range(200):

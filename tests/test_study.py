@@ -68,7 +68,7 @@ def test_record_attrs_is_seen_by_the_live_trial_and_the_study(study):
 def test_a_trial_recorded_but_not_told_when_the_driver_died_runs_again():
     """A driver killed between recording a trial's result and telling Optuna leaves it RUNNING
     and `trained`: the resume marks it interrupted, does not count it, and queues its rho."""
-    from rhosearch.drivers.search import _fail_interrupted
+    from rhosearch.drivers.search_study import fail_interrupted
     from rhosearch.record.study import trials_done
 
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -76,7 +76,7 @@ def test_a_trial_recorded_but_not_told_when_the_driver_died_runs_again():
     for key, value in {"stage": "proxy", "rho": "0,0,1,0,4", "trained": True, "status": "ok",
                        "top1": 50.0}.items():
         trial.set_user_attr(key, value)
-    assert _fail_interrupted(study) == 1
+    assert fail_interrupted(study) == 1
     assert trials_done(study) == 0
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [trial.params]

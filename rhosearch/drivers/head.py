@@ -37,7 +37,7 @@ from rhosearch.record.study import pareto_front, stage_study, study_dir
 from rhosearch.vocab import Stage, Status
 
 if TYPE_CHECKING:
-    from rhosearch.drivers.search import SearchSettings
+    from rhosearch.drivers.search_settings import SearchSettings
     from rhosearch.training.data import BaseData
 
 __all__ = ["check_head_settings", "run_head_stage", "trunk_seeds"]

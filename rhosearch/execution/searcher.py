@@ -35,7 +35,7 @@ from rhosearch.record.study import (
 from rhosearch.vocab import FAILED_STATUSES, LATENCY_COLUMNS, TRAINED_STATUSES, Stage, Status
 
 if TYPE_CHECKING:
-    from rhosearch.drivers.search import SearchSettings
+    from rhosearch.drivers.search_settings import SearchSettings
     from rhosearch.training.data import BaseData
 
 __all__ = ["STAGE", "Progress", "ResolveSearcher", "StudySearcher", "proxy_trial", "trial_job"]

@@ -1,0 +1,149 @@
+"""What one search needs (`SearchSettings`, checked when made) and about how long it takes.
+
+    settings = SearchSettings(study="demo", space=load_search_space("exmobilevit_s"))
+    expected_seconds(settings, load_recipe("proxy"), n_train=1437)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rhosearch import values
+from rhosearch.core.space import SearchSpace
+from rhosearch.deploy.latency import LatencySettings
+from rhosearch.deploy.latency_model import LatencyPricer
+from rhosearch.execution.jobstore import JobStore
+from rhosearch.execution.resources import (
+    Budget,
+)
+from rhosearch.record.study import (
+    objective_names,
+)
+from rhosearch.vocab import ALL_STAGES, SEARCH_STAGES, Stage
+
+__all__ = ["SearchSettings", "expected_seconds"]
+
+
+@dataclass
+class SearchSettings:
+    """Everything one search needs (the CLI fills it; tests build it directly)."""
+
+    study: str
+    space: SearchSpace
+    trials: int = 12
+    budget: Budget = field(default_factory=Budget)
+    data: str = "digits"
+    data_root: Path | None = None
+    download: bool = False
+    recipe: str | None = None  # None: `proxy_recipe_for(data)`
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
+    sampler: str = "gp"  # the best of benchmarks/sampler_table.py at 12, 24 and 48 trials
+    seed: int = 0
+    storage: str | None = None
+    reports_dir: Path = Path("reports")
+    resume: bool = False
+    address: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    gmacs_objective: bool = False
+    # Latency overhead over the baseline (ms) as an objective: priced by `deploy.latency`'s
+    # table where it has the configuration, else by its model (each trial says which).
+    latency_objective: bool = False
+    latency: LatencySettings = field(default_factory=lambda: LatencySettings(max_seconds=10.0))
+    latency_pricer: LatencyPricer | None = None  # filled by the driver before trials run
+    progress: bool = True
+    stage: str = ALL_STAGES  # as the CLI's --stage: every stage in turn
+    keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
+    noise_seeds: int = 3  # extra seeds of the baseline: the noise floor (0: not measured)
+    # The resolve stage (`stages/resolve.py`): at most this many further paired seeds per
+    # contender (0: off). 2 keeps the default digits search near 5 minutes on 2 cores.
+    resolve_seeds: int = 2
+    # Contenders raced, best first: with one-seed intervals (sigma ~2 pts, 3 df) nearly every
+    # configuration overlaps the front, and racing all 12 would double the search's time.
+    resolve_contenders: int = 3
+    # The one-shot front as the proxy stage's first proposals: off, since the one-shot ranking
+    # does not agree with longer training beyond noise (benchmarks/fidelity.py).
+    enqueue_oneshot_front: bool = False
+    early_stop: str = "none"  # "asha": Ray Tune's ASHA stops trials at half the proxy epochs
+    # Where jobs keep their files and Ray Tune its state (a folder every node can write, or a
+    # bucket URI); None: reports/<study>/ray on this machine.
+    storage_path: str | None = None
+    # Warm workers: a Ray worker runs trial after trial (Tune's reuse_actors), paying imports
+    # and data loading once; False starts a fresh worker per trial (benchmarks compare both).
+    reuse_workers: bool = True
+    # The head stage (drivers/head.py): head seeds per trunk, trunks beyond the noise floor's,
+    # overrides of the `head` recipe, and whether its front is queued for the proxy stage
+    # (None: off, since benchmarks/fidelity.py does not show it ranking better than the
+    # one-shot stage; see docs/head-stage.md).
+    head_seeds: int = 1
+    head_trunks: int = 0
+    head_overrides: dict[str, Any] = field(default_factory=dict)
+    enqueue_head_front: bool | None = None
+
+    def __post_init__(self) -> None:
+        """The one set of value checks (also on `dataclasses.replace`); checks that read the
+        space, the study or the cluster stay with the driver that needs them."""
+        values.one_of(self.stage, SEARCH_STAGES, what="stage")
+        values.one_of(self.sampler, values.SAMPLERS, what="sampler")
+        values.one_of(self.early_stop, values.EARLY_STOP, what="--early-stop")
+        values.at_least(self.noise_seeds, 0, flag="--noise-seeds",
+                        hint="give 0 (no noise floor) or more seeds, e.g. 3")
+        values.at_least(self.resolve_seeds, 0, flag="--resolve-seeds",
+                        hint="give 0 (no resolve stage) or more seeds, e.g. 2")
+        values.at_least(self.head_seeds, 1, flag="--head-seeds",
+                        hint="give 1 or more head seeds per trunk, e.g. 2")
+        values.at_least(self.head_trunks, 0, flag="--head-trunks",
+                        hint="give 0 (the noise floor's trunks only) or more extra trunks, e.g. 1")
+
+    @property
+    def objectives(self) -> list[str]:
+        return objective_names(gmacs=self.gmacs_objective, latency=self.latency_objective)
+
+    def job_store(self) -> JobStore:
+        return JobStore.for_study(self.study, reports_dir=self.reports_dir,
+                                  storage_path=self.storage_path)
+
+
+# The default first search (a 3-epoch supernet, then 12 proxy trials and 3 noise seeds of 3
+# epochs each, MobileViT-S on digits, 2 CPUs) took 272 s on a quiet 2-core machine (README at
+# 26b4b3e, 4 min 32 s): its seconds per unit of work, one unit being one proxy step of one
+# configuration on one CPU's share (a supernet step trains four configurations on them all).
+_REFERENCE_S, _REFERENCE_UNITS = 272.0, 4 * 69 + 15 * 69 / 2
+
+
+# The head stage of that search (144 heads x 5 head epochs over 1,437 cached images per trunk)
+# took 68 s per trunk on 2 quiet CPUs (06:08 UTC, 2026-12-02, at e9b4cab): seconds per head,
+# epoch and training image on 2 CPUs.
+_HEAD_S = 68.0 / (144 * 5 * 1437)
+
+
+def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> float | None:
+    """About how long the search's stages take on as many quiet CPUs as the budget holds (the
+    resolve stage at its most: every contender raced to the seed cap), scaled from the default
+    search's measured time by its work, plus the head stage's measured time per head, epoch and
+    image; None on GPUs (no reference)."""
+    if settings.budget.gpus or not settings.budget.cpus:
+        return None
+    steps = math.ceil(n_train / recipe.batch_size) * recipe.epochs
+    steps *= (recipe.resolution / 32) ** 2  # pixels per image set a step's cost
+    units = 0.0
+    if settings.stage in (Stage.ONESHOT, ALL_STAGES):
+        units += 4 * steps * 2 / settings.budget.cpus
+    runs = 0
+    if settings.stage in (Stage.PROXY, ALL_STAGES):
+        runs += settings.trials + settings.noise_seeds
+    if settings.stage in (Stage.RESOLVE, ALL_STAGES):
+        runs += settings.resolve_contenders * settings.resolve_seeds
+    units += runs * steps / max(1.0, settings.budget.cpus // (settings.cpus_per_trial or 1))
+    seconds = _REFERENCE_S * units / _REFERENCE_UNITS
+    if settings.stage in (Stage.HEAD, ALL_STAGES):
+        from rhosearch.training.train import load_recipe
+
+        heads = len(list(settings.space.configs())) * settings.head_seeds
+        trunks = settings.noise_seeds + settings.head_trunks
+        seconds += (_HEAD_S * 2 / settings.budget.cpus * heads * trunks
+                    * load_recipe("head").epochs * n_train)
+    return seconds
