@@ -104,7 +104,7 @@ def test_trials_table_labels_hand_made_trials(monkeypatch):
     study.add_trial(optuna.trial.create_trial(values=[80.0, 0.0], user_attrs={
         "stage": "proxy", "rho": "0,0,0,0,4", "backbone": "mobilevit_s", "top1": 80.0,
         "seed": 0, "n_val": 1000, "status": "cached"}))
-    monkeypatch.setattr("rhosearch.record.study.stage_study",
+    monkeypatch.setattr("rhosearch.record.table.stage_study",
                         lambda s, stage, create=True: noise if stage == "noise" else None)
     frame = trials_frame(study)
     floor = stage_noise(frame, "proxy")
