@@ -40,6 +40,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -240,15 +241,45 @@ def import_study(jobs: list[Job], *, study_name: str, reports_dir: Path, out: Pa
             key = RhoConfig.parse(job.rho, backbone=job.backbone).key
             run = (folder / "noise" / f"seed{job.seed:03d}_{key}" if row["stage"] == "noise"
                    else folder / "trials" / f"{int(row['number']):04d}_{key}")
+            if job.kind == "trunk":  # the search's head stage kept this noise seed's weights
+                if not (run / "model.safetensors").is_file():
+                    continue
+                job.folder(out).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run / "model.safetensors",
+                                job.folder(out) / "model.safetensors")
             record.update(status="ok", wall_s=float(row["wall_s"]), process_s=None,
                           top1=float(row["top1"]),
                           top1_by_epoch=_epoch_top1(run / "metrics.jsonl"))
-            if len(record["top1_by_epoch"]) != job.epochs or None in record["top1_by_epoch"]:
+            if job.kind != "trunk" and (len(record["top1_by_epoch"]) != job.epochs
+                                        or None in record["top1_by_epoch"]):
                 continue  # a search trial validated only at its end (see Recipe.val_every)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(record, indent=1) + "\n")
         imported += 1
+    imported += _import_heads(jobs, folder / "head" / "runs.jsonl", out=out)
     return imported
+
+
+def _import_heads(jobs: list[Job], runs_path: Path, *, out: Path) -> int:
+    """Appends to this benchmark's head runs the search's heads on the trunks it imported (the
+    same trunk weights, head recipe and head seeds train the same heads: trunk id = seed in
+    both); returns how many. A search whose head recipe differs (`--set` on it) is skipped:
+    its runs file does not say, so only the default head recipe is trusted."""
+    from rhosearch.stages.head import read_runs
+    from rhosearch.training.train import load_recipe
+
+    trunks = {job.seed for job in jobs if job.kind == "trunk"
+              and (job.folder(out) / "record.json").is_file()
+              and json.loads((job.folder(out) / "record.json").read_text()).get("imported_from")}
+    epochs = load_recipe("head").epochs
+    target = out / "head" / f"runs-{epochs}ep.jsonl"
+    have = {run.key for run in read_runs(target)}
+    new = [run for run in read_runs(runs_path) if run.trunk in trunks and run.key not in have]
+    if new:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a") as file:
+            file.write("".join(json.dumps(run.__dict__) + "\n" for run in new))
+    return len(new)
 
 
 # --- the figures (pure: records in, numbers out) -----------------------------------------------
