@@ -71,3 +71,33 @@ def hand_study(tmp_path: Path, proxy: list[tuple[str, float, float]]) -> str:
             user_attrs=dict(stage="proxy", backbone="mobilevit_xxs", rho=rho, top1=top1,
                             overhead_params=overhead, params=1e6 + overhead)))
     return "hand"
+
+
+# The head stage's tests (`test_head.py` and the script its resume test runs in a process of
+# its own): a small XXS space, a short head recipe, and a loader of random 32 px images.
+
+
+def head_space():
+    from rhosearch.core.space import parse_search_space
+
+    return parse_search_space({
+        "backbone": "mobilevit_xxs",
+        "rho": {"rho_3": [0, "1/3", 1], "rho_4": [0, "1/2"], "rho_5": [2, 4]},
+    })
+
+
+def head_recipe():
+    from rhosearch.training.recipe import load_recipe
+
+    return load_recipe("head", {"epochs": 2, "batch_size": 8, "drop_rate": 0.0})
+
+
+def random_loader(n: int = 24, seed: int = 1, batch_size: int = 7):
+    """`n` random images with random labels of 10 classes, the same for the same seed."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, 32, 32, generator=generator)
+    return DataLoader(TensorDataset(images, torch.randint(10, (n,), generator=generator)),
+                      batch_size=batch_size)

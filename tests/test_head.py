@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from helpers import head_recipe, head_space, random_loader
 
 from rhosearch.core.model import ExMobileViT
-from rhosearch.core.space import RhoConfig, parse_search_space
+from rhosearch.core.space import RhoConfig
 from rhosearch.errors import RhoSearchError
 from rhosearch.stages.head import (
     BlockMaps,
@@ -31,20 +31,10 @@ from rhosearch.stages.head import (
     train_heads,
     train_heads_on_trunk,
 )
-from rhosearch.training.recipe import load_recipe
 
-SPACE = parse_search_space({
-    "backbone": "mobilevit_xxs",
-    "rho": {"rho_3": [0, "1/3", 1], "rho_4": [0, "1/2"], "rho_5": [2, 4]},
-})
-RECIPE = load_recipe("head", {"epochs": 2, "batch_size": 8, "drop_rate": 0.0})
-
-
-def _loader(n: int = 24, seed: int = 1, batch_size: int = 7) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, 3, 32, 32, generator=generator)
-    return DataLoader(TensorDataset(images, torch.randint(10, (n,), generator=generator)),
-                      batch_size=batch_size)
+SPACE = head_space()
+RECIPE = head_recipe()
+_loader = random_loader
 
 
 def _trunk(randomize_bn) -> ExMobileViT:
@@ -120,12 +110,12 @@ def test_space_tapping_no_block_of_the_trunk_is_refused(randomize_bn):
 _RESUME = """
 import sys, torch
 from pathlib import Path
-from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, {tests!r})
-from test_head import SPACE, RECIPE, _loader
+from helpers import head_recipe, head_space, random_loader
 from rhosearch.core.model import ExMobileViT
 from rhosearch.core.space import RhoConfig
 from rhosearch.stages.head import train_heads_on_trunk
+SPACE, RECIPE, _loader = head_space(), head_recipe(), random_loader
 torch.manual_seed(0)
 trunk = ExMobileViT(RhoConfig("mobilevit_xxs", (0, 0, 0, 0, 4)), num_classes=10)
 new = train_heads_on_trunk(0, trunk, list(SPACE.configs()), train=_loader(), val=_loader(),

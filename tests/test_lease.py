@@ -133,7 +133,11 @@ def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_p
         assert len(second.stderr.strip().splitlines()) == 1
         # The refused driver left the first one's running trials alone.
         assert not [t for t in _trials(tmp_path) if t.user_attrs.get("status") == "interrupted"]
-        running = {_params(t) for t in _trials(tmp_path) if t.state.name == "RUNNING"}
+        frozen = [t for t in _trials(tmp_path) if t.state.name == "RUNNING"]
+        running = {_params(t) for t in frozen}
+        # The trials frozen with their rho recorded (the wait above saw one): these must run
+        # again as themselves; one frozen inside Optuna's ask may have no rho yet.
+        left = {t.number: t.user_attrs["rho"] for t in frozen if "rho" in t.user_attrs}
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may have ended on its own
             os.killpg(first.pid, signal.SIGKILL)  # the driver, its Ray and its workers
@@ -151,11 +155,16 @@ def test_two_drivers_one_study_second_refused_then_takes_over_after_kill_9(tmp_p
     assert len({t.user_attrs["rho"] for t in trained}) == 3
     # Each trial the kill interrupted ran again as itself (same rho), not as another proposal
     # (one killed between Optuna's ask and its first record has its params only).
-    interrupted = {_params(t) for t in trials if t.user_attrs.get("status") == "interrupted"}
-    assert interrupted == running
-    # (): one frozen inside Optuna's ask, before it had any params; nothing to re-run.
-    assert len(interrupted - {()}) >= 1
-    assert interrupted - {()} <= {_params(t) for t in trained}
+    interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
+    assert {t.number for t in interrupted} == {t.number for t in frozen}
+    assert {_params(t) for t in interrupted} == running
+    # Each one frozen with its rho: trained again exactly once, as a rerun of its own number
+    # with its own rho (`rerun_of`); (): one frozen inside Optuna's ask, nothing to re-run.
+    assert left
+    reruns = sorted((t.user_attrs["rerun_of"], t.user_attrs["rho"]) for t in trained
+                    if t.user_attrs.get("rerun_of") in left)
+    assert reruns == sorted(left.items())
+    assert {_params(t) for t in interrupted} - {()} <= {_params(t) for t in trained}
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 
