@@ -18,11 +18,8 @@ from helpers import hand_study
 
 from rhosearch.core.space import baseline_config
 from rhosearch.deploy.export import load_model
-from rhosearch.drivers.finalists import (
-    FinalistSettings,
-    _train_ddp,
-    train_finalists,
-)
+from rhosearch.drivers.finalist_runs import train_ddp
+from rhosearch.drivers.finalists import FinalistSettings, train_finalists
 from rhosearch.errors import RhoSearchError
 from rhosearch.execution.resources import Budget
 from rhosearch.record.study import (
@@ -154,10 +151,10 @@ def test_ddp_finalist_on_two_gloo_workers_lands_in_the_study_and_resumes_exactly
     job = f"cut/{config.key}"
     cut = tmp_path / job
     with pytest.raises(ray.train.TrainingFailedError):  # carrying the Stop
-        _train_ddp(config, job, cut, settings, "digits", resources,
+        train_ddp(config, job, cut, settings, "digits", resources,
                    on_epoch=_stop_after_epoch_1)
     assert not (cut / "result.json").exists()
-    resumed = _train_ddp(config, job, cut, dataclasses.replace(settings, resume=True),
+    resumed = train_ddp(config, job, cut, dataclasses.replace(settings, resume=True),
                          "digits", resources)
 
     # The checkpoints stay in the job store; the driver's folders get the results.

@@ -22,64 +22,48 @@ weights when the recipe has EMA; load with `export.load_model`). The checkpoint 
 store, where `--resume` continues it from any node. Results go into the study as trials of stage
 "full" and into `reports/<study>/finalists.csv`; the study's HTML report is rewritten at the end.
 
-Over ~400 lines because the full stage has two executors (a Ray task per run, or Ray Train
-DDP across workers) behind one `train_finalists`; picking and recording are the short rest. The
-seed summary (`study.summarize_seeds`) lives with the record, so the report draws the same one.
+This module holds the settings and the stage's sequence (`train_finalists`); the two executors
+(a Ray task per run, or Ray Train DDP across workers) are in `finalist_runs`, recording a run
+in the study in `finalist_record`, picking in `record/picking.py`. The seed summary
+(`study.summarize_seeds`) lives with the record, so the report draws the same one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import optuna
 import pandas as pd
 import ray
-from optuna.trial import TrialState
 
 from rhosearch import values
 from rhosearch.core.cost import CostModel
-from rhosearch.core.space import RhoConfig, baseline_config, load_search_space
+from rhosearch.core.space import baseline_config
+from rhosearch.drivers.finalist_record import already_recorded, record_run
+from rhosearch.drivers.finalist_runs import run_all, run_dir, worker_resources
 from rhosearch.errors import RhoSearchError
-from rhosearch.execution.jobstore import CHECKPOINTS, JobStore
-from rhosearch.execution.resources import Budget, budget_cpus, one_node_share, start_ray
+from rhosearch.execution.jobstore import JobStore
+from rhosearch.execution.resources import Budget, one_node_share, start_ray
 from rhosearch.output import write_csv
 from rhosearch.record.lease import DriverLease
 from rhosearch.record.picking import DEFAULT_PICK, picks_with_reasons
 from rhosearch.record.study import (
     default_storage_url,
     load_study,
-    params_of,
-    space_distributions,
-    stage_study,
     study_dir,
-    study_objectives,
     summarize_seeds,
     trials_frame,
 )
 from rhosearch.training.datasets import full_recipe_for
-from rhosearch.vocab import LATENCY_COLUMNS, Stage, Status
-
-if TYPE_CHECKING:
-    from rhosearch.training.data import BaseData
 
 __all__ = [
     "FinalistSettings",
     "train_finalists",
 ]
-
-STAGE = Stage.FULL
-WEIGHTS = "model.safetensors"
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings and resources.
 
 
 @dataclass
@@ -122,283 +106,6 @@ class FinalistSettings:
                                   storage_path=self.storage_path)
 
 
-def run_job(config: RhoConfig, seed: int, first_seed: int) -> str:
-    """A finalist run's folder name, under `reports/<study>/` and in the job store:
-    `finalists/<key>` for the first seed, `finalists/<key>-seed<s>` after."""
-    return "finalists/" + (config.key if seed == first_seed else f"{config.key}-seed{seed}")
-
-
-def run_dir(folder: Path, config: RhoConfig, seed: int, first_seed: int) -> Path:
-    """A finalist run's folder in the driver's `reports/<study>/`."""
-    return folder / run_job(config, seed, first_seed)
-
-
-def _worker_resources(settings: FinalistSettings, finalists: int) -> dict[str, float]:
-    """CPUs and GPUs of one worker: GPUs as asked (1 each on a GPU budget), CPUs shared out
-    evenly between the workers that can run at once."""
-    budget, workers = settings.budget, settings.workers_per_finalist
-    gpus = settings.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if budget.gpus else 0.0
-    if gpus and gpus > budget.gpus:
-        raise RhoSearchError(f"--gpus-per-trial {gpus:g} exceeds the budget's {budget.gpus:g} "
-                             "GPUs; lower it or raise --budget")
-    cpus = budget_cpus(budget)
-    slots = int(budget.gpus // gpus) if gpus else int(cpus)
-    if workers > slots:
-        raise RhoSearchError(f"--workers-per-finalist {workers} needs {workers} workers at once "
-                             f"but the budget ({budget.describe()}) fits {slots}")
-    concurrent = min(slots, finalists * workers) if workers == 1 else workers
-    return {"cpu": max(1.0, float(int(cpus // max(1, concurrent)))), "gpu": gpus}
-
-
-# ---------------------------------------------------------------------------------------------
-# One finalist on one worker.
-
-
-def _save_finalist_weights(out_dir: Path, config: RhoConfig, result: dict[str, Any],
-                           num_classes: int, drop_rate: float) -> str | None:
-    """Writes `model.safetensors` from the run's checkpoint (EMA weights when it has them)."""
-    from rhosearch.core.model import create_model
-    from rhosearch.deploy.export import save_weights
-    from rhosearch.training.checkpoint import CHECKPOINT, load_checkpoint
-
-    checkpoint = out_dir / CHECKPOINT
-    if not checkpoint.is_file() or not result.get("epochs_done"):
-        return None
-    state = load_checkpoint(checkpoint)
-    use_ema = state.get("ema") is not None
-    weights = state["ema"] if use_ema else state["model"]
-    if use_ema:  # ModelEmaV3 keeps the averaged model as its `module`
-        weights = {k.removeprefix("module."): v for k, v in weights.items()}
-    model = create_model(config, num_classes=num_classes, drop_rate=drop_rate)
-    model.load_state_dict(weights)
-    top1 = result.get("ema_top1") if use_ema else result.get("top1")
-    path = save_weights(model, out_dir / WEIGHTS, extra={
-        "weights": "ema" if use_ema else "raw", "top1": top1, "data": result.get("data"),
-        "resolution": result.get("resolution"), "epochs": result.get("epochs_done"),
-        "recipe": result.get("recipe")})
-    return str(path)
-
-
-def _top1_text(metrics: dict[str, Any]) -> str:
-    """An epoch line's top-1, when the epoch was validated (`Recipe.val_every`)."""
-    return f", top-1 {metrics['top1']:.2f}%" if metrics.get("top1") is not None else ""
-
-
-def _train_one(config: RhoConfig, job: str, settings: FinalistSettings,
-               data: str, base: BaseData) -> dict[str, Any]:
-    """A Ray task, on any node: trains one finalist with train.py's `train_config` on the
-    driver's copy of the data (`base`) in a scratch folder (resuming its checkpoint from the
-    job store), saves its weights, and pushes the folder to the store after every epoch and at
-    the end."""
-    import torch
-
-    from rhosearch.training.data import adopt_base, dataset_info
-    from rhosearch.training.train import load_recipe, train_config
-
-    adopt_base(base)
-
-    assigned = ray.get_runtime_context().get_assigned_resources()
-    torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
-    recipe = load_recipe(settings.recipe, settings.recipe_overrides)
-    store = settings.job_store()
-    with store.workdir(job, resume=settings.resume) as out_dir:
-
-        def log_epoch(metrics: dict[str, Any]) -> None:
-            store.push(out_dir, job)
-            print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/{recipe.epochs}: "
-                  f"loss {metrics['loss']:.3f}{_top1_text(metrics)}", flush=True)
-
-        result = train_config(
-            config, data=data, recipe=recipe, out_dir=out_dir, seed=settings.seed,
-            resume=settings.resume, data_root=settings.data_root, download=settings.download,
-            progress=False, on_epoch=log_epoch,
-        )
-        num_classes = dataset_info(data, settings.data_root)
-        result["weights"] = _save_finalist_weights(out_dir, config, result, num_classes,
-                                                   recipe.drop_rate)
-        store.push(out_dir, job)
-    return {**result, "workers": 1, "cpus": assigned.get("CPU", 0), "gpus": assigned.get("GPU", 0)}
-
-
-# ---------------------------------------------------------------------------------------------
-# One finalist across several workers (Ray Train, DDP).
-
-
-def _ddp_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker loop: `train.fit` with a DDP model, a sharded sampler and the
-    worker's rank.
-
-    Every rank trains on its own shard (`make_loaders(rank=, world_size=)`) and DDP averages
-    the gradients; rank 0 validates and writes the checkpoint (every rank's random state in
-    it, and the world size in its identity: a resume must use as many workers) and the result.
-    After each epoch each rank writes `shards/rank<k>.json`, the dataset indices of its shard.
-    Each rank works in a scratch folder on its node (with the checkpoint from the job store on
-    a resume: every rank restores its own random state from it) and pushes its files to the
-    store: rank 0 the run's, the others their shard files.
-    """
-    import ray.train
-    import ray.train.torch
-    import torch
-
-    from rhosearch.core.model import create_model
-    from rhosearch.training import train
-    from rhosearch.training.data import adopt_base
-
-    settings: FinalistSettings = loop_config["settings"]
-    adopt_base(loop_config["base"])  # the driver's copy of the data set
-    config = RhoConfig.parse(loop_config["rho"], backbone=loop_config["backbone"])
-    job, data = loop_config["job"], loop_config["data"]
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(loop_config["threads"])
-    recipe = train.load_recipe(settings.recipe, settings.recipe_overrides)
-    device = ray.train.torch.get_device()
-    train.seed_everything(settings.seed)  # the same initial weights on every rank
-    loaders = train.make_loaders(data, recipe, root=settings.data_root, seed=settings.seed,
-                                 rank=rank, world_size=world_size,
-                                 pin_memory=device.type == "cuda")
-    model = ray.train.torch.prepare_model(
-        create_model(config, num_classes=loaders.num_classes, drop_rate=recipe.drop_rate))
-    on_epoch = loop_config.get("on_epoch")
-    store = settings.job_store()
-
-    with store.workdir(job, resume=settings.resume) as out_dir:
-
-        def push() -> None:
-            if rank == 0:
-                store.push(out_dir, job)
-            else:
-                store.push(out_dir / "shards", f"{job}/shards")
-
-        def report(metrics: dict[str, Any]) -> None:
-            (out_dir / "shards").mkdir(parents=True, exist_ok=True)
-            (out_dir / "shards" / f"rank{rank}.json").write_text(json.dumps(dict(
-                rank=rank, world_size=world_size, epoch=metrics["epoch"], pid=os.getpid(),
-                indices=loaders.sampler.shard(metrics["epoch"] - 1))))
-            push()
-            if rank == 0:
-                print(f"{config.name} [{config.rho_text}] epoch {metrics['epoch']}/"
-                      f"{recipe.epochs} on {world_size} workers: loss {metrics['loss']:.3f}"
-                      f"{_top1_text(metrics)}", flush=True)
-            ray.train.report({k: metrics[k] for k in ("epoch", "top1") if k in metrics})
-            if on_epoch is not None:
-                on_epoch(metrics)
-
-        def summarize(run: train.Run) -> dict[str, Any]:
-            result = train.config_result(config, run, recipe=recipe, data=str(data),
-                                         num_classes=loaders.num_classes, seed=settings.seed)
-            result["weights"] = _save_finalist_weights(out_dir, config, result,
-                                                       loaders.num_classes, recipe.drop_rate)
-            return result
-
-        identity = dict(config=config.key, data=str(data), seed=settings.seed,
-                        recipe=dataclasses.asdict(recipe))
-        train.fit(model, loaders, recipe, out_dir, identity=identity, device=device,
-                  seed=settings.seed, resume=settings.resume, rank=rank, world_size=world_size,
-                  on_epoch=report, progress=False, summarize=summarize)
-        push()
-
-
-def _train_ddp(config: RhoConfig, job: str, out_dir: Path, settings: FinalistSettings,
-               data: str, resources: dict[str, float], *, base: BaseData | None = None,
-               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Trains one finalist on `workers_per_finalist` Ray Train workers; returns its result
-    (read from the run's files, pulled from the job store into `out_dir`). `on_epoch` is
-    called on every worker with its epoch's metrics (and may raise to stop); `base`: the
-    driver's copy of the data set (default: read here)."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from rhosearch.training.data import load_base
-    from rhosearch.training.train import load_recipe
-
-    recipe = load_recipe(settings.recipe, settings.recipe_overrides)
-    base = base or load_base(data, root=settings.data_root, subset=recipe.subset,
-                             val_subset=recipe.val_subset)
-    workers = settings.workers_per_finalist
-    result_path = out_dir / "result.json"
-    result_path.unlink(missing_ok=True)
-    store = settings.job_store()
-    store.drop(job, ("result.json",))
-    trainer = TorchTrainer(
-        _ddp_worker,
-        train_loop_config=dict(settings=settings, rho=config.rho_text, backbone=config.backbone,
-                               job=job, data=data, base=base, on_epoch=on_epoch,
-                               threads=max(1, int(resources["cpu"]))),
-        scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=bool(resources["gpu"]),
-            resources_per_worker={"CPU": resources["cpu"], "GPU": resources["gpu"]}
-            if resources["gpu"] else {"CPU": resources["cpu"]}),
-        run_config=RunConfig(name=config.key, storage_path=store.tune_path),
-    )
-    try:
-        trainer.fit()  # a worker's exception comes back as ray.train's TrainingFailedError
-    finally:
-        _pull_weights_once(store, job, out_dir)
-    result = json.loads(result_path.read_text())
-    return {**result, "workers": workers, "cpus": resources["cpu"] * workers,
-            "gpus": resources["gpu"] * workers}
-
-
-# ---------------------------------------------------------------------------------------------
-# Recording results.
-
-
-def _latency_price(study: optuna.Study, config: RhoConfig) -> dict[str, Any]:
-    """The latency columns the search recorded for `config` (its proxy or noise trials), or
-    none when it never priced it."""
-    for source in (study, stage_study(study, Stage.NOISE, create=False)):
-        for trial in source.get_trials(deepcopy=False) if source is not None else ():
-            attrs = trial.user_attrs
-            if attrs.get("rho") == config.rho_text and attrs.get("overhead_ms") is not None:
-                return {k: attrs[k] for k in LATENCY_COLUMNS if k in attrs}
-    return {}
-
-
-def _record(study: optuna.Study, config: RhoConfig, reason: str, result: dict[str, Any],
-            out_dir: Path) -> int:
-    """Adds one finished finalist to the study as a stage "full" trial; returns its number.
-
-    Its params follow the search space's distributions (a configuration outside the space gets
-    none).
-    """
-    try:
-        space = load_search_space(study.user_attrs["space"])
-    except (KeyError, RhoSearchError):
-        space = None
-    in_space = space is not None and space.contains(config)
-    attrs = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
-    attrs.update(stage=STAGE, **config.as_dict(), trained=True, pick=reason,
-                 run_dir=str(out_dir))
-    attrs.update(rho=config.rho_text)
-    names = study_objectives(study)
-    if "overhead_ms" in names:  # a latency search: the price its proxy trial was given
-        attrs.update(_latency_price(study, config))
-    ok = (result.get("status") == Status.OK and result.get("top1") is not None
-          and all(name in attrs for name in names))
-    trial = optuna.trial.create_trial(
-        state=TrialState.COMPLETE if ok else TrialState.FAIL,
-        values=[float(attrs[name]) for name in names] if ok else None,
-        params=params_of(space, config) if in_space else {},
-        distributions=space_distributions(space) if in_space else {},
-        user_attrs=attrs,
-    )
-    study.add_trial(trial)
-    return study.get_trials(deepcopy=False)[-1].number
-
-
-def _already_recorded(study: optuna.Study, out_dir: Path, epochs_done: int) -> int | None:
-    """The number of a full trial already recording this run at this epoch (a resume)."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        attrs = trial.user_attrs
-        if (attrs.get("stage") == STAGE and attrs.get("run_dir") == str(out_dir)
-                and attrs.get("epochs_done") == epochs_done):
-            return trial.number
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole stage.
 
@@ -438,7 +145,7 @@ def train_finalists(settings: FinalistSettings, *,
     # side by side); every worker gets this copy through Ray's object store.
     base = load_base(data, root=settings.data_root, download=settings.download,
                      subset=recipe.subset, val_subset=recipe.val_subset)
-    resources = _worker_resources(settings, len(picks))
+    resources = worker_resources(settings, len(picks))
     folder = study_dir(settings.study, settings.reports_dir)
     settings.job_store().check_writable()
     if not settings.resume and any((folder / "finalists").glob("*")):  # weights, checkpoints
@@ -463,7 +170,7 @@ def train_finalists(settings: FinalistSettings, *,
         if fitting < resources["cpu"]:
             log(f"each worker gets {fitting:g} CPU: the most one Ray node has")
             resources = {**resources, "cpu": fitting}
-        for config, reason, seed, result in _run_all(picks, settings, data, base, resources,
+        for config, reason, seed, result in run_all(picks, settings, data, base, resources,
                                                      folder):
             out_dir = run_dir(folder, config, seed, settings.seed)
             _ema_is_the_objective(result)
@@ -472,10 +179,10 @@ def train_finalists(settings: FinalistSettings, *,
             result.update(CostModel(config.backbone).price(config).as_dict())
             number = None
             if settings.resume:
-                number = _already_recorded(study, out_dir, result.get("epochs_done"))
+                number = already_recorded(study, out_dir, result.get("epochs_done"))
             if number is None:
                 lease.check()  # taken over: the study is another driver's now
-                number = _record(study, config, reason, result, out_dir)
+                number = record_run(study, config, reason, result, out_dir)
             rows.append({**result, "pick": reason, "name": config.name,
                          "rho": config.rho_text, "trial": number, "seed": seed})
             top1, raw_top1 = result.get("top1"), result.get("raw_top1")
@@ -512,63 +219,3 @@ def _ema_is_the_objective(result: dict[str, Any]) -> None:
         result["raw_top5"], result["top5"] = result.get("top5"), result.get("ema_top5")
 
 
-def _run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data: str,
-             base: BaseData, resources: dict[str, float], folder: Path):
-    """Yields `(config, reason, seed, result)` as each run ends (failures as status "failed").
-
-    Every finalist runs once per seed; a run with seed s gets `settings` with `seed=s`, so all
-    finalists and the baseline control share each seed's data order and trunk initialisation.
-    """
-    def failed(exc: BaseException) -> dict[str, Any]:
-        cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
-        return {"status": str(Status.FAILED), "reason": f"{type(cause).__name__}: {cause}"[:500],
-                "epochs_done": 0}
-
-    runs = [(config, reason, seed) for seed in settings.run_seeds() for config, reason in picks]
-    store = settings.job_store()
-    if settings.workers_per_finalist > 1:
-        for config, reason, seed in runs:
-            job = run_job(config, seed, settings.seed)
-            out_dir = folder / job
-            out_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                result = _train_ddp(config, job, out_dir,
-                                    dataclasses.replace(settings, seed=seed), data, resources,
-                                    base=base)
-            except Exception as exc:  # recorded as the finalist's failure; the others go on
-                result = failed(exc)
-            yield config, reason, seed, _weights_here(result, out_dir)
-        return
-    remote = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
-                        max_retries=0)(_train_one)
-    pending, base = {}, ray.put(base)  # one copy in the object store for every task
-    for config, reason, seed in runs:
-        job = run_job(config, seed, settings.seed)
-        pending[remote.remote(config, job, dataclasses.replace(settings, seed=seed),
-                              data, base)] = (config, reason, seed)
-    while pending:
-        [done], _ = ray.wait(list(pending), num_returns=1)
-        config, reason, seed = pending.pop(done)
-        out_dir = run_dir(folder, config, seed, settings.seed)
-        try:
-            result = ray.get(done)
-        except Exception as exc:
-            result = failed(exc)
-        finally:  # the driver alone writes reports/<study>/; the checkpoint stays in the store
-            _pull_weights_once(store, run_job(config, seed, settings.seed), out_dir)
-        yield config, reason, seed, _weights_here(result, out_dir)
-
-
-def _pull_weights_once(store: Any, job: str, out_dir: Path) -> None:
-    """Copies a finished run's files to the driver; its weights (~20 MB on MobileViT-S) then
-    live there alone, not a second time in the job store (`reports/<study>/ray/`)."""
-    store.pull(job, out_dir, skip=CHECKPOINTS)
-    if (out_dir / WEIGHTS).is_file():
-        store.drop(job, (WEIGHTS,))
-
-
-def _weights_here(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """The result with its weights' path in the driver's folder, not the worker's scratch."""
-    if result.get("weights"):
-        result["weights"] = str(out_dir / WEIGHTS)
-    return result

@@ -34,7 +34,7 @@ from rhosearch.execution.jobstore import CHECKPOINTS
 from rhosearch.execution.searcher import trial_job
 from rhosearch.record.head import better_count, record_head, summarize_head
 from rhosearch.record.study import pareto_front, stage_study, study_dir
-from rhosearch.vocab import Stage, Status
+from rhosearch.vocab import RunFile, Stage, Status
 
 if TYPE_CHECKING:
     from rhosearch.drivers.search_settings import SearchSettings
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["check_head_settings", "run_head_stage", "trunk_seeds"]
 
 STAGE = Stage.HEAD
-WEIGHTS = "model.safetensors"
+WEIGHTS = RunFile.WEIGHTS
 
 
 def check_head_settings(settings: SearchSettings) -> None:
