@@ -127,6 +127,6 @@ TRIAL_COLUMNS = {
 # The integer columns of the other tables rhosearch writes (finalists, their runs, the front
 # and Table 5, stage summaries, metrics): with the trials table's, every column `write_csv`
 # writes as integers. A column name means the same thing in every table.
-_OTHER_COUNTS = ("trial", "epoch", "steps", "n", "seeds", "workers", "configs",
+_OTHER_COUNTS = ("trial", "epoch", "steps", "n", "seeds", "workers", "configs", "runs", "trunks",
                  "paper_params", "paper_diff", *(f"trial_{stage}" for stage in Stage))
 COLUMN_DTYPES = {**TRIAL_COLUMNS, **{name: "Int64" for name in _OTHER_COUNTS}}

@@ -32,6 +32,7 @@ from rhosearch.core.space import RhoConfig, baseline_config
 from rhosearch.errors import RhoSearchError
 from rhosearch.execution.jobstore import CHECKPOINTS
 from rhosearch.execution.searcher import trial_job
+from rhosearch.output import write_csv
 from rhosearch.record.head import better_count, record_head, summarize_head
 from rhosearch.record.study import pareto_front, stage_study, study_dir
 from rhosearch.vocab import RunFile, Stage, Status
@@ -183,11 +184,11 @@ def run_head_stage(study: optuna.Study, settings: SearchSettings, recipe: Any,
     runs = runs.drop_duplicates(["trunk", "head_seed", "rho"])
     summary = summarize_head(runs, baseline.rho_text)
     summary["backbone"] = settings.space.backbone
-    summary.round(4).to_csv(folder / "summary.csv", index=False)
+    write_csv(summary.round(4), folder / "summary.csv")
     companion = stage_study(study, STAGE)
     written = record_head(companion, settings.space, summary)
     frame = summary.assign(stage=STAGE, state="COMPLETE")
-    prices = CostModel(settings.space.backbone, resolution=256, num_classes=1000)
+    prices = CostModel(settings.space.backbone)  # the paper's point (vocab.PRICED)
     frame["overhead_params"] = [prices.price(RhoConfig.parse(r, backbone=b)).overhead_params
                                 for r, b in zip(frame["rho"], frame["backbone"], strict=True)]
     frame["params"] = 0

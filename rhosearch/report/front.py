@@ -310,6 +310,7 @@ def _paper_points() -> pd.DataFrame:
                 "recipe": recipe, "top1": reported.get("top1"), "top5": reported.get("top5"),
                 "paper_params": round(reported["params_m"] * 1e6)
                 if "params_m" in reported else None,
+                "table": str(reported.get("table", "?")),
                 "source": f"paper {reported.get('table', '?')} ({recipe})",
             })
     return pd.DataFrame(rows)
@@ -317,7 +318,8 @@ def _paper_points() -> pd.DataFrame:
 
 def paper_points() -> pd.DataFrame:
     """The paper's configurations: our closed-form cost (256 px, 1000 classes) beside each
-    reported ImageNet-1k top-1/top-5, one row per table and recipe, with a `source` label."""
+    reported ImageNet-1k top-1/top-5, one row per table and recipe, with the paper's `table`
+    and a `source` label for people."""
     return _paper_points().copy()
 
 

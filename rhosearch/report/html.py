@@ -200,8 +200,7 @@ def _paper_figure(info: FrontInfo):
     paper = info.paper
     for col, x in ((1, "overhead_params"), (2, "gmacs")):
         for recipe, rows in paper.groupby("recipe", sort=False):
-            tables = " & ".join(sorted({s.split(" (")[0].removeprefix("paper ")
-                                        for s in rows.source}))
+            tables = " & ".join(sorted(set(rows["table"])))
             customdata = [[r.name, r.source, r.rho, _fmt(r.params), _fmt(r.overhead_params),
                            _fmt(r.gmacs, 4), _fmt(r.top1), _fmt(r.top5)]
                           for r in rows.itertuples(index=False)]
