@@ -18,7 +18,7 @@ from helpers import hand_study
 
 from rhosearch.core.space import baseline_config
 from rhosearch.deploy.export import load_model
-from rhosearch.drivers.finalist_runs import train_ddp
+from rhosearch.drivers.finalist_runs import run_all, train_ddp
 from rhosearch.drivers.finalists import FinalistSettings, train_finalists
 from rhosearch.errors import RhoSearchError
 from rhosearch.execution.resources import Budget
@@ -67,6 +67,20 @@ def test_one_task_per_finalist_then_resume_adds_nothing(tmp_path, shared_ray):
     assert list(again["runs"]["trial"]) == list(first["runs"]["trial"])
     assert len(_full_trials(tmp_path)) == 2
     assert set(again["finalists"]["top1"]) == set(first["finalists"]["top1"])
+
+
+def test_a_failed_run_is_recorded_with_its_seed(tmp_path, shared_ray):
+    """A failed seed that `--resume` then trains must count once: its record needs its seed
+    (a Ray worker's failure was recorded without one, and the report counted "3 of 4" seeds)."""
+    study = hand_study(tmp_path, [("0,0,1/3,0,3", -500.0, 70.0)])
+    settings = FinalistSettings(study=study, reports_dir=tmp_path, budget=Budget(cpus=2),
+                                seeds=2, recipe_overrides=dict(TINY, ema=False))
+    picks = [(baseline_config(), "baseline")]
+    # No data for the workers to adopt: each task fails in its first line.
+    runs = list(run_all(picks, settings, "digits", None, {"cpu": 1, "gpu": 0},
+                        tmp_path / "hand"))
+    assert sorted((result["status"], result["seed"]) for *_, result in runs) == [
+        ("failed", 0), ("failed", 1)]
 
 
 def test_finalists_with_seeds_are_compared_pairwise_with_the_baseline(tmp_path, shared_ray):

@@ -252,10 +252,11 @@ def run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data
     Every finalist runs once per seed; a run with seed s gets `settings` with `seed=s`, so all
     finalists and the baseline control share each seed's data order and trunk initialisation.
     """
-    def failed(exc: BaseException) -> dict[str, Any]:
+    def failed(exc: BaseException, seed: int) -> dict[str, Any]:
         cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
+        # The seed too: a failed seed that a --resume then trains counts once, not twice.
         return {"status": str(Status.FAILED), "reason": f"{type(cause).__name__}: {cause}"[:500],
-                "epochs_done": 0}
+                "epochs_done": 0, "seed": seed}
 
     runs = [(config, reason, seed) for seed in settings.run_seeds() for config, reason in picks]
     store = settings.job_store()
@@ -269,7 +270,7 @@ def run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data
                                     dataclasses.replace(settings, seed=seed), data, resources,
                                     base=base)
             except Exception as exc:  # recorded as the finalist's failure; the others go on
-                result = failed(exc)
+                result = failed(exc, seed)
             yield config, reason, seed, _weights_here(result, out_dir)
         return
     remote = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"],
@@ -286,7 +287,7 @@ def run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data
         try:
             result = ray.get(done)
         except Exception as exc:
-            result = failed(exc)
+            result = failed(exc, seed)
         finally:  # the driver alone writes reports/<study>/; the checkpoint stays in the store
             _pull_weights_once(store, run_job(config, seed, settings.seed), out_dir)
         yield config, reason, seed, _weights_here(result, out_dir)

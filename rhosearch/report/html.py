@@ -179,6 +179,7 @@ def _stages_figure(info: FrontInfo):
         margin={"t": 80, "b": 40, "l": 70, "r": 20},
         legend={"orientation": "h", "y": 0.995, "yanchor": "top", "x": 0, "xanchor": "left",
                 "yref": "container"},
+        modebar={"orientation": "v"},  # a long legend ran under the horizontal tool bar
     )
     return figure
 
