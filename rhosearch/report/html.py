@@ -195,6 +195,8 @@ def _paper_figure(info: FrontInfo):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from rhosearch.core.space import baseline_config
+
     figure = make_subplots(rows=1, cols=2, horizontal_spacing=0.07, subplot_titles=(
         "Paper (ImageNet-1k, reported): top-1 vs overhead parameters",
         "Paper (ImageNet-1k, reported): top-1 vs GMACs"))
@@ -208,8 +210,11 @@ def _paper_figure(info: FrontInfo):
             figure.add_trace(go.Scatter(
                 x=rows[x], y=rows["top1"], mode="markers+text" if recipe == "MSS" else "markers",
                 text=[n.removeprefix("ExMViT-") for n in rows["name"]],
-                textposition=["bottom center" if n.startswith("MobileViT") else "top center"
-                              for n in rows["name"]],
+                # The baseline's label below its point, the others' above (they crowd it).
+                textposition=["bottom center" if rho == baseline_config(backbone).rho_text
+                              else "top center"
+                              for rho, backbone in zip(rows["rho"], rows["backbone"],
+                                                       strict=True)],
                 textfont={"size": 9, "color": _RECIPE_COLORS.get(recipe, "#333")},
                 name=f"paper {tables} ({recipe})", legendgroup=f"paper-{recipe}",
                 showlegend=col == 1,
