@@ -80,3 +80,17 @@ def test_a_trial_recorded_but_not_told_when_the_driver_died_runs_again():
     assert trials_done(study) == 0
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [trial.params]
+
+
+def test_a_studys_objectives_come_in_vocab_order(tmp_path):
+    import warnings
+
+    from rhosearch.record.study import study_objectives
+
+    study = optuna.create_study(study_name="o", directions=["maximize", "minimize", "minimize"],
+                                storage=open_storage(default_storage_url("o", tmp_path)))
+    assert study_objectives(study) == ["top1", "overhead_params", "gmacs"]  # no metric names
+    with warnings.catch_warnings():  # experimental in Optuna, as the search sets them
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["top1", "overhead_params", "overhead_ms"])  # a latency search
+    assert study_objectives(study) == ["top1", "overhead_params", "overhead_ms"]
