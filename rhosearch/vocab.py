@@ -16,6 +16,7 @@ __all__ = [
     "COLUMN_DTYPES",
     "FAILED_STATUSES",
     "LATENCY_COLUMNS",
+    "Method",
     "NOT_TRAINED_STATUSES",
     "OBJECTIVES",
     "PRICED",
@@ -95,6 +96,16 @@ class RunFile(StrEnum):
     SCORES = "scores.csv"
     TRIALS = "trials.csv"
     WEIGHTS = "model.safetensors"
+
+
+class Method(StrEnum):
+    """Which test compared a configuration with the baseline (`stats.Comparison.method`): the
+    `test` column of `trials.csv`."""
+
+    PAIRED_T = "paired t"  # over shared seeds, with the family's pooled variance
+    UNPAIRED_T = "unpaired t"  # no seed in common
+    SIGN_FLIP = "sign-flip"  # exact permutation test, when every paired difference ties
+    NONE = "none"  # nothing to test with
 
 
 class Verdict(StrEnum):

@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rhosearch.vocab import Verdict
+from rhosearch.vocab import Method, Verdict
 
 __all__ = [
     "ALPHA",
@@ -191,11 +191,11 @@ class Comparison(NamedTuple):
         if not self.tested:
             return ("no test" if math.isnan(self.diff) else f"{self.diff:+.1f} pts, no test")
         interval = "" if math.isnan(self.lo) else f" [{self.lo:+.1f}, {self.hi:+.1f}]"
-        df = f", {self.df:g} df" if self.method.endswith(" t") else ""
+        df = f", {self.df:g} df" if self.method in (Method.PAIRED_T, Method.UNPAIRED_T) else ""
         return f"{self.diff:+.1f} pts{interval}, p = {self.p_value:.2g} ({self.method}{df})"
 
 
-_NO_TEST = Comparison(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0, "none")
+_NO_TEST = Comparison(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0, Method.NONE)
 
 
 def _t_quantile(q: float, df: float) -> float:
@@ -278,14 +278,14 @@ def paired_test(differences: Sequence[float], *, pooled_var: float | None = None
         return _NO_TEST
     mean = float(d.mean())
     if pooled_var is not None and pooled_var > 0 and pooled_df >= 1:
-        return _t_comparison(mean, math.sqrt(pooled_var / n), pooled_df, n, "paired t", alpha)
+        return _t_comparison(mean, math.sqrt(pooled_var / n), pooled_df, n, Method.PAIRED_T, alpha)
     if n < 2:
         return _NO_TEST._replace(diff=mean, n=n)
     own = float(d.var(ddof=1))
     if own <= 1e-12 * max(1.0, mean * mean):
         return Comparison(mean, 0.0, float(n - 1), math.nan, math.nan, sign_flip_p(d), n,
-                          "sign-flip")
-    return _t_comparison(mean, math.sqrt(own / n), n - 1, n, "paired t", alpha)
+                          Method.SIGN_FLIP)
+    return _t_comparison(mean, math.sqrt(own / n), n - 1, n, Method.PAIRED_T, alpha)
 
 
 def unpaired_test(values: Sequence[float], baseline: Sequence[float], *,
@@ -308,7 +308,7 @@ def unpaired_test(values: Sequence[float], baseline: Sequence[float], *,
     else:
         return _NO_TEST._replace(diff=diff, n=len(a))
     se = math.sqrt(var * (1 / len(a) + 1 / len(b)))
-    return _t_comparison(diff, se, df, len(a), "unpaired t", alpha)
+    return _t_comparison(diff, se, df, len(a), Method.UNPAIRED_T, alpha)
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
@@ -434,7 +434,8 @@ class Family(NamedTuple):
 
     def paired_share(self) -> int:
         """How many of the tested comparisons used the paired test."""
-        return sum(1 for c in self.comparisons.values() if c.tested and c.method != "unpaired t")
+        return sum(1 for c in self.comparisons.values()
+                   if c.tested and c.method != Method.UNPAIRED_T)
 
 
 def pairing_correlation(runs: Mapping[str, Mapping[int, float]], control: str) -> float:
