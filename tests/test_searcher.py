@@ -11,6 +11,8 @@ from rhosearch.drivers.search import SearchSettings
 from rhosearch.drivers.search_study import make_sampler
 from rhosearch.execution.resources import Budget
 from rhosearch.execution.searcher import StudySearcher
+from rhosearch.record.study import stage_study
+from rhosearch.vocab import Stage
 
 
 @pytest.mark.parametrize("sampler", ["tpe"])
@@ -46,3 +48,42 @@ def test_six_slots_at_once_write_no_duplicate_rows(tmp_path, sampler):
     assert len(rhos) == 40 and len(set(rhos)) == 40
     assert all(t.state.name == "COMPLETE" for t in proxy)
     assert not [t for t in trials if t.user_attrs.get("status") in ("cached", "duplicate")]
+
+
+def test_the_sampler_sees_one_point_per_rho_at_its_seed_mean(tmp_path):
+    """A rho with resolve seeds (and the baseline with noise seeds) is one point for the
+    sampler, at the mean over its seeds; the study's own row keeps its first seed's value."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_search_space("exmobilevit_s")
+    settings = SearchSettings(study="t", space=space, trials=3, budget=Budget(cpus=2),
+                              noise_seeds=2, reports_dir=tmp_path, sampler="random",
+                              stage="proxy")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="t",
+                                directions=["maximize", "minimize"])
+    searcher = StudySearcher(study, settings, epochs=1)
+    for seed in (1, 2):  # the noise floor's seeds of the baseline
+        config = searcher.suggest(f"noise{seed}")
+        searcher.on_trial_complete(f"noise{seed}", {"top1": 70.0 + seed, "epochs_done": 1,
+                                                    "status": "ok", "seed": seed})
+    live = {}
+    for name in ("a", "b"):
+        config = searcher.suggest(name)
+        live[name] = config["rho"]
+    searcher.on_trial_complete("a", {"top1": 80.0, "epochs_done": 1, "status": "ok"})
+    searcher.on_trial_complete("b", {"top1": 60.0, "epochs_done": 1, "status": "ok"})
+    resolve = stage_study(study, Stage.RESOLVE)
+    for seed, top1 in ((1, 95.0), (2, 95.0)):  # two more paired seeds of "a"
+        resolve.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=[top1, 0.0],
+            user_attrs={"rho": live["a"], "top1": top1, "seed": seed, "stage": "resolve"}))
+    resolve.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, values=[90.0, 0.0],
+        user_attrs={"rho": live["b"], "top1": 90.0, "seed": 1, "stage": "resolve"}))
+    scratch = searcher._scratch_study()
+    seen = {t.user_attrs["rho"]: t.values[0] for t in scratch.trials
+            if t.state == optuna.trial.TrialState.COMPLETE}
+    assert seen[live["a"]] == pytest.approx(90.0)  # (80 + 95 + 95) / 3
+    assert seen[live["b"]] == pytest.approx(75.0)  # (60 + 90) / 2
+    assert len(seen) == 2  # one point per rho
+    rows = {t.user_attrs["rho"]: t.values[0] for t in study.trials if t.values}
+    assert rows[live["b"]] == 60.0  # the study keeps the first seed's value

@@ -29,6 +29,7 @@ from rhosearch.record.study import (
     space_distributions,
     stage_study,
     study_dir,
+    study_objectives,
     trials_done,
     trials_frame,
 )
@@ -82,6 +83,7 @@ class StudySearcher(Searcher):
         self.store = settings.job_store()
         # --budget ...,2h: no trial starts after this moment; running ones finish.
         self.deadline = deadline
+        self._means: dict[str, float] = {}  # rho -> top-1 over its seeds (`_scratch_study`)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study in its storage is the searcher's whole state."""
@@ -144,7 +146,7 @@ class StudySearcher(Searcher):
                     # measured values again (or keeps it running, a constant liar) and is asked
                     # again; the sampler's record sees each rho once.
                     if known is not None:
-                        scratch.tell(proposal, known.values)
+                        scratch.tell(proposal, self._at_seed_mean(known).values)
                     continue
                 scratch.tell(proposal, state=TrialState.FAIL)
                 self.study.enqueue_trial(proposal.params)
@@ -182,9 +184,40 @@ class StudySearcher(Searcher):
         there, with its parameters fixed."""
         scratch = optuna.create_study(directions=self.study.directions,
                                       sampler=self.study.sampler)
-        scratch.add_trials([t for t in self.study.get_trials(deepcopy=False)
+        self._means = self._seed_means()  # read once per scratch study, i.e. per suggestion
+        scratch.add_trials([self._at_seed_mean(t) for t in self.study.get_trials(deepcopy=False)
                             if t.state != TrialState.WAITING])
         return scratch
+
+    def _seed_means(self) -> dict[str, float]:
+        """Each measured rho's top-1 averaged over every seed it has: its proxy trial, the
+        resolve stage's paired seeds and, for the baseline, the noise floor's seeds."""
+        runs: dict[str, list[float]] = {}
+        studies = [self.study, self.noise_study,
+                   stage_study(self.study, Stage.RESOLVE, create=False)]
+        for study in filter(None, studies):
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                top1 = t.user_attrs.get("top1")
+                if study is self.study and t.user_attrs.get("stage") != STAGE:
+                    continue  # a full-stage run: another recipe, not a seed of the proxy
+                if "rho" in t.user_attrs and top1 is not None and math.isfinite(top1):
+                    runs.setdefault(t.user_attrs["rho"], []).append(float(top1))
+        return {rho: sum(values) / len(values) for rho, values in runs.items()}
+
+    def _at_seed_mean(self, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+        """The trial as the sampler should see it: a rho measured with several seeds is one
+        point at their mean (Optuna cannot change a finished trial's values, so the study's row
+        keeps its first seed's; the sampler is only ever asked through this copy)."""
+        mean = self._means.get(trial.user_attrs.get("rho"))
+        if (trial.state != TrialState.COMPLETE or trial.user_attrs.get("stage") != STAGE
+                or mean is None or not trial.values):
+            return trial
+        values = list(trial.values)
+        values[study_objectives(self.study).index("top1")] = mean
+        return optuna.trial.create_trial(
+            state=trial.state, values=values, params=trial.params,
+            distributions=trial.distributions, user_attrs=trial.user_attrs,
+            system_attrs=trial.system_attrs)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
