@@ -169,3 +169,21 @@ def test_calibration_benchmark_ends_with_one_line_per_rule(capsys):
     pattern = (r"calibration (before|after): per-trial FP \d+\.\d %, per-search FP \d+\.\d %, "
                r"power\(\+3 pts\) \d+\.\d %")
     assert [re.fullmatch(pattern, line).group(1) for line in lines[-2:]] == ["before", "after"]
+
+
+def test_head_agreement_reads_a_searchs_heads(tmp_path, monkeypatch, capsys):
+    """benchmarks/head_agreement.py: trunks that rank four configurations alike agree (tau = +1),
+    and the paired sd is that of the differences from the baseline's head on the same trunk."""
+    head = tmp_path / "s" / "head"
+    head.mkdir(parents=True)
+    rhos = ["0,0,0,0,4", "0,0,0,0,2", "0,0,1/3,0,2", "0,0,2,0,2"]
+    lines = [pd.DataFrame([{"trunk": t, "head_seed": 0, "rho": rho, "top1": 80 + i + t / 10,
+                            "n_val": 400} for i, rho in enumerate(rhos)]) for t in range(4)]
+    pd.concat(lines).to_json(head / "runs.jsonl", orient="records", lines=True)
+    monkeypatch.setattr(sys, "argv", ["head_agreement", "--study", "s", "--reports-dir",
+                                      str(tmp_path)])
+    _load("head_agreement").main()
+    printed = capsys.readouterr().out
+    assert "4 configurations on every one of 4 trunks" in printed
+    assert "trunks [0, 2] vs [1, 3]: tau = +1.00" in printed
+    assert "pooled sd 0.00 pts" in printed and "mean over configurations +2.00 pts" in printed
