@@ -303,7 +303,7 @@ def score_space(
 
 
 def _identity(space: SearchSpace, data: str, recipe: Recipe, seed: int) -> dict[str, Any]:
-    return {"stage": STAGE, "backbone": space.backbone,
+    return {"stage": str(STAGE), "backbone": space.backbone,  # torch's safe loader: no enums
             "choices": [[str(r) for r in c] for c in space.choices],
             "data": data, "recipe": dataclasses.asdict(recipe), "seed": seed}
 
