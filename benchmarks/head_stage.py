@@ -22,7 +22,7 @@ import time
 import torch
 
 from rhosearch.core.space import load_search_space
-from rhosearch.stages.head import BlockMaps, tapped_blocks, train_heads
+from rhosearch.stages.head import HEADS_PER_PASS, BlockMaps, tapped_blocks, train_heads
 from rhosearch.training.recipe import load_recipe
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the head recipe's")
     parser.add_argument("--configs", type=int, default=None, help="default: the whole space")
     parser.add_argument("--val-images", type=int, default=2000)
-    parser.add_argument("--heads-per-pass", type=int, default=48)
+    parser.add_argument("--heads-per-pass", type=int, default=HEADS_PER_PASS)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)

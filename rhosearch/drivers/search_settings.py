@@ -115,9 +115,10 @@ _REFERENCE_S, _REFERENCE_UNITS = 272.0, 4 * 69 + 15 * 69 / 2
 
 
 # The head stage of that search (144 heads x 5 head epochs over 1,437 cached images per trunk)
-# took 68 s per trunk on 2 quiet CPUs (06:08 UTC, 2026-12-02, at e9b4cab): seconds per head,
+# takes 43.5 s per trunk on 2 quiet CPUs with 6 heads per pass (`benchmarks/head_stage.py
+# --images 1437 --val-images 360`, stop 25; 60-68 s with the former 48): seconds per head,
 # epoch and training image on 2 CPUs.
-_HEAD_S = 68.0 / (144 * 5 * 1437)
+_HEAD_S = 43.5 / (144 * 5 * 1437)
 
 
 def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> float | None:

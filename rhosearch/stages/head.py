@@ -62,6 +62,7 @@ from rhosearch.training.recipe import Recipe, learning_rate
 from rhosearch.vocab import Stage
 
 __all__ = [
+    "HEADS_PER_PASS",
     "STAGE",
     "BlockMaps",
     "Head",
@@ -77,6 +78,12 @@ __all__ = [
 ]
 
 STAGE = Stage.HEAD
+
+# Heads per `HeadBank` pass. Measured on 2 quiet CPU cores (`benchmarks/head_stage.py --configs
+# 48 --images 4000 --epochs 1 --heads-per-pass N`): 3, 6, 8, 48 per pass gave 5.1, 5.3, 5.2,
+# 3.7 heads/s, and one head at a time 4.8-5.0: wide banks lose on a CPU (probably their
+# activations outgrow the caches), narrow ones keep a little of the batching's gain.
+HEADS_PER_PASS = 6
 
 
 # --- what is tapped and cached ----------------------------------------------------------------
@@ -294,7 +301,7 @@ def head_top1(model: Head | HeadBank, val: BlockMaps, *, batch_size: int = 1000)
 
 def train_heads(
     configs: Sequence[RhoConfig], train: BlockMaps, val: BlockMaps, *, recipe: Recipe,
-    seed: int, num_classes: int, batched: bool = True, heads_per_pass: int = 48,
+    seed: int, num_classes: int, batched: bool = True, heads_per_pass: int = HEADS_PER_PASS,
 ) -> Iterator[tuple[list[RhoConfig], list[float]]]:
     """Trains every configuration's head with head seed `seed`; yields (configs, top-1 %) after
     each pass (`heads_per_pass` heads in one `HeadBank`, or one `Head` at a time when not
@@ -358,7 +365,7 @@ def _append(path: Path, runs: Sequence[HeadRun]) -> None:
 def train_heads_on_trunk(
     trunk_id: int, trunk: ExMobileViT, configs: Sequence[RhoConfig], *, train: DataLoader,
     val: DataLoader, recipe: Recipe, head_seeds: Sequence[int], runs_path: Path,
-    batched: bool = True, heads_per_pass: int = 48,
+    batched: bool = True, heads_per_pass: int = HEADS_PER_PASS,
     log: Callable[[str], None] | None = None,
 ) -> list[HeadRun]:
     """Caches `trunk`'s maps of `train` and `val` and trains every configuration's head with
@@ -387,7 +394,8 @@ def train_heads_on_trunk(
                     for c, t in zip(group, top1, strict=True)]
             _append(runs_path, runs)
             new += runs
-            if log is not None:  # the bank's passes are the stage's long silence otherwise
+            # A line per 48 heads or so: the bank's passes are the stage's long silence otherwise.
+            if log is not None and (len(new) % 48 < len(runs) or len(new) == total):
                 log(f"head: trunk {trunk_id}: {len(new)}/{total} heads trained, "
                     f"{time.perf_counter() - started:.0f} s so far")
     if log is not None:
