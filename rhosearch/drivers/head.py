@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from rhosearch.drivers.search_settings import SearchSettings
     from rhosearch.training.data import BaseData
 
-__all__ = ["check_head_settings", "run_head_stage", "trunk_seeds"]
+__all__ = ["check_head_settings", "head_loaders", "run_head_stage", "trunk_seeds"]
 
 STAGE = Stage.HEAD
 WEIGHTS = RunFile.WEIGHTS
@@ -126,15 +127,16 @@ def _train_trunks(study: optuna.Study, settings: SearchSettings, recipe: Any,
     return usable
 
 
-def _loaders(settings: SearchSettings, recipe: Any) -> tuple[Any, Any]:
-    """The training images through the evaluation transform (maps are cached once: no
-    augmentation), and the validation images, in a fixed order."""
+def head_loaders(data: str, recipe: Any, *, root: Path | None = None) -> tuple[Any, Any]:
+    """The training images of `data` through the evaluation transform (maps are cached once:
+    no augmentation), and the validation images, in a fixed order, as the trunks' (proxy)
+    `recipe` sizes them."""
     from torch.utils.data import DataLoader
 
     from rhosearch.training.data import ScaledDataset, build_datasets
 
-    train, val = build_datasets(settings.data, resolution=recipe.resolution,
-                                root=settings.data_root, subset=recipe.subset,
+    train, val = build_datasets(data, resolution=recipe.resolution,
+                                root=root, subset=recipe.subset,
                                 val_subset=recipe.val_subset, crop_pct=recipe.crop_pct)
     plain = ScaledDataset(train.base, resolution=recipe.resolution, train=False,
                           crop_pct=recipe.crop_pct)
@@ -153,9 +155,10 @@ def run_head_stage(study: optuna.Study, settings: SearchSettings, recipe: Any,
     from rhosearch.core.model import create_model
     from rhosearch.stages.head import read_runs, train_heads_on_trunk
     from rhosearch.training.data import dataset_info
+    from rhosearch.training.datasets import head_recipe_for
     from rhosearch.training.train import load_recipe
 
-    head_recipe = load_recipe("head", settings.head_overrides)
+    head_recipe = load_recipe(head_recipe_for(settings.data), settings.head_overrides)
     trunks = _train_trunks(study, settings, recipe, resources, data, log)
     folder = study_dir(settings.study, settings.reports_dir) / STAGE
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +169,8 @@ def run_head_stage(study: optuna.Study, settings: SearchSettings, recipe: Any,
     device = torch.device("cuda" if settings.budget.gpus and torch.cuda.is_available()
                           else "cpu")
     baseline = baseline_config(settings.space.backbone)
-    train_loader, val_loader = _loaders(settings, recipe)
+    train_loader, val_loader = head_loaders(settings.data, recipe,
+                                            root=settings.data_root)
     num_classes = dataset_info(settings.data, root=settings.data_root)
     try:
         for seed, path in trunks.items():

@@ -22,6 +22,7 @@ from rhosearch.execution.resources import (
 from rhosearch.record.study import (
     objective_names,
 )
+from rhosearch.training.datasets import head_recipe_for
 from rhosearch.vocab import ALL_STAGES, SEARCH_STAGES, Stage
 
 __all__ = ["SearchSettings", "expected_seconds"]
@@ -136,6 +137,10 @@ def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> flo
     runs = 0
     if settings.stage in (Stage.PROXY, ALL_STAGES):
         runs += settings.trials + settings.noise_seeds
+    if settings.stage == Stage.HEAD:  # its trunks: the noise seeds, trained by the stage itself
+        runs += settings.noise_seeds + settings.head_trunks
+    elif settings.stage == ALL_STAGES:
+        runs += settings.head_trunks
     if settings.stage in (Stage.RESOLVE, ALL_STAGES):
         runs += settings.resolve_contenders * settings.resolve_seeds
     units += runs * steps / max(1.0, settings.budget.cpus // (settings.cpus_per_trial or 1))
@@ -146,5 +151,5 @@ def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> flo
         heads = len(list(settings.space.configs())) * settings.head_seeds
         trunks = settings.noise_seeds + settings.head_trunks
         seconds += (_HEAD_S * 2 / settings.budget.cpus * heads * trunks
-                    * load_recipe("head").epochs * n_train)
+                    * load_recipe(head_recipe_for(settings.data)).epochs * n_train)
     return seconds

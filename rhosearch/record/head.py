@@ -12,18 +12,19 @@ the space's configurations).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 import pandas as pd
 
 from rhosearch.core.cost import CostModel
 from rhosearch.core.space import RhoConfig, SearchSpace
-from rhosearch.record.stats import compare_family, t_interval
+from rhosearch.record.stats import Tau, compare_family, kendall_tau, pooled_variance, t_interval
 from rhosearch.record.study import params_of, space_distributions, study_objectives
 from rhosearch.vocab import Stage, Status, Verdict
 
-__all__ = ["HEAD_SUMMARY_COLUMNS", "better_count", "record_head", "summarize_head"]
+__all__ = ["HEAD_SUMMARY_COLUMNS", "HeadAgreement", "better_count", "head_agreement",
+           "paired_sd", "record_head", "summarize_head"]
 
 STAGE = Stage.HEAD
 HEAD_SUMMARY_COLUMNS = [
@@ -96,3 +97,61 @@ def better_count(summary: pd.DataFrame) -> int:
     """How many configurations the rule labels better than the baseline's head (the summary
     line's count: read from the label, never from a sentence made for people)."""
     return int((summary["vs_baseline"] == Verdict.BETTER).sum())
+
+
+def paired_sd(runs: dict[str, dict[Any, float]], control: str) -> tuple[float, int]:
+    """The pooled standard deviation of one paired difference (a configuration minus `control`
+    on the same key: a seed, a trunk, or a (trunk, head seed)) and its degrees of freedom; NaN
+    and 0 when no configuration has two paired differences."""
+    base = runs.get(control, {})
+    diffs = [[v - base[k] for k, v in keyed.items() if k in base]
+             for rho, keyed in runs.items() if rho != control]
+    var, df = pooled_variance(diffs)
+    return (math.sqrt(var) if var else math.nan), df
+
+
+class HeadAgreement(NamedTuple):
+    """How a head stage agrees with itself (`head_agreement`): the configurations measured on
+    every trunk, and per split of the trunks (each against the others; even against odd with
+    four or more) Kendall's tau of the configurations' mean top-1 on the two sides; the paired
+    difference from the baseline's head, per (trunk, head seed) and per trunk mean."""
+
+    configurations: int
+    trunks: list[int]
+    mean_range: tuple[float, float]
+    mean_std: float
+    splits: list[tuple[list[int], list[int], Tau]]
+    paired_sd: tuple[float, int]
+    paired_sd_trunk: tuple[float, int]
+    mean_diff: float
+
+
+def head_agreement(runs: pd.DataFrame, baseline_rho: str) -> HeadAgreement:
+    """Computes `HeadAgreement` from one row per head (`trunk`, `head_seed`, `rho`, `top1`):
+    the whole space's self-agreement, which `benchmarks/head_agreement.py` prints for a search
+    and `benchmarks/head_epochs.py` for each head recipe."""
+    runs = runs.drop_duplicates(["trunk", "head_seed", "rho"])
+    by_trunk = runs.pivot_table(index="rho", columns="trunk", values="top1").dropna()
+    trunks = [int(t) for t in by_trunk.columns]
+    means = by_trunk.mean(axis=1)
+    sides = [([t], [u for u in trunks if u != t]) for t in trunks]
+    if len(trunks) >= 4:
+        sides.append((trunks[0::2], trunks[1::2]))
+    splits = [(left, right, kendall_tau(by_trunk[left].mean(axis=1),
+                                        by_trunk[right].mean(axis=1)))
+              for left, right in sides]
+    keyed = {rho: {(int(r.trunk), int(r.head_seed)): float(r.top1) for r in group.itertuples()}
+             for rho, group in runs.groupby("rho")}
+    per_trunk = {rho: {int(t): float(v) for t, v in row.dropna().items()}
+                 for rho, row in runs.pivot_table(index="rho", columns="trunk",
+                                                  values="top1").iterrows()}
+    base = per_trunk.get(baseline_rho, {})
+    diffs = [sum(paired) / len(paired) for rho, by in per_trunk.items() if rho != baseline_rho
+             if (paired := [v - base[t] for t, v in by.items() if t in base])]
+    return HeadAgreement(
+        configurations=len(by_trunk), trunks=trunks,
+        mean_range=(float(means.min()), float(means.max())) if len(means) else (math.nan,) * 2,
+        mean_std=float(means.std()), splits=splits,
+        paired_sd=paired_sd(keyed, baseline_rho),
+        paired_sd_trunk=paired_sd(per_trunk, baseline_rho),
+        mean_diff=float(sum(diffs) / len(diffs)) if diffs else math.nan)

@@ -612,10 +612,10 @@ def verdict_sentence(family: Family | None, *, baseline_name: str,
     else:
         head = (f"No configuration differs from {baseline_name} at 5 % over the "
                 f"{_plural(family.m, 'configuration')} compared (Holm) ({floor}).")
-    tests = (f"{family.paired_share()} of {family.m} compared paired (same seeds)"
+    tests = (f"; {family.paired_share()} of {family.m} compared paired (same seeds)"
              if family.m else "")
     extra = f" {untested} not tested (no variance)." if untested else ""
-    return (f"{head}{extra} {pairing}; {tests}. "
+    return (f"{head}{extra} {pairing}{tests}. "
             f"{power_sentence(family, trial_s=trial_s, alpha=alpha)}")
 
 

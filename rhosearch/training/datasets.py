@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BUILTIN", "DATASETS", "FOLDER", "DataSet", "full_recipe_for", "proxy_recipe_for"]
+__all__ = ["BUILTIN", "DATASETS", "FOLDER", "DataSet", "full_recipe_for", "head_recipe_for",
+           "proxy_recipe_for"]
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,15 @@ class DataSet:
     # The finalists' (train-best): the paper's recipe at a 64 px base for 8-32 px images, where
     # its 256 px base would only multiply the cost by 16 on upscaled pixels.
     full_recipe: str
+    head_recipe: str = "head"  # the head stage's heads on frozen trunks
 
 
 DATASETS = {
     d.name: d for d in (
-        DataSet("digits", 10, 8, proxy_recipe="proxy", full_recipe="full_small"),
+        # head_digits: 3 head epochs, where 5 agreed no better with itself and cost 5/3 as much
+        # (benchmarks/head_epochs.py, docs/head-stage.md).
+        DataSet("digits", 10, 8, proxy_recipe="proxy", full_recipe="full_small",
+                head_recipe="head_digits"),
         # proxy_fmnist: sized to about a minute per MobileViT-S trial on 2 CPU cores.
         DataSet("fashion-mnist", 10, 28, proxy_recipe="proxy_fmnist", full_recipe="full_small"),
         DataSet("cifar10", 10, 32, proxy_recipe="proxy", full_recipe="full_small"),
@@ -45,6 +50,11 @@ def _entry(data: str) -> DataSet:
 def proxy_recipe_for(data: str) -> str:
     """The proxy recipe `data` gets unless --recipe says otherwise."""
     return _entry(data).proxy_recipe
+
+
+def head_recipe_for(data: str) -> str:
+    """The head stage's recipe for `data` (its heads' epochs and schedule)."""
+    return _entry(data).head_recipe
 
 
 def full_recipe_for(data: str) -> str:
