@@ -53,6 +53,7 @@ import numpy as np
 
 from rhosearch.core.cost import CostModel
 from rhosearch.core.space import RhoConfig, SearchSpace, load_presets, load_search_space
+from rhosearch.record.head import paired_sd
 from rhosearch.record.stats import kendall_tau
 
 DEFAULT_OUT = Path("reports/benchmarks/fidelity")
@@ -354,18 +355,6 @@ def run_heads(records: list[dict], configs: list[RhoConfig], args: argparse.Name
         table.setdefault(run.rho, {}).setdefault(run.trunk, {})[run.head_seed] = run.top1
     return {"top1": table, "wall_s": time.perf_counter() - started, "trained": trained,
             "epochs": head_recipe.epochs}
-
-
-def paired_sd(runs: dict[str, dict[Any, float]], control: str) -> tuple[float, int]:
-    """The pooled standard deviation of one paired difference (configuration minus control on
-    the same key: a seed, or a (trunk, head seed)) and its degrees of freedom."""
-    from rhosearch.record.stats import pooled_variance
-
-    base = runs.get(control, {})
-    diffs = [[v - base[k] for k, v in keyed.items() if k in base]
-             for rho, keyed in runs.items() if rho != control]
-    var, df = pooled_variance(diffs)
-    return (math.sqrt(var) if var else math.nan), df
 
 
 def report_heads(heads: dict, configs: list[RhoConfig], records: list[dict],

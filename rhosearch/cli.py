@@ -221,6 +221,10 @@ def _search_args(parser: argparse.ArgumentParser) -> None:
                         help="the resolve stage gives each contender (the front and what "
                         "overlaps it) up to N more seeds, paired with the baseline's, until it "
                         "is told from the baseline or cannot be (default: 2; 0: off)")
+    parser.add_argument("--resolve-contenders", type=values.whole(1, 1000), default=None,
+                        metavar="K", help="the resolve stage races at most K contenders, best "
+                        "first (default: as many as the budget trains at once, at least 2, so "
+                        "a round takes one run's time)")
     parser.add_argument("--head-seeds", type=values.whole(1, 100), default=1, metavar="S",
                         help="head stage: head seeds per trunk and configuration (default: 1; "
                         "the trunk is the unit of its test, and its cost is linear in S)")
@@ -263,7 +267,7 @@ def _search(args: argparse.Namespace) -> int:
         latency_objective=args.latency_objective,
         latency=LatencySettings(clock=args.latency_clock, max_seconds=10.0), stage=args.stage,
         noise_seeds=args.noise_seeds, early_stop=args.early_stop,
-        resolve_seeds=args.resolve_seeds,
+        resolve_seeds=args.resolve_seeds, resolve_contenders=args.resolve_contenders,
         enqueue_oneshot_front=args.enqueue_oneshot_front, head_seeds=args.head_seeds,
         head_trunks=args.head_trunks, enqueue_head_front=args.enqueue_head_front,
         keep_checkpoints=args.keep_checkpoints, storage_path=args.storage_path,

@@ -242,6 +242,7 @@ CASES = [
     ("search --space space.yaml --noise-seeds -1", "space", "--noise-seeds -1"),
     ("search --space space.yaml --resolve-seeds -1", "space", "--resolve-seeds -1"),
     ("search --space space.yaml --resolve-seeds abc", "space", "--resolve-seeds 'abc'"),
+    ("search --space space.yaml --resolve-contenders 0", "space", "--resolve-contenders 0"),
     ("search --space space.yaml --study s --stage resolve", "no-proxy", "no finished proxy"),
     ("search --space space.yaml --study nosuch --stage resolve", None, "no study 'nosuch'"),
     ("search --space space.yaml --study ../x", "space", "'../x'"),

@@ -6,7 +6,13 @@ import pytest
 
 from rhosearch.cli import DATA_HELP
 from rhosearch.training.data import dataset_info
-from rhosearch.training.datasets import BUILTIN, DATASETS, full_recipe_for, proxy_recipe_for
+from rhosearch.training.datasets import (
+    BUILTIN,
+    DATASETS,
+    full_recipe_for,
+    head_recipe_for,
+    proxy_recipe_for,
+)
 from rhosearch.training.recipe import load_recipe
 
 
@@ -22,6 +28,15 @@ def test_small_image_sets_get_the_64_px_full_recipe_and_folders_the_256_px_one()
 def test_proxy_recipes():
     assert proxy_recipe_for("fashion-mnist") == "proxy_fmnist"
     assert proxy_recipe_for("digits") == proxy_recipe_for("/data/imagenet") == "proxy"
+
+
+def test_head_recipes_differ_from_the_head_recipe_in_epochs_alone():
+    """digits' heads train 3 epochs (benchmarks/head_epochs.py); everything else is `head`'s."""
+    assert head_recipe_for("fashion-mnist") == head_recipe_for("/data/imagenet") == "head"
+    digits, base = load_recipe(head_recipe_for("digits")), load_recipe("head")
+    assert (digits.epochs, base.epochs) == (3, 5)
+    differ = {k for k in vars(base) if getattr(base, k) != getattr(digits, k)}
+    assert differ == {"name", "description", "epochs"}
 
 
 @pytest.mark.parametrize("name", BUILTIN)

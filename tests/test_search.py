@@ -287,6 +287,11 @@ def test_oneshot_scores_stay_out_of_the_samplers_history_and_its_checkpoint_goes
     supernet = tmp_path / "t" / "supernet"
     assert (supernet / "scores.csv").is_file() and (supernet / "metrics.jsonl").is_file()
     assert not list(supernet.glob("checkpoint.pt*"))
+    # A screen alone trains no finalist: it names the proxy stage on this study, runnable.
+    steps = next_steps(_settings(tmp_path, space=space, stage="oneshot"), outcome,
+                       command=shlex.join)
+    assert steps == [f"next: the proxy trials on this study: search --study t --reports-dir "
+                     f"{tmp_path} --resume --stage proxy --space {space.source}"]
     lines = []  # resumed: the scores are read back, the supernet is not trained again
     again = run_search(_settings(tmp_path, space=space, stage="oneshot", resume=True),
                        log=lines.append)

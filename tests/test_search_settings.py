@@ -20,6 +20,7 @@ SPACE = parse_search_space({"backbone": "mobilevit_xxs", "rho": {"rho_5": [3, 4]
     ("early_stop", "hyperband", "unknown --early-stop 'hyperband'; choose one of: none, asha"),
     ("noise_seeds", -1, "--noise-seeds -1: give 0"),
     ("resolve_seeds", -1, "--resolve-seeds -1: give 0"),
+    ("resolve_contenders", 0, "--resolve-contenders 0: give 1 or more"),
     ("head_seeds", 0, "--head-seeds 0: give 1 or more"),
     ("head_trunks", -1, "--head-trunks -1: give 0"),
 ])
@@ -34,6 +35,23 @@ def test_a_bad_search_setting_is_refused_when_made(field, value, message):
 
 def test_the_default_stage_is_the_clis():
     assert SearchSettings(study="s", space=SPACE).stage == "all"
+
+
+@pytest.mark.parametrize("budget, per_trial, asked, raced", [
+    ("2cpus", {}, None, 2),           # a round of the resolve stage takes one run's time
+    ("1cpu", {}, None, 2),            # at least 2: one contender alone is no race
+    ("6gpus", {}, None, 6),
+    ("6gpus", {"gpus_per_trial": 0.5}, None, 12),
+    ("8cpus", {"cpus_per_trial": 2}, None, 4),
+    ("2cpus", {}, 3, 3),              # --resolve-contenders decides when given
+])
+def test_the_resolve_stage_races_as_many_contenders_as_run_at_once(budget, per_trial, asked,
+                                                                   raced):
+    from rhosearch.execution.resources import parse_budget
+
+    settings = SearchSettings(study="s", space=SPACE, budget=parse_budget(budget),
+                              resolve_contenders=asked, **per_trial)
+    assert settings.contenders_raced() == raced
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -79,7 +79,9 @@ def test_the_sampler_sees_one_point_per_rho_at_its_seed_mean(tmp_path):
     resolve.add_trial(optuna.trial.create_trial(
         state=optuna.trial.TrialState.COMPLETE, values=[90.0, 0.0],
         user_attrs={"rho": live["b"], "top1": 90.0, "seed": 1, "stage": "resolve"}))
-    scratch = searcher._scratch_study()
+    scratch, means = searcher._scratch_study()
+    assert {live["a"]: means[live["a"]], live["b"]: means[live["b"]]} == {
+        live["a"]: pytest.approx(90.0), live["b"]: pytest.approx(75.0)}
     seen = {t.user_attrs["rho"]: t.values[0] for t in scratch.trials
             if t.state == optuna.trial.TrialState.COMPLETE}
     assert seen[live["a"]] == pytest.approx(90.0)  # (80 + 95 + 95) / 3

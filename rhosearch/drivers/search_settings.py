@@ -16,9 +16,7 @@ from rhosearch.core.space import SearchSpace
 from rhosearch.deploy.latency import LatencySettings
 from rhosearch.deploy.latency_model import LatencyPricer
 from rhosearch.execution.jobstore import JobStore
-from rhosearch.execution.resources import (
-    Budget,
-)
+from rhosearch.execution.resources import Budget, concurrent_trials, trial_resources
 from rhosearch.record.study import (
     objective_names,
 )
@@ -64,7 +62,9 @@ class SearchSettings:
     resolve_seeds: int = 2
     # Contenders raced, best first: with one-seed intervals (sigma ~2 pts, 3 df) nearly every
     # configuration overlaps the front, and racing all 12 would double the search's time.
-    resolve_contenders: int = 3
+    # None: as many as the budget trains at once, at least 2 (`contenders_raced`): a round then
+    # takes one run's time (3 on 2 CPUs took two, one of them with a CPU idle).
+    resolve_contenders: int | None = None
     # The one-shot front as the proxy stage's first proposals: off, since the one-shot ranking
     # does not agree with longer training beyond noise (benchmarks/fidelity.py).
     enqueue_oneshot_front: bool = False
@@ -94,10 +94,22 @@ class SearchSettings:
                         hint="give 0 (no noise floor) or more seeds, e.g. 3")
         values.at_least(self.resolve_seeds, 0, flag="--resolve-seeds",
                         hint="give 0 (no resolve stage) or more seeds, e.g. 2")
+        if self.resolve_contenders is not None:
+            values.at_least(self.resolve_contenders, 1, flag="--resolve-contenders",
+                            hint="give 1 or more contenders, e.g. 2")
         values.at_least(self.head_seeds, 1, flag="--head-seeds",
                         hint="give 1 or more head seeds per trunk, e.g. 2")
         values.at_least(self.head_trunks, 0, flag="--head-trunks",
                         hint="give 0 (the noise floor's trunks only) or more extra trunks, e.g. 1")
+
+    def contenders_raced(self) -> int:
+        """The resolve stage's contender cap: `resolve_contenders`, or as many proxy runs as
+        the budget trains side by side (at least 2)."""
+        if self.resolve_contenders is not None:
+            return self.resolve_contenders
+        resources = trial_resources(self.budget, gpus_per_trial=self.gpus_per_trial,
+                                    cpus_per_trial=self.cpus_per_trial)
+        return max(2, concurrent_trials(self.budget, resources))
 
     @property
     def objectives(self) -> list[str]:
@@ -142,7 +154,7 @@ def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> flo
     elif settings.stage == ALL_STAGES:
         runs += settings.head_trunks
     if settings.stage in (Stage.RESOLVE, ALL_STAGES):
-        runs += settings.resolve_contenders * settings.resolve_seeds
+        runs += settings.contenders_raced() * settings.resolve_seeds
     units += runs * steps / max(1.0, settings.budget.cpus // (settings.cpus_per_trial or 1))
     seconds = _REFERENCE_S * units / _REFERENCE_UNITS
     if settings.stage in (Stage.HEAD, ALL_STAGES):

@@ -134,7 +134,7 @@ def run_resolve_stage(
             return False
         family, control = found
         if contenders is None:
-            contenders = _contenders(frame, control, settings.resolve_contenders)
+            contenders = _contenders(frame, control, settings.contenders_raced())
             log(f"resolve: racing {len(contenders)} contender(s) against the baseline with up "
                 f"to {settings.resolve_seeds} more paired seed(s) each: "
                 + (", ".join(contenders) or "none"))

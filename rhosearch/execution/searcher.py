@@ -83,7 +83,6 @@ class StudySearcher(Searcher):
         self.store = settings.job_store()
         # --budget ...,2h: no trial starts after this moment; running ones finish.
         self.deadline = deadline
-        self._means: dict[str, float] = {}  # rho -> top-1 over its seeds (`_scratch_study`)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study in its storage is the searcher's whole state."""
@@ -129,11 +128,11 @@ class StudySearcher(Searcher):
         if self.remaining <= 0:
             return self.FINISHED if not (self.live or self.live_noise) else None
         measured = self._measured()
-        scratch = None
+        scratch, means = None, {}
         for _ in range(1000):
             if scratch is None and not self.study.get_trials(
                     deepcopy=False, states=(TrialState.WAITING,)):
-                scratch = self._scratch_study()
+                scratch, means = self._scratch_study()
             if scratch is None:  # an enqueued configuration (paper preset, rerun) comes first
                 trial = self.study.ask(self.distributions)
                 config = config_from_params(self.space, trial.params)
@@ -146,7 +145,7 @@ class StudySearcher(Searcher):
                     # measured values again (or keeps it running, a constant liar) and is asked
                     # again; the sampler's record sees each rho once.
                     if known is not None:
-                        scratch.tell(proposal, self._at_seed_mean(known).values)
+                        scratch.tell(proposal, _at_seed_mean(known, means, self.study).values)
                     continue
                 scratch.tell(proposal, state=TrialState.FAIL)
                 self.study.enqueue_trial(proposal.params)
@@ -176,18 +175,20 @@ class StudySearcher(Searcher):
         self.remaining = 0  # the space holds nothing feasible and new
         return self.FINISHED if not self.live else None
 
-    def _scratch_study(self) -> optuna.Study:
+    def _scratch_study(self) -> tuple[optuna.Study, dict[str, float]]:
         """An in-memory copy of the study's record with the study's own sampler, asked for
-        proposals: a proposal of a rho that is running or already measured is answered there,
-        so it never becomes a row of the study (Optuna writes a row for every `ask`). Only a
-        proposal that will train (or is infeasible) is enqueued into the study and asked for
-        there, with its parameters fixed."""
+        proposals, and the seed means it was given (`_seed_means`, read once per suggestion):
+        a proposal of a rho that is running or already measured is answered there, so it never
+        becomes a row of the study (Optuna writes a row for every `ask`). Only a proposal that
+        will train (or is infeasible) is enqueued into the study and asked for there, with its
+        parameters fixed."""
         scratch = optuna.create_study(directions=self.study.directions,
                                       sampler=self.study.sampler)
-        self._means = self._seed_means()  # read once per scratch study, i.e. per suggestion
-        scratch.add_trials([self._at_seed_mean(t) for t in self.study.get_trials(deepcopy=False)
+        means = self._seed_means()
+        scratch.add_trials([_at_seed_mean(t, means, self.study)
+                            for t in self.study.get_trials(deepcopy=False)
                             if t.state != TrialState.WAITING])
-        return scratch
+        return scratch, means
 
     def _seed_means(self) -> dict[str, float]:
         """Each measured rho's top-1 averaged over every seed it has: its proxy trial, the
@@ -203,21 +204,6 @@ class StudySearcher(Searcher):
                 if "rho" in t.user_attrs and top1 is not None and math.isfinite(top1):
                     runs.setdefault(t.user_attrs["rho"], []).append(float(top1))
         return {rho: sum(values) / len(values) for rho, values in runs.items()}
-
-    def _at_seed_mean(self, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
-        """The trial as the sampler should see it: a rho measured with several seeds is one
-        point at their mean (Optuna cannot change a finished trial's values, so the study's row
-        keeps its first seed's; the sampler is only ever asked through this copy)."""
-        mean = self._means.get(trial.user_attrs.get("rho"))
-        if (trial.state != TrialState.COMPLETE or trial.user_attrs.get("stage") != STAGE
-                or mean is None or not trial.values):
-            return trial
-        values = list(trial.values)
-        values[study_objectives(self.study).index("top1")] = mean
-        return optuna.trial.create_trial(
-            state=trial.state, values=values, params=trial.params,
-            distributions=trial.distributions, user_attrs=trial.user_attrs,
-            system_attrs=trial.system_attrs)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -291,6 +277,23 @@ class StudySearcher(Searcher):
         else:
             attrs["status"] = str(Status.OK if epochs_done >= self.epochs else Status.STOPPED)
         return attrs, attrs["status"] == Status.OK
+
+
+def _at_seed_mean(trial: optuna.trial.FrozenTrial, means: dict[str, float],
+                  study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """`trial` of `study` as the sampler should see it: a rho measured with several seeds is
+    one point at its mean in `means` (Optuna cannot change a finished trial's values, so the
+    study's row keeps its first seed's; the sampler is only ever asked through this copy)."""
+    mean = means.get(trial.user_attrs.get("rho"))
+    if (trial.state != TrialState.COMPLETE or trial.user_attrs.get("stage") != STAGE
+            or mean is None or not trial.values):
+        return trial
+    values = list(trial.values)
+    values[study_objectives(study).index("top1")] = mean
+    return optuna.trial.create_trial(
+        state=trial.state, values=values, params=trial.params,
+        distributions=trial.distributions, user_attrs=trial.user_attrs,
+        system_attrs=trial.system_attrs)
 
 
 class ResolveSearcher(StudySearcher):

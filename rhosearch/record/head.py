@@ -107,7 +107,7 @@ def paired_sd(runs: dict[str, dict[Any, float]], control: str) -> tuple[float, i
     diffs = [[v - base[k] for k, v in keyed.items() if k in base]
              for rho, keyed in runs.items() if rho != control]
     var, df = pooled_variance(diffs)
-    return (math.sqrt(var) if var else math.nan), df
+    return (math.sqrt(var) if var is not None else math.nan), df
 
 
 class HeadAgreement(NamedTuple):
