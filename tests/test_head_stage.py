@@ -45,6 +45,12 @@ def test_head_stage_records_every_configuration(tmp_path, shared_ray):
     noise = trials[trials["stage"] == "noise"]
     assert sorted(noise["seed"].astype(int)) == [1, 2]
     assert len(list((tmp_path / "h" / "noise").glob("*/model.safetensors"))) == 2
+    # Each trunk's heads ran as a Ray task of their own, and the tasks' copies of the trunks'
+    # weights left the job store with them (reports/ keeps one copy of each).
+    assert [len(read_runs(tmp_path / "h" / "head" / f"trunk00{t}" / "runs.jsonl"))
+            for t in (1, 2)] == [len(configs) * 2] * 2
+    assert not list((tmp_path / "h" / "ray").rglob("model.safetensors"))
+    assert any(line.startswith("head: trunk 2: ") and " heads in " in line for line in lines)
     assert any(line.startswith("head: ") and "front of" in line for line in lines)
     assert "head" in (tmp_path / "h" / "trials.csv").read_text()
 
@@ -56,6 +62,14 @@ def test_head_stage_records_every_configuration(tmp_path, shared_ray):
                 or " heads in " in line]
     assert len(read_runs(tmp_path / "h" / "head" / "runs.jsonl")) == len(runs)
     assert len(stage_study(study, "head").get_trials()) == len(configs)
+
+    # A third head seed on the same trunks: their weights go back to the store for the tasks,
+    # the trunks are not trained again, and only the new heads train.
+    more: list[str] = []
+    run_search(_settings(tmp_path, resume=True, head_seeds=3), log=more.append)
+    assert not [line for line in more if line.startswith("head: training")]
+    assert len(read_runs(tmp_path / "h" / "head" / "runs.jsonl")) == len(configs) * 2 * 3
+    assert not list((tmp_path / "h" / "ray").rglob("model.safetensors"))
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:

@@ -9,15 +9,22 @@ budget, their weights kept as `reports/<study>/noise/seed<NNN>_<key>/model.safet
 ~22 MB each on MobileViT-S) and records them in `<study>::noise`, so the proxy stage that
 follows does not train them again. Every trunk is then run once over the training and
 validation images and every configuration's head trained on the cached maps
-(`stages/head.py`), in this driver process with the budget's CPUs (or its first GPU): the
-cache lives in the driver's memory, one trunk at a time (8.6 KiB per image at 32 px on
-MobileViT-S; see `stages/head.py` for ImageNet). Each finished pass of heads is appended to
-`reports/<study>/head/runs.jsonl`, so a search killed mid-stage resumes without training
-them again; the per-configuration summary goes to `<study>::head` when every head is done.
+(`stages/head.py`), one Ray task per trunk with one proxy trial's resources, started as soon
+as its trunk is trained, beside the other trunks' tasks: on 2 CPUs two single-threaded tasks
+train about 1.3x the heads one task does with both threads (`benchmarks/head_stage.py` run
+twice at once), and no CPU idles while the last trunk trains. A task's cache lives in its own
+memory (8.6 KiB per image at 32 px on MobileViT-S; see `stages/head.py` for ImageNet). Each
+finished pass of heads is appended to the task's `head/trunk<NNN>/runs.jsonl` and pushed to
+the job store, so a search killed mid-stage resumes without training them again; the driver
+pulls them into `reports/<study>/head/`, joins them in `head/runs.jsonl`, and writes the
+per-configuration summary to `<study>::head` when every head is done. The trunks' weights
+stay in `reports/<study>/noise/` only: the store's copy, which the tasks read, is dropped
+once their heads are done (and put back if a later head stage needs it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +34,7 @@ import optuna
 import pandas as pd
 import ray
 from optuna.trial import TrialState
+from ray.util.queue import Queue
 
 from rhosearch.core.cost import CostModel
 from rhosearch.core.space import RhoConfig, baseline_config
@@ -36,6 +44,7 @@ from rhosearch.execution.searcher import trial_job
 from rhosearch.output import write_csv
 from rhosearch.record.head import better_count, record_head, summarize_head
 from rhosearch.record.study import pareto_front, stage_study, study_dir
+from rhosearch.training.checkpoint import write_atomic
 from rhosearch.vocab import RunFile, Stage, Status
 
 if TYPE_CHECKING:
@@ -46,6 +55,7 @@ __all__ = ["check_head_settings", "head_loaders", "run_head_stage", "trunk_seeds
 
 STAGE = Stage.HEAD
 WEIGHTS = RunFile.WEIGHTS
+RUNS = "runs.jsonl"
 
 
 def check_head_settings(settings: SearchSettings) -> None:
@@ -90,41 +100,144 @@ def _trunk_task(settings: SearchSettings, recipe: Any, data: BaseData, seed: int
     return {**result, "node": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid()}
 
 
-def _train_trunks(study: optuna.Study, settings: SearchSettings, recipe: Any,
-                  resources: dict[str, float], data: BaseData,
-                  log: Callable[[str], None]) -> dict[int, Any]:
-    """Trains the trunks without weights (Ray tasks, as many at once as the budget holds),
-    records new noise seeds; returns seed -> weights path of every usable trunk."""
+def _head_job(seed: int) -> str:
+    """The job folder of trunk `seed`'s heads (its `runs.jsonl`), in the store and under
+    `reports/<study>/`."""
+    return f"{STAGE}/trunk{seed:03d}"
+
+
+def _heads_task(settings: SearchSettings, recipe: Any, data: BaseData, seed: int,
+                configs: list[RhoConfig], news: Queue, trunk: dict | None = None) -> int:
+    """A Ray task, on any node: every configuration's heads on trunk `seed`, its weights read
+    from the job store, the heads its job holds already skipped; `runs.jsonl` is pushed to the
+    store after every pass (a killed search resumes there) and its progress lines go to
+    `news`. `trunk`: the result of the task that trained it (Ray starts this task once that
+    one is done); returns the heads trained."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import load_model
+
+    from rhosearch.core.model import create_model
+    from rhosearch.stages.head import train_heads_on_trunk
+    from rhosearch.training.data import adopt_base, dataset_info
+    from rhosearch.training.datasets import head_recipe_for
+    from rhosearch.training.train import load_recipe
+
+    if trunk is not None and trunk.get("status") != Status.OK:
+        news.put_nowait(f"head: trunk {seed}: not trained ({trunk.get('status')}); no heads")
+        return 0
+    adopt_base(data)
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
+    device = torch.device("cuda" if assigned.get("GPU") and torch.cuda.is_available()
+                          else "cpu")
+    baseline = baseline_config(settings.space.backbone)
+    store, job = settings.job_store(), _head_job(seed)
+    with store.workdir(job, resume=True) as out_dir, tempfile.TemporaryDirectory() as weights:
+        store.pull(trial_job(seed, baseline, stage=Stage.NOISE), Path(weights), skip=CHECKPOINTS)
+        model = create_model(baseline, num_classes=dataset_info(settings.data,
+                                                                root=settings.data_root))
+        load_model(model, str(Path(weights) / WEIGHTS))
+        train, val = head_loaders(settings.data, recipe, root=settings.data_root)
+        new = train_heads_on_trunk(
+            seed, model.to(device), configs, train=train, val=val,
+            recipe=load_recipe(head_recipe_for(settings.data), settings.head_overrides),
+            head_seeds=range(settings.head_seeds), runs_path=out_dir / RUNS, log=news.put_nowait,
+            on_pass=lambda runs: store.push(out_dir, job))
+        store.push(out_dir, job)
+    return len(new)
+
+
+def _record_trunks(study: optuna.Study, settings: SearchSettings, results: dict[int, dict],
+                   n_val: int) -> None:
+    """Pulls the trained trunks' files into `reports/<study>/noise/` and records each new one
+    as a noise seed of `<study>::noise` (the proxy stage then does not train it again)."""
     baseline = baseline_config(settings.space.backbone)
     folder = study_dir(settings.study, settings.reports_dir)
-    paths = {s: folder / trial_job(s, baseline, stage=Stage.NOISE) / WEIGHTS
-             for s in trunk_seeds(settings)}
-    missing = [s for s, path in paths.items() if not path.is_file()]
+    noise = stage_study(study, Stage.NOISE)
+    recorded = {t.user_attrs.get("seed") for t in noise.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE,))}
+    cost = CostModel(baseline.backbone).price(baseline)  # at the paper's point (vocab.PRICED)
+    for seed, result in results.items():
+        job = trial_job(seed, baseline, stage=Stage.NOISE)
+        settings.job_store().pull(job, folder / job, skip=CHECKPOINTS)
+        if result["status"] == Status.OK and seed not in recorded and result.get("top1"):
+            attrs = {**result, **cost.as_dict(), **baseline.as_dict(),
+                     "stage": str(Stage.NOISE), "seed": seed, "trained": True,
+                     "n_val": n_val, "source": "head-stage trunk"}
+            attrs = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str, bool))}
+            noise.add_trial(optuna.trial.create_trial(
+                values=[float(attrs[n]) for n in settings.objectives], user_attrs=attrs))
+
+
+def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe: Any,
+                          resources: dict[str, float], data: BaseData,
+                          configs: list[RhoConfig], log: Callable[[str], None]) -> list[int]:
+    """Trains the missing trunks and then each trunk's missing heads, all as Ray tasks of one
+    proxy trial's resources (a trunk's heads start as soon as it is trained, beside the other
+    trunks: on 2 CPUs two single-threaded tasks train 1.3x the heads of one task with both);
+    records the new trunks and pulls every head job. Returns the seeds of the usable trunks."""
+    from rhosearch.stages.head import read_runs  # torch: not imported by `rhosearch --help`
+
+    baseline = baseline_config(settings.space.backbone)
+    folder = study_dir(settings.study, settings.reports_dir)
+    store = settings.job_store()
+    weights = {s: folder / trial_job(s, baseline, stage=Stage.NOISE) / WEIGHTS
+               for s in trunk_seeds(settings)}
+    missing = [s for s, path in weights.items() if not path.is_file()]
+    wanted = {(h, c.rho_text) for h in range(settings.head_seeds) for c in configs}
+    todo = []
+    for seed in weights:  # heads a killed search pushed are in the store: read them first
+        store.pull(_head_job(seed), folder / _head_job(seed))
+        done = {(r.head_seed, r.rho) for r in read_runs(folder / _head_job(seed) / RUNS)}
+        if seed in missing or wanted - done:
+            todo.append(seed)
     if missing:
         log(f"head: training {len(missing)} trunk(s) (the baseline, seeds "
-            f"{', '.join(map(str, missing))}; {recipe.epochs} epochs each)")
-        task = ray.remote(_trunk_task).options(
-            num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=0)
-        results = ray.get([task.remote(settings, recipe, data, s) for s in missing])
-        noise = stage_study(study, Stage.NOISE)
-        recorded = {t.user_attrs.get("seed") for t in noise.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,))}
-        cost = CostModel(baseline.backbone).price(baseline)  # at the paper's point (vocab.PRICED)
-        for seed, result in zip(missing, results, strict=True):
+            f"{', '.join(map(str, missing))}; {recipe.epochs} epochs each), each trunk's heads "
+            "as soon as it is trained")
+    options = dict(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=0)
+    trunk_refs = {s: ray.remote(_trunk_task).options(**options).remote(settings, recipe, data, s)
+                  for s in missing}
+    for seed in todo:  # a trunk trained earlier whose weights left the store: put them back
+        if seed not in missing:
             job = trial_job(seed, baseline, stage=Stage.NOISE)
-            settings.job_store().pull(job, folder / job, skip=CHECKPOINTS)
-            if result["status"] == Status.OK and seed not in recorded and result.get("top1"):
-                attrs = {**result, **cost.as_dict(), **baseline.as_dict(),
-                         "stage": str(Stage.NOISE), "seed": seed, "trained": True,
-                         "n_val": len(data.val), "source": "head-stage trunk"}
-                attrs = {k: v for k, v in attrs.items() if isinstance(v, (int, float, str, bool))}
-                noise.add_trial(optuna.trial.create_trial(
-                    values=[float(attrs[n]) for n in settings.objectives], user_attrs=attrs))
-    usable = {s: p for s, p in paths.items() if p.is_file()}
+            store.push(folder / job, job, skip=CHECKPOINTS)
+    news = Queue(actor_options={"num_cpus": 0})  # the tasks' progress lines, for the console
+    head_refs = [ray.remote(_heads_task).options(**options).remote(
+        settings, recipe, data, s, configs, news, trunk_refs.get(s)) for s in todo]
+    try:
+        _wait_logging([*trunk_refs.values(), *head_refs], news, log)
+        _record_trunks(study, settings, dict(zip(trunk_refs, ray.get(list(trunk_refs.values())),
+                                                 strict=True)), len(data.val))
+        ray.get(head_refs)
+    except ray.exceptions.RayTaskError as exc:  # a refusal inside a task: its one line
+        if isinstance(exc.cause, RhoSearchError):
+            raise exc.cause from None
+        raise
+    finally:
+        for seed in todo:  # what each trunk's heads did, even when stopped
+            store.pull(_head_job(seed), folder / _head_job(seed))
+    usable = [s for s, path in weights.items() if path.is_file()]
     if not usable:
         raise RhoSearchError("the head stage has no trunk: every trunk's training failed "
                              f"(see {folder / 'noise'})")
+    for seed in usable:  # reports/ keeps the weights; the store's copy was for the tasks
+        store.drop(trial_job(seed, baseline, stage=Stage.NOISE), (WEIGHTS,))
     return usable
+
+
+def _wait_logging(refs: list[ray.ObjectRef], news: Queue, log: Callable[[str], None]) -> None:
+    """Waits for every task in `refs`, logging the lines they put in `news` as they come."""
+    pending = list(refs)
+    while True:
+        if pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        for line in news.get_nowait_batch(news.qsize()) if news.qsize() else []:
+            log(line)
+        if not pending:
+            return
 
 
 def head_loaders(data: str, recipe: Any, *, root: Path | None = None) -> tuple[Any, Any]:
@@ -147,45 +260,22 @@ def head_loaders(data: str, recipe: Any, *, root: Path | None = None) -> tuple[A
 def run_head_stage(study: optuna.Study, settings: SearchSettings, recipe: Any,
                    resources: dict[str, float], log: Callable[[str], None], *,
                    data: BaseData) -> list[RhoConfig]:
-    """Trains the missing trunks and heads, records the summary in `<study>::head`; returns
-    the stage's front (configurations)."""
-    import torch
-    from safetensors.torch import load_model
+    """Trains the missing trunks and heads (Ray tasks), records the summary in
+    `<study>::head`; returns the stage's front (configurations)."""
+    from rhosearch.stages.head import read_runs
 
-    from rhosearch.core.model import create_model
-    from rhosearch.stages.head import read_runs, train_heads_on_trunk
-    from rhosearch.training.data import dataset_info
-    from rhosearch.training.datasets import head_recipe_for
-    from rhosearch.training.train import load_recipe
-
-    head_recipe = load_recipe(head_recipe_for(settings.data), settings.head_overrides)
-    trunks = _train_trunks(study, settings, recipe, resources, data, log)
-    folder = study_dir(settings.study, settings.reports_dir) / STAGE
-    folder.mkdir(parents=True, exist_ok=True)
-    runs_path = folder / "runs.jsonl"
     configs = list(settings.space.configs())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(settings.budget.cpus or os.cpu_count() or 1)))
-    device = torch.device("cuda" if settings.budget.gpus and torch.cuda.is_available()
-                          else "cpu")
-    baseline = baseline_config(settings.space.backbone)
-    train_loader, val_loader = head_loaders(settings.data, recipe,
-                                            root=settings.data_root)
-    num_classes = dataset_info(settings.data, root=settings.data_root)
-    try:
-        for seed, path in trunks.items():
-            trunk = create_model(baseline, num_classes=num_classes)
-            load_model(trunk, str(path))
-            train_heads_on_trunk(seed, trunk.to(device), configs, train=train_loader,
-                                 val=val_loader, recipe=head_recipe,
-                                 head_seeds=range(settings.head_seeds), runs_path=runs_path,
-                                 log=log)
-    finally:
-        torch.set_num_threads(threads)
+    trunks = _run_trunks_and_heads(study, settings, recipe, resources, data, configs, log)
+    folder = study_dir(settings.study, settings.reports_dir) / STAGE
+    runs_path = folder / RUNS  # every trunk's heads in one file, as benchmarks read them
+    folder.mkdir(parents=True, exist_ok=True)
+    heads = [r for seed in trunks for r in read_runs(folder.parent / _head_job(seed) / RUNS)]
+    write_atomic(runs_path, "".join(json.dumps(r.__dict__) + "\n" for r in heads))
     wanted = {(s, h, c.rho_text) for s in trunks for h in range(settings.head_seeds)
               for c in configs}
-    runs = pd.DataFrame([r.__dict__ for r in read_runs(runs_path) if r.key in wanted])
+    runs = pd.DataFrame([r.__dict__ for r in heads if r.key in wanted])
     runs = runs.drop_duplicates(["trunk", "head_seed", "rho"])
+    baseline = baseline_config(settings.space.backbone)
     summary = summarize_head(runs, baseline.rho_text)
     summary["backbone"] = settings.space.backbone
     write_csv(summary.round(4), folder / "summary.csv")

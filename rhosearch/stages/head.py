@@ -367,9 +367,11 @@ def train_heads_on_trunk(
     val: DataLoader, recipe: Recipe, head_seeds: Sequence[int], runs_path: Path,
     batched: bool = True, heads_per_pass: int = HEADS_PER_PASS,
     log: Callable[[str], None] | None = None,
+    on_pass: Callable[[list[HeadRun]], None] | None = None,
 ) -> list[HeadRun]:
     """Caches `trunk`'s maps of `train` and `val` and trains every configuration's head with
-    every head seed, appending each pass's heads to `runs_path` as it finishes; heads already
+    every head seed, appending each pass's heads to `runs_path` as it finishes (then calling
+    `on_pass` with them: a Ray task pushes the file to its job store there); heads already
     recorded there are not trained again. Returns the new runs."""
     check_trunk(trunk, configs)
     done = {r.key for r in read_runs(runs_path)}
@@ -393,6 +395,8 @@ def train_heads_on_trunk(
             runs = [HeadRun(trunk_id, seed, c.rho_text, round(t, 4), len(val_maps.labels))
                     for c, t in zip(group, top1, strict=True)]
             _append(runs_path, runs)
+            if on_pass is not None:
+                on_pass(runs)
             new += runs
             # A line per 48 heads or so: the bank's passes are the stage's long silence otherwise.
             if log is not None and (len(new) % 48 < len(runs) or len(new) == total):
