@@ -58,7 +58,7 @@ class SearchSettings:
     keep_checkpoints: bool = False  # proxy trials' checkpoint.pt (never resumed from) stays
     noise_seeds: int = 3  # extra seeds of the baseline: the noise floor (0: not measured)
     # The resolve stage (`stages/resolve.py`): at most this many further paired seeds per
-    # contender (0: off). 2 keeps the default digits search near 5 minutes on 2 cores.
+    # contender (0: off). 2: at most 2 rounds (on 2 CPUs, 46-140 s of the default search).
     resolve_seeds: int = 2
     # Contenders raced, best first: with one-seed intervals (sigma ~2 pts, 3 df) nearly every
     # configuration overlaps the front, and racing all 12 would double the search's time.
@@ -120,18 +120,19 @@ class SearchSettings:
                                   storage_path=self.storage_path)
 
 
-# The default first search (a 3-epoch supernet, then 12 proxy trials and 3 noise seeds of 3
-# epochs each, MobileViT-S on digits, 2 CPUs) took 272 s on a quiet 2-core machine (README at
-# 26b4b3e, 4 min 32 s): its seconds per unit of work, one unit being one proxy step of one
-# configuration on one CPU's share (a supernet step trains four configurations on them all).
-_REFERENCE_S, _REFERENCE_UNITS = 272.0, 4 * 69 + 15 * 69 / 2
+# The default first search at 94945e3 (MobileViT-S on digits, 2 CPUs: a 3-epoch supernet, 3
+# trunks, 12 proxy trials and 2 resolve runs of 3 epochs each, 69 steps) took 524 s on the
+# quiet 2-core machine of stop 26, the slowest measured (stop 25's ran the same work about
+# 1.3x faster); 377 s of it outside the heads: seconds per unit of work, one unit being one
+# proxy step of one configuration on one CPU's share (a supernet step trains four
+# configurations on them all).
+_REFERENCE_S, _REFERENCE_UNITS = 377.0, 4 * 69 + 17 * 69 / 2
 
 
-# The head stage of that search (144 heads x 5 head epochs over 1,437 cached images per trunk)
-# takes 43.5 s per trunk on 2 quiet CPUs with 6 heads per pass (`benchmarks/head_stage.py
-# --images 1437 --val-images 360`, stop 25; 60-68 s with the former 48): seconds per head,
+# The heads of that search (144 configurations x 3 head epochs over 1,437 cached images, on 3
+# trunks, a Ray task each) took about 147 s of its wall time on the 2 CPUs: seconds per head,
 # epoch and training image on 2 CPUs.
-_HEAD_S = 43.5 / (144 * 5 * 1437)
+_HEAD_S = 147.0 / (3 * 144 * 3 * 1437)
 
 
 def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> float | None:
