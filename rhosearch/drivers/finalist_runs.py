@@ -294,11 +294,13 @@ def run_all(picks: list[tuple[RhoConfig, str]], settings: FinalistSettings, data
 
 
 def _pull_weights_once(store: Any, job: str, out_dir: Path) -> None:
-    """Copies a finished run's files to the driver; its weights (~20 MB on MobileViT-S) then
-    live there alone, not a second time in the job store (`reports/<study>/ray/`)."""
+    """Copies a run's files to the driver. A finished run's weights (~20 MB on MobileViT-S)
+    then live there alone, and its checkpoint (~75 MB: weights, EMA and optimiser state) leaves
+    the job store (`reports/<study>/ray/`): nothing resumes a finished run. A stopped run keeps
+    its checkpoint there for `--resume`."""
     store.pull(job, out_dir, skip=CHECKPOINTS)
     if (out_dir / WEIGHTS).is_file():
-        store.drop(job, (WEIGHTS,))
+        store.drop(job, (WEIGHTS, *CHECKPOINTS))
 
 
 def _weights_here(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
