@@ -19,8 +19,9 @@ Each run trains in a scratch folder on its worker's node and pushes it to the jo
 (`--storage-path`, see jobstore.py) after every epoch; the driver pulls each finished run into
 `reports/<study>/finalists/<key>/`: `metrics.jsonl`, `result.json` and `model.safetensors` (EMA
 weights when the recipe has EMA; load with `export.load_model`). A stopped run's checkpoint
-stays in the store, where `--resume` continues it from any node; a finished run's leaves it. Results go into the study as trials of stage
-"full" and into `reports/<study>/finalists.csv`; the study's HTML report is rewritten at the end.
+stays in the store, where `--resume` continues it from any node; a finished run's leaves it.
+Results go into the study as trials of stage "full" and into `reports/<study>/finalists.csv`;
+the study's HTML report is rewritten at the end.
 
 This module holds the settings and the stage's sequence (`train_finalists`); the two executors
 (a Ray task per run, or Ray Train DDP across workers) are in `finalist_runs`, recording a run
