@@ -3,6 +3,8 @@ bad input refused before anything is created."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from rhosearch.core.space import parse_search_space
@@ -70,6 +72,18 @@ def test_head_stage_records_every_configuration(tmp_path, shared_ray):
     assert not [line for line in more if line.startswith("head: training")]
     assert len(read_runs(tmp_path / "h" / "head" / "runs.jsonl")) == len(configs) * 2 * 3
     assert not list((tmp_path / "h" / "ray").rglob("model.safetensors"))
+
+    # A trunk that a stopped search trained but never pulled is taken from the job store, not
+    # trained again (its heads would otherwise mix two trunks of one seed).
+    pulled = next((tmp_path / "h" / "noise").glob("seed002_*"))
+    stored = tmp_path / "h" / "ray" / "jobs" / "noise" / pulled.name
+    shutil.copy(pulled / "model.safetensors", stored / "model.safetensors")
+    shutil.rmtree(pulled)
+    back: list[str] = []
+    run_search(_settings(tmp_path, resume=True, head_seeds=3), log=back.append)
+    assert not [line for line in back if line.startswith("head: training") or " heads in " in line]
+    assert (pulled / "model.safetensors").is_file()
+    assert len(read_runs(tmp_path / "h" / "head" / "runs.jsonl")) == len(configs) * 2 * 3
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, list[str]]:

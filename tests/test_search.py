@@ -291,7 +291,7 @@ def test_oneshot_scores_stay_out_of_the_samplers_history_and_its_checkpoint_goes
     steps = next_steps(_settings(tmp_path, space=space, stage="oneshot"), outcome,
                        command=shlex.join)
     assert steps == [f"next: the proxy trials on this study: search --study t --reports-dir "
-                     f"{tmp_path} --resume --stage proxy --space {space.source}"]
+                     f"{tmp_path} --resume --stage proxy --space {shlex.quote(space.source)}"]
     lines = []  # resumed: the scores are read back, the supernet is not trained again
     again = run_search(_settings(tmp_path, space=space, stage="oneshot", resume=True),
                        log=lines.append)

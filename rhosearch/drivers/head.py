@@ -187,10 +187,23 @@ def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe:
     store = settings.job_store()
     weights = {s: folder / trial_job(s, baseline, stage=Stage.NOISE) / WEIGHTS
                for s in trunk_seeds(settings)}
+    recovered = {}
+    for seed in [s for s, path in weights.items() if not path.is_file()]:
+        # A trunk a stopped search trained but did not pull yet is in the store, finished.
+        job = trial_job(seed, baseline, stage=Stage.NOISE)
+        store.pull(job, folder / job, skip=CHECKPOINTS)
+        if weights[seed].is_file() and (folder / job / "result.json").is_file():
+            recovered[seed] = json.loads((folder / job / "result.json").read_text())
+        else:
+            weights[seed].unlink(missing_ok=True)
+    _record_trunks(study, settings, recovered, len(data.val))
     missing = [s for s, path in weights.items() if not path.is_file()]
+    for seed in missing:  # heads of an earlier, unfinished trunk of this seed do not count
+        store.drop(_head_job(seed), (RUNS,))
+        (folder / _head_job(seed) / RUNS).unlink(missing_ok=True)
     wanted = {(h, c.rho_text) for h in range(settings.head_seeds) for c in configs}
     todo = []
-    for seed in weights:  # heads a killed search pushed are in the store: read them first
+    for seed in weights:  # heads a stopped search pushed are in the store: read them first
         store.pull(_head_job(seed), folder / _head_job(seed))
         done = {(r.head_seed, r.rho) for r in read_runs(folder / _head_job(seed) / RUNS)}
         if seed in missing or wanted - done:
@@ -209,10 +222,14 @@ def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe:
     news = Queue(actor_options={"num_cpus": 0})  # the tasks' progress lines, for the console
     head_refs = [ray.remote(_heads_task).options(**options).remote(
         settings, recipe, data, s, configs, news, trunk_refs.get(s)) for s in todo]
+    seeds = {ref: seed for seed, ref in trunk_refs.items()}
+
+    def record(ref: ray.ObjectRef) -> None:  # each trunk as it finishes: a Ctrl-C keeps it
+        if ref in seeds:
+            _record_trunks(study, settings, {seeds[ref]: ray.get(ref)}, len(data.val))
+
     try:
-        _wait_logging([*trunk_refs.values(), *head_refs], news, log)
-        _record_trunks(study, settings, dict(zip(trunk_refs, ray.get(list(trunk_refs.values())),
-                                                 strict=True)), len(data.val))
+        _wait_logging([*trunk_refs.values(), *head_refs], news, log, on_done=record)
         ray.get(head_refs)
     except ray.exceptions.RayTaskError as exc:  # a refusal inside a task: its one line
         if isinstance(exc.cause, RhoSearchError):
@@ -230,12 +247,16 @@ def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe:
     return usable
 
 
-def _wait_logging(refs: list[ray.ObjectRef], news: Queue, log: Callable[[str], None]) -> None:
-    """Waits for every task in `refs`, logging the lines they put in `news` as they come."""
+def _wait_logging(refs: list[ray.ObjectRef], news: Queue, log: Callable[[str], None], *,
+                  on_done: Callable[[ray.ObjectRef], None]) -> None:
+    """Waits for every task in `refs`, logging the lines they put in `news` as they come and
+    calling `on_done` with each task as it finishes."""
     pending = list(refs)
     while True:
         if pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            for ref in done:
+                on_done(ref)
         for line in news.get_nowait_batch(news.qsize()) if news.qsize() else []:
             log(line)
         if not pending:

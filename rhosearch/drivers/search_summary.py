@@ -67,25 +67,26 @@ def next_steps(settings: SearchSettings, outcome: dict[str, Any], *,
                                              f"{int(budget.cpus or 1)}cpus")]
     done = outcome["trials"]
     done = done[(done["stage"] == STAGE) & (done["state"] == "COMPLETE")]
-    again = ["search", *flags[1:flags.index("--epochs")]]  # this study, as it was searched
+    study = ["search", *flags[1:flags.index("--epochs")]]  # this study, as it was searched
+    searched = []
     if settings.space.name != "exmobilevit_s":
-        again += ["--space", settings.space.source]
+        searched += ["--space", settings.space.source]
     if settings.data != "digits":
-        again += ["--data", settings.data]
+        searched += ["--data", settings.data]
     if len(done):
         lines = [f"next: {command(flags)}   (the knee and the best of the front and the "
                  "baseline control, with the full recipe; a first look in minutes, drop "
                  "--epochs for the recipe's own)"]
     elif settings.stage in (Stage.ONESHOT, Stage.HEAD):  # a screen alone trains no finalist
         return [f"next: the proxy trials on this study: "
-                f"{command([*again, '--resume', '--stage', str(Stage.PROXY)])}"]
+                f"{command([*study, '--resume', '--stage', str(Stage.PROXY), *searched])}"]
     else:
         return ["next: nothing to train: no proxy trial completed (see the reasons above)"]
     resolve = outcome.get("resolve") or {}
     undecided = [rho for rho, (status, *_) in resolve.get("decisions", {}).items()
                  if status in ("open", "capped")]
     noise = outcome["noise"] or {}
-    again += ["--stage", str(Stage.RESOLVE)]
+    again = [*study, "--stage", str(Stage.RESOLVE), *searched]
     if noise.get("std") is None:
         lines.append("open: no noise floor was measured (--noise-seeds 0), so no difference "
                      "can be judged; search again with --noise-seeds 3")
