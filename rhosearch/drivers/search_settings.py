@@ -120,19 +120,19 @@ class SearchSettings:
                                   storage_path=self.storage_path)
 
 
-# The default first search at 94945e3 (MobileViT-S on digits, 2 CPUs: a 3-epoch supernet, 3
-# trunks, 12 proxy trials and 2 resolve runs of 3 epochs each, 69 steps) took 524 s on the
-# quiet 2-core machine of stop 26, the slowest measured (stop 25's ran the same work about
-# 1.3x faster); 377 s of it outside the heads: seconds per unit of work, one unit being one
-# proxy step of one configuration on one CPU's share (a supernet step trains four
+# The default first search (MobileViT-S on digits, 2 CPUs: a 3-epoch supernet, 3 trunks, 12
+# proxy trials and 2 resolve runs of 3 epochs each, 69 steps) took 577 s in stop 26's
+# fresh-clone CI at 008b705, the slowest quiet run measured (524 s for the same work at 94945e3
+# an hour before; stop 25's machine about 1.3x faster). Its split as measured at 94945e3 (377 s
+# outside the heads, 147 s of heads) scaled to the 577 s: seconds per unit of work, one unit
+# being one proxy step of one configuration on one CPU's share (a supernet step trains four
 # configurations on them all).
-_REFERENCE_S, _REFERENCE_UNITS = 377.0, 4 * 69 + 17 * 69 / 2
+_REFERENCE_S, _REFERENCE_UNITS = 377.0 * 577 / 524, 4 * 69 + 17 * 69 / 2
 
 
 # The heads of that search (144 configurations x 3 head epochs over 1,437 cached images, on 3
-# trunks, a Ray task each) took about 147 s of its wall time on the 2 CPUs: seconds per head,
-# epoch and training image on 2 CPUs.
-_HEAD_S = 147.0 / (3 * 144 * 3 * 1437)
+# trunks, a Ray task each): seconds per head, epoch and training image on 2 CPUs.
+_HEAD_S = 147.0 * 577 / 524 / (3 * 144 * 3 * 1437)
 
 
 def expected_seconds(settings: SearchSettings, recipe: Any, n_train: int) -> float | None:
