@@ -153,17 +153,14 @@ def _heads_task(settings: SearchSettings, recipe: Any, data: BaseData, seed: int
 
 def _record_trunks(study: optuna.Study, settings: SearchSettings, results: dict[int, dict],
                    n_val: int) -> None:
-    """Pulls the trained trunks' files into `reports/<study>/noise/` and records each new one
+    """Records each new trained trunk (its files already pulled into `reports/<study>/noise/`)
     as a noise seed of `<study>::noise` (the proxy stage then does not train it again)."""
     baseline = baseline_config(settings.space.backbone)
-    folder = study_dir(settings.study, settings.reports_dir)
     noise = stage_study(study, Stage.NOISE)
     recorded = {t.user_attrs.get("seed") for t in noise.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE,))}
     cost = CostModel(baseline.backbone).price(baseline)  # at the paper's point (vocab.PRICED)
     for seed, result in results.items():
-        job = trial_job(seed, baseline, stage=Stage.NOISE)
-        settings.job_store().pull(job, folder / job, skip=CHECKPOINTS)
         if result["status"] == Status.OK and seed not in recorded and result.get("top1"):
             attrs = {**result, **cost.as_dict(), **baseline.as_dict(),
                      "stage": str(Stage.NOISE), "seed": seed, "trained": True,
@@ -226,7 +223,10 @@ def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe:
 
     def record(ref: ray.ObjectRef) -> None:  # each trunk as it finishes: a Ctrl-C keeps it
         if ref in seeds:
-            _record_trunks(study, settings, {seeds[ref]: ray.get(ref)}, len(data.val))
+            result = ray.get(ref)
+            job = trial_job(seeds[ref], baseline, stage=Stage.NOISE)
+            store.pull(job, folder / job, skip=CHECKPOINTS)
+            _record_trunks(study, settings, {seeds[ref]: result}, len(data.val))
 
     try:
         _wait_logging([*trunk_refs.values(), *head_refs], news, log, on_done=record)
@@ -285,7 +285,7 @@ def run_head_stage(study: optuna.Study, settings: SearchSettings, recipe: Any,
                    data: BaseData) -> list[RhoConfig]:
     """Trains the missing trunks and heads (Ray tasks), records the summary in
     `<study>::head`; returns the stage's front (configurations)."""
-    from rhosearch.stages.head import read_runs
+    from rhosearch.stages.head import read_runs, runs_text
 
     configs = list(settings.space.configs())
     trunks = _run_trunks_and_heads(study, settings, recipe, resources, data, configs, log)
@@ -293,7 +293,7 @@ def run_head_stage(study: optuna.Study, settings: SearchSettings, recipe: Any,
     runs_path = folder / RUNS  # every trunk's heads in one file, as benchmarks read them
     folder.mkdir(parents=True, exist_ok=True)
     heads = [r for seed in trunks for r in read_runs(folder.parent / _head_job(seed) / RUNS)]
-    write_atomic(runs_path, "".join(json.dumps(r.__dict__) + "\n" for r in heads))
+    write_atomic(runs_path, runs_text(heads))
     wanted = {(s, h, c.rho_text) for s in trunks for h in range(settings.head_seeds)
               for c in configs}
     runs = pd.DataFrame([r.__dict__ for r in heads if r.key in wanted])

@@ -131,7 +131,8 @@ def head_agreement(runs: pd.DataFrame, baseline_rho: str) -> HeadAgreement:
     the whole space's self-agreement, which `benchmarks/head_agreement.py` prints for a search
     and `benchmarks/head_epochs.py` for each head recipe."""
     runs = runs.drop_duplicates(["trunk", "head_seed", "rho"])
-    by_trunk = runs.pivot_table(index="rho", columns="trunk", values="top1").dropna()
+    table = runs.pivot_table(index="rho", columns="trunk", values="top1")
+    by_trunk = table.dropna()  # the configurations measured on every trunk
     trunks = [int(t) for t in by_trunk.columns]
     means = by_trunk.mean(axis=1)
     sides = [([t], [u for u in trunks if u != t]) for t in trunks]
@@ -143,8 +144,7 @@ def head_agreement(runs: pd.DataFrame, baseline_rho: str) -> HeadAgreement:
     keyed = {rho: {(int(r.trunk), int(r.head_seed)): float(r.top1) for r in group.itertuples()}
              for rho, group in runs.groupby("rho")}
     per_trunk = {rho: {int(t): float(v) for t, v in row.dropna().items()}
-                 for rho, row in runs.pivot_table(index="rho", columns="trunk",
-                                                  values="top1").iterrows()}
+                 for rho, row in table.iterrows()}
     base = per_trunk.get(baseline_rho, {})
     diffs = [sum(paired) / len(paired) for rho, by in per_trunk.items() if rho != baseline_rho
              if (paired := [v - base[t] for t, v in by.items() if t in base])]

@@ -72,6 +72,7 @@ __all__ = [
     "check_trunk",
     "head_init_seed",
     "read_runs",
+    "runs_text",
     "tapped_blocks",
     "train_heads",
     "train_heads_on_trunk",
@@ -354,8 +355,13 @@ def read_runs(path: Path) -> list[HeadRun]:
     return runs
 
 
+def runs_text(runs: Sequence[HeadRun]) -> str:
+    """`runs` as the JSON lines `read_runs` reads."""
+    return "".join(json.dumps(r.__dict__) + "\n" for r in runs)
+
+
 def _append(path: Path, runs: Sequence[HeadRun]) -> None:
-    text = "".join(json.dumps(r.__dict__) + "\n" for r in runs)
+    text = runs_text(runs)
     with path.open("a") as file:
         file.write(text)
         file.flush()
