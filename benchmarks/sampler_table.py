@@ -127,7 +127,7 @@ def table_search(table: pd.DataFrame, space: SearchSpace, sampler: str, trials: 
                  seed: int) -> list[tuple[float, float]]:
     """(top1, overhead_params) of the distinct feasible configurations one search measured."""
     # The search's own sampler settings, not a copy of them (imported here: it loads Ray).
-    from rhosearch.drivers.search_study import make_sampler
+    from rhosearch.record.study import make_sampler
 
     lookup = table.set_index("rho")
     study = optuna.create_study(directions=["maximize", "minimize"],

@@ -408,7 +408,7 @@ def test_an_interrupted_trial_is_queued_again_and_counted_by_its_number(tmp_path
     study.enqueue_trial(params_of(space, config), user_attrs={"source": "paper"})
     trial = study.ask(space_distributions(space))  # RUNNING, as a killed driver leaves it
     trial.set_user_attr("stage", "proxy")
-    assert fail_interrupted(study) == 1
+    assert fail_interrupted(study, space) == 1
     [waiting] = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert waiting.user_attrs["rerun_of"] == trial.number
     assert reruns_waiting(study) == 1

@@ -8,10 +8,9 @@ import pytest
 
 from rhosearch.core.space import load_search_space
 from rhosearch.drivers.search import SearchSettings
-from rhosearch.drivers.search_study import make_sampler
 from rhosearch.execution.resources import Budget
 from rhosearch.execution.searcher import StudySearcher
-from rhosearch.record.study import stage_study
+from rhosearch.record.study import make_sampler, space_distributions, stage_study
 from rhosearch.vocab import Stage
 
 
@@ -89,3 +88,29 @@ def test_the_sampler_sees_one_point_per_rho_at_its_seed_mean(tmp_path):
     assert len(seen) == 2  # one point per rho
     rows = {t.user_attrs["rho"]: t.values[0] for t in study.trials if t.values}
     assert rows[live["b"]] == 60.0  # the study keeps the first seed's value
+
+
+@pytest.mark.parametrize("sampler", ["gp", "nsga2", "tpe"])
+def test_the_study_asked_for_an_enqueued_rho_does_not_break_the_scratch_studies(tmp_path,
+                                                                                 sampler):
+    """GP, NSGA-II and TPE bind to the first study they are asked about. The study is asked
+    for enqueued (and, before the fix, half-set) parameters with its own sampler; the scratch
+    studies must get another one. CI found GP refusing them on a resumed search."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_search_space("exmobilevit_s")
+    settings = SearchSettings(study="t", space=space, trials=6, budget=Budget(cpus=2),
+                              noise_seeds=0, reports_dir=tmp_path, sampler=sampler,
+                              stage="proxy")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="t",
+                                directions=["maximize", "minimize"],
+                                sampler=make_sampler(sampler, 0, 6))
+    name, distribution = next(iter(space_distributions(space).items()))
+    study.enqueue_trial({name: distribution.to_external_repr(0)})  # only one parameter set
+    searcher = StudySearcher(study, settings, epochs=1)
+    rhos = []
+    for step in range(6):
+        config = searcher.suggest(f"t{step}")
+        rhos.append(config["rho"])
+        searcher.on_trial_complete(f"t{step}", {"top1": 50.0 + step, "epochs_done": 1,
+                                                "status": "ok"})
+    assert len(set(rhos)) == 6

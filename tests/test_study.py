@@ -68,18 +68,35 @@ def test_record_attrs_is_seen_by_the_live_trial_and_the_study(study):
 def test_a_trial_recorded_but_not_told_when_the_driver_died_runs_again():
     """A driver killed between recording a trial's result and telling Optuna leaves it RUNNING
     and `trained`: the resume marks it interrupted, does not count it, and queues its rho."""
+    from rhosearch.core.space import load_search_space
     from rhosearch.drivers.search_study import fail_interrupted
-    from rhosearch.record.study import trials_done
+    from rhosearch.record.study import space_distributions, trials_done
 
+    space = load_search_space("exmobilevit_xxs")
     study = optuna.create_study(directions=["maximize", "minimize"])
-    trial = study.ask({"rho_3": optuna.distributions.CategoricalDistribution(["0", "1"])})
+    trial = study.ask(space_distributions(space))
     for key, value in {"stage": "proxy", "rho": "0,0,1,0,4", "trained": True, "status": "ok",
                        "top1": 50.0}.items():
         trial.set_user_attr(key, value)
-    assert fail_interrupted(study) == 1
+    assert fail_interrupted(study, space) == 1
     assert trials_done(study) == 0
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [trial.params]
+
+
+def test_a_trial_killed_before_all_its_parameters_were_set_is_not_queued_again():
+    """A rho with some parameters unset is no rho: queued, the study's own sampler would have
+    to fill them in (and GP would then refuse the searcher's scratch studies, as CI found)."""
+    from rhosearch.core.space import load_search_space
+    from rhosearch.drivers.search_study import fail_interrupted
+    from rhosearch.record.study import space_distributions
+
+    space = load_search_space("exmobilevit_xxs")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    name, distribution = next(iter(space_distributions(space).items()))
+    study.ask({name: distribution})  # killed inside ask: one parameter set, the rest not
+    assert fail_interrupted(study, space) == 1
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
 
 
 def test_a_studys_objectives_come_in_vocab_order(tmp_path):

@@ -183,7 +183,7 @@ def _run_search_leased(
     if settings.latency_pricer is not None:
         study.set_user_attr("latency", settings.latency_pricer.describe())
     if settings.resume:
-        fail_interrupted(study)  # what a killed (kill -9) driver left RUNNING
+        fail_interrupted(study, settings.space)  # what a killed (kill -9) driver left RUNNING
         if reruns := reruns_waiting(study):
             log(f"resume: {reruns} interrupted trial(s) will be run again (same rho)")
     started = time.time()
@@ -212,7 +212,7 @@ def _run_search_leased(
         interrupted, terminated = True, isinstance(exc, Terminated)
     finally:
         if lease.writes_allowed:
-            fail_interrupted(study)
+            fail_interrupted(study, settings.space)
         if started_ray:
             ray.shutdown()
     lease.check()

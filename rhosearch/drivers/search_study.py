@@ -3,7 +3,7 @@ the paper's configurations and a screening stage's front queued, and what a kill
 RUNNING failed and queued again.
 
     study = open_search_study(settings)       # refuses an existing study without --resume
-    fail_interrupted(study)                   # on resume: RUNNING -> FAIL, its rho re-queued
+    fail_interrupted(study, space)            # on resume: RUNNING -> FAIL, its rho re-queued
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from rhosearch import values
 from rhosearch.core.space import RhoConfig, SearchSpace, load_presets
 from rhosearch.drivers.search_settings import SearchSettings
 from rhosearch.errors import RhoSearchError
@@ -25,6 +24,7 @@ from rhosearch.record.study import (
     OBJECTIVES,
     config_from_params,
     default_storage_url,
+    make_sampler,
     open_storage,
     params_of,
     record_attrs,
@@ -35,27 +35,9 @@ from rhosearch.vocab import Status
 
 __all__ = [
     "check_resolvable", "check_resumed_space", "check_study_name", "close_waiting",
-    "enqueue_front", "fail_interrupted", "make_sampler", "open_search_study", "reruns_waiting",
+    "enqueue_front", "fail_interrupted", "open_search_study", "reruns_waiting",
     "space_grid",
 ]
-
-
-def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    if name == "nsga2":
-        # A population near a third of the budget lets a small search reach its second
-        # generation; Optuna's default of 50 would make any search under 50 trials random.
-        population = max(4, min(50, trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    if name == "tpe":
-        # constant_liar: trials still running count as bad results, so 6 slots at once are not
-        # handed the same promising rho six times (without it a 40-trial search on 6 slots
-        # proposed running configurations hundreds of times).
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, trials // 4),
-                                          constant_liar=True)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=max(4, trials // 4))
-    values.one_of(name, values.SAMPLERS, what="sampler")
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def check_study_name(settings: SearchSettings) -> bool:
@@ -131,7 +113,7 @@ def open_search_study(settings: SearchSettings) -> optuna.Study:
     return study
 
 
-def fail_interrupted(study: optuna.Study) -> int:
+def fail_interrupted(study: optuna.Study, space: SearchSpace) -> int:
     """Marks trials a killed or interrupted driver left RUNNING as FAIL and enqueues each
     proxy trial's rho again, so a resumed search runs those very configurations (a paper
     configuration cut short is measured, not replaced by a new proposal); returns how many.
@@ -139,6 +121,7 @@ def fail_interrupted(study: optuna.Study) -> int:
     Only the lease holder calls this: another driver's RUNNING trials are not stale.
     """
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    names = space_distributions(space).keys()  # a rho with some parameters unset is no rho
     for trial in stale:
         record_attrs(study, trial.number, {"status": Status.INTERRUPTED,
                                            "reason": "the search stopped while it ran"})
@@ -146,7 +129,7 @@ def fail_interrupted(study: optuna.Study) -> int:
         # A trial killed inside Optuna's ask has no stage yet, and its params may not be set
         # yet either (then an enqueued one's are in its fixed_params; else none was chosen).
         params = trial_params(trial)
-        if trial.user_attrs.get("stage", STAGE) == STAGE and params:
+        if trial.user_attrs.get("stage", STAGE) == STAGE and params.keys() == names:
             source = trial.user_attrs.get("source", "sampler")
             study.enqueue_trial(params, user_attrs={
                 "source": f"rerun of #{trial.number} ({source})", "rerun_of": trial.number})

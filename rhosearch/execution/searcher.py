@@ -24,6 +24,7 @@ from rhosearch.core.space import RhoConfig, baseline_config
 from rhosearch.execution.jobstore import CHECKPOINTS
 from rhosearch.record.study import (
     config_from_params,
+    make_sampler,
     pareto_front,
     record_attrs,
     space_distributions,
@@ -68,6 +69,10 @@ class StudySearcher(Searcher):
         self.epochs = epochs
         self.space = settings.space
         self.distributions = space_distributions(settings.space)
+        # The scratch studies' sampler, never the study's own: GP, NSGA-II and TPE bind to the
+        # first study they are asked about, and the study's sampler is asked (for an enqueued
+        # rho) by the study itself.
+        self.sampler = make_sampler(settings.sampler, settings.seed, settings.trials)
         self.cost = CostModel(settings.space.backbone)  # `vocab.PRICED`
         self.remaining = settings.trials - trials_done(study)
         # The baseline's extra seeds (the noise floor) run first, recorded in their own study;
@@ -176,14 +181,14 @@ class StudySearcher(Searcher):
         return self.FINISHED if not self.live else None
 
     def _scratch_study(self) -> tuple[optuna.Study, dict[str, float]]:
-        """An in-memory copy of the study's record with the study's own sampler, asked for
+        """An in-memory copy of the study's record with the searcher's sampler, asked for
         proposals, and the seed means it was given (`_seed_means`, read once per suggestion):
         a proposal of a rho that is running or already measured is answered there, so it never
         becomes a row of the study (Optuna writes a row for every `ask`). Only a proposal that
         will train (or is infeasible) is enqueued into the study and asked for there, with its
         parameters fixed."""
         scratch = optuna.create_study(directions=self.study.directions,
-                                      sampler=self.study.sampler)
+                                      sampler=self.sampler)
         means = self._seed_means()
         scratch.add_trials([_at_seed_mean(t, means, self.study)
                             for t in self.study.get_trials(deepcopy=False)

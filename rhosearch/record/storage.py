@@ -202,4 +202,5 @@ def trial_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """A trial's parameters, also while it waits in the queue (or was killed inside Optuna's
     ask): `enqueue_trial` keeps them in the system attr `fixed_params` until the trial runs,
     and `trial.params` stays empty. The one place that reads that Optuna internal."""
-    return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
+    # The queued parameters first: a trial killed inside `ask` may have some of them set.
+    return dict(trial.system_attrs.get("fixed_params") or trial.params or {})

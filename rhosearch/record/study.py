@@ -19,6 +19,7 @@ from __future__ import annotations
 import optuna
 import pandas as pd
 
+from rhosearch import values
 from rhosearch.core.space import RhoConfig, SearchSpace
 from rhosearch.record.fronts import FRONT_STAGES, dominated, pareto_front
 from rhosearch.record.storage import (
@@ -78,6 +79,7 @@ __all__ = [
     "params_of",
     "config_from_params",
     "trial_params",
+    "make_sampler",
 ]
 
 # The stages that write trials, in the order a search runs them ("noise": the baseline's extra
@@ -164,3 +166,27 @@ def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame,
             params=params_of(space, config),
         ))
     study.add_trials(trials)
+
+
+def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    """A new sampler of the kind `--sampler` names, sized for a search of `trials` trials.
+
+    A new one each time it is called: GP, NSGA-II and TPE remember the one study they were
+    first asked about (Optuna's `IntersectionSearchSpace`) and refuse any other, so the study
+    and the searcher's scratch studies each need their own.
+    """
+    if name == "nsga2":
+        # A population near a third of the budget lets a small search reach its second
+        # generation; Optuna's default of 50 would make any search under 50 trials random.
+        population = max(4, min(50, trials // 3))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    if name == "tpe":
+        # constant_liar: trials still running count as bad results, so 6 slots at once are not
+        # handed the same promising rho six times (without it a 40-trial search on 6 slots
+        # proposed running configurations hundreds of times).
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, trials // 4),
+                                          constant_liar=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=max(4, trials // 4))
+    values.one_of(name, values.SAMPLERS, what="sampler")
+    return optuna.samplers.RandomSampler(seed=seed)
