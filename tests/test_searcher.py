@@ -93,9 +93,10 @@ def test_the_sampler_sees_one_point_per_rho_at_its_seed_mean(tmp_path):
 @pytest.mark.parametrize("sampler", ["gp", "nsga2", "tpe"])
 def test_the_study_asked_for_an_enqueued_rho_does_not_break_the_scratch_studies(tmp_path,
                                                                                  sampler):
-    """GP, NSGA-II and TPE bind to the first study they are asked about. The study is asked
-    for enqueued (and, before the fix, half-set) parameters with its own sampler; the scratch
-    studies must get another one. CI found GP refusing them on a resumed search."""
+    """GP and NSGA-II bind to the first study they are asked about (TPE is checked too). The
+    study is asked for enqueued (and, before the fix, half-set) parameters with its own
+    sampler; the scratch studies must get another one. CI found GP refusing them on a resumed
+    search."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_search_space("exmobilevit_s")
     settings = SearchSettings(study="t", space=space, trials=6, budget=Budget(cpus=2),

@@ -69,9 +69,9 @@ class StudySearcher(Searcher):
         self.epochs = epochs
         self.space = settings.space
         self.distributions = space_distributions(settings.space)
-        # The scratch studies' sampler, never the study's own: GP, NSGA-II and TPE bind to the
-        # first study they are asked about, and the study's sampler is asked (for an enqueued
-        # rho) by the study itself.
+        # The scratch studies' sampler, never the study's own: GP and NSGA-II bind to the first
+        # study they are asked about, and the study's sampler is asked (for an enqueued rho) by
+        # the study itself.
         self.sampler = make_sampler(settings.sampler, settings.seed, settings.trials)
         self.cost = CostModel(settings.space.backbone)  # `vocab.PRICED`
         self.remaining = settings.trials - trials_done(study)

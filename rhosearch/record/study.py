@@ -171,9 +171,9 @@ def record_scores(study: optuna.Study, space: SearchSpace, scores: pd.DataFrame,
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     """A new sampler of the kind `--sampler` names, sized for a search of `trials` trials.
 
-    A new one each time it is called: GP, NSGA-II and TPE remember the one study they were
-    first asked about (Optuna's `IntersectionSearchSpace`) and refuse any other, so the study
-    and the searcher's scratch studies each need their own.
+    A new one each time it is called: GP and NSGA-II (and a multivariate TPE, not this one)
+    remember the one study they were first asked about (Optuna's `IntersectionSearchSpace`) and
+    refuse any other, so the study and the searcher's scratch studies each need their own.
     """
     if name == "nsga2":
         # A population near a third of the budget lets a small search reach its second
