@@ -182,12 +182,12 @@ def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe:
     baseline = baseline_config(settings.space.backbone)
     folder = study_dir(settings.study, settings.reports_dir)
     store = settings.job_store()
-    weights = {s: folder / trial_job(s, baseline, stage=Stage.NOISE) / WEIGHTS
-               for s in trunk_seeds(settings)}
+    jobs = {s: trial_job(s, baseline, stage=Stage.NOISE) for s in trunk_seeds(settings)}
+    weights = {s: folder / job / WEIGHTS for s, job in jobs.items()}
     recovered = {}
     for seed in [s for s, path in weights.items() if not path.is_file()]:
         # A trunk a stopped search trained but did not pull yet is in the store, finished.
-        job = trial_job(seed, baseline, stage=Stage.NOISE)
+        job = jobs[seed]
         store.pull(job, folder / job, skip=CHECKPOINTS)
         if weights[seed].is_file() and (folder / job / "result.json").is_file():
             recovered[seed] = json.loads((folder / job / "result.json").read_text())
@@ -214,8 +214,7 @@ def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe:
                   for s in missing}
     for seed in todo:  # a trunk trained earlier whose weights left the store: put them back
         if seed not in missing:
-            job = trial_job(seed, baseline, stage=Stage.NOISE)
-            store.push(folder / job, job, skip=CHECKPOINTS)
+            store.push(folder / jobs[seed], jobs[seed], skip=CHECKPOINTS)
     news = Queue(actor_options={"num_cpus": 0})  # the tasks' progress lines, for the console
     head_refs = [ray.remote(_heads_task).options(**options).remote(
         settings, recipe, data, s, configs, news, trunk_refs.get(s)) for s in todo]
@@ -224,7 +223,7 @@ def _run_trunks_and_heads(study: optuna.Study, settings: SearchSettings, recipe:
     def record(ref: ray.ObjectRef) -> None:  # each trunk as it finishes: a Ctrl-C keeps it
         if ref in seeds:
             result = ray.get(ref)
-            job = trial_job(seeds[ref], baseline, stage=Stage.NOISE)
+            job = jobs[seeds[ref]]
             store.pull(job, folder / job, skip=CHECKPOINTS)
             _record_trunks(study, settings, {seeds[ref]: result}, len(data.val))
 

@@ -67,7 +67,7 @@ def next_steps(settings: SearchSettings, outcome: dict[str, Any], *,
                                              f"{int(budget.cpus or 1)}cpus")]
     done = outcome["trials"]
     done = done[(done["stage"] == STAGE) & (done["state"] == "COMPLETE")]
-    study = ["search", *flags[1:flags.index("--epochs")]]  # this study, as it was searched
+    study_command = ["search", *flags[1:flags.index("--epochs")]]  # this study's search
     searched = []
     if settings.space.name != "exmobilevit_s":
         searched += ["--space", settings.space.source]
@@ -79,14 +79,14 @@ def next_steps(settings: SearchSettings, outcome: dict[str, Any], *,
                  "--epochs for the recipe's own)"]
     elif settings.stage in (Stage.ONESHOT, Stage.HEAD):  # a screen alone trains no finalist
         return [f"next: the proxy trials on this study: "
-                f"{command([*study, '--resume', '--stage', str(Stage.PROXY), *searched])}"]
+                f"{command([*study_command, '--resume', '--stage', str(Stage.PROXY), *searched])}"]
     else:
         return ["next: nothing to train: no proxy trial completed (see the reasons above)"]
     resolve = outcome.get("resolve") or {}
     undecided = [rho for rho, (status, *_) in resolve.get("decisions", {}).items()
                  if status in ("open", "capped")]
     noise = outcome["noise"] or {}
-    again = [*study, "--stage", str(Stage.RESOLVE), *searched]
+    again = [*study_command, "--stage", str(Stage.RESOLVE), *searched]
     if noise.get("std") is None:
         lines.append("open: no noise floor was measured (--noise-seeds 0), so no difference "
                      "can be judged; search again with --noise-seeds 3")
